@@ -1,0 +1,174 @@
+//! The audit event schema: what callers hand to the log.
+//!
+//! A stored record is this body plus `seq`, `prev` and `hash` (see `record`). Field order is
+//! fixed by the struct definitions, which makes the JSON canonical: the same event always
+//! serialises to the same bytes.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// What happened. Serialised as dotted lowercase names (`session.start`, `auth.failure`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "gateway.start")]
+    GatewayStart,
+    #[serde(rename = "gateway.stop")]
+    GatewayStop,
+    #[serde(rename = "config.loaded")]
+    ConfigLoaded,
+    #[serde(rename = "auth.success")]
+    AuthSuccess,
+    #[serde(rename = "auth.failure")]
+    AuthFailure,
+    #[serde(rename = "session.start")]
+    SessionStart,
+    #[serde(rename = "session.end")]
+    SessionEnd,
+    #[serde(rename = "statement")]
+    Statement,
+    #[serde(rename = "cancel")]
+    Cancel,
+    #[serde(rename = "protocol.error")]
+    ProtocolError,
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    #[serde(rename = "admin.request")]
+    AdminRequest,
+    #[serde(rename = "bootstrap.key")]
+    BootstrapKey,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::GatewayStart => "gateway.start",
+            EventKind::GatewayStop => "gateway.stop",
+            EventKind::ConfigLoaded => "config.loaded",
+            EventKind::AuthSuccess => "auth.success",
+            EventKind::AuthFailure => "auth.failure",
+            EventKind::SessionStart => "session.start",
+            EventKind::SessionEnd => "session.end",
+            EventKind::Statement => "statement",
+            EventKind::Cancel => "cancel",
+            EventKind::ProtocolError => "protocol.error",
+            EventKind::KeyCreated => "key.created",
+            EventKind::KeyRevoked => "key.revoked",
+            EventKind::AdminRequest => "admin.request",
+            EventKind::BootstrapKey => "bootstrap.key",
+        }
+    }
+}
+
+/// One link of a delegation chain: somebody acting on behalf of the subject (RFC 8693 `act`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorRef {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+/// Who: the caller as authenticated, or as claimed when authentication failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    /// Authenticated subject; `None` when authentication failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Delegation chain, nearest actor first: `actors[0]` acts directly for `subject`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<ActorRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// `api_key`, `oidc`, or `none` before authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Peer address of the client connection (`ip:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The user name the client claimed in its protocol handshake (recorded, never trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_user: Option<String>,
+}
+
+/// What: the resource and the action on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct What {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// First classification of the statement: `read`, `write`, `ddl`, `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    /// Any other affected resource (an API path, a key name, a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Free-form, event-specific details (never secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failure,
+}
+
+/// The outcome of the action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Protocol error code where there is one (a SQLSTATE, an HTTP status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
+}
+
+impl Outcome {
+    pub fn success() -> Self {
+        Outcome { status: Status::Success, reason: None, code: None, rows: None, duration_ns: None }
+    }
+    pub fn failure(reason: impl Into<String>) -> Self {
+        Outcome { status: Status::Failure, reason: Some(reason.into()), code: None, rows: None, duration_ns: None }
+    }
+}
+
+/// An event as handed to the log. `time` is when it happened (UTC, nanosecond precision).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub who: Who,
+    #[serde(default)]
+    pub what: What,
+    pub outcome: Outcome,
+}
+
+impl Event {
+    /// A new event stamped with the current UTC time.
+    pub fn now(kind: EventKind, outcome: Outcome) -> Self {
+        Event {
+            time: OffsetDateTime::now_utc(),
+            kind,
+            session: None,
+            who: Who::default(),
+            what: What::default(),
+            outcome,
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Append-only, hash-chained audit log.
+
+pub mod event;
+
+pub use event::*;
