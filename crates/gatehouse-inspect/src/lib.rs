@@ -1,1 +1,3 @@
-//! gatehouse-inspect
+//! Pure inspection of commands: plain functions over strings, no I/O.
+
+pub mod sql;

@@ -1,1 +1,236 @@
-//! gatehouse-postgres
+//! PostgreSQL protocol adapter.
+//!
+//! Accepts PostgreSQL clients, authenticates them through the core with the credential they
+//! send as password, connects to the connection's upstream with the credential the gateway
+//! holds, and relays the session through the core's pipeline. The database name the client
+//! asks for selects the connection.
+
+mod cancel;
+pub mod codec;
+mod framer;
+mod relay;
+mod startup;
+mod stream;
+pub mod tls;
+mod tracker;
+
+pub use relay::RelayLimits;
+pub use startup::RequireTls;
+
+use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::codec::{sqlstate, Severity};
+use crate::startup::{HandshakeError, Startup};
+use crate::stream::PgStream;
+use bytes::BytesMut;
+use gatehouse_core::audit::{Event, EventKind, Outcome, What, Who};
+use gatehouse_core::{ConnectRequest, Denied, Gate, Protocol, Target};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+/// Listener settings.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// Server certificate for clients' SSLRequest; without it SSLRequest is declined.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub require_tls: RequireTls,
+    /// Limit for everything before the session starts (startup, password, authentication,
+    /// upstream connection).
+    pub handshake_timeout: Duration,
+    pub limits: RelayLimits,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            tls: None,
+            require_tls: RequireTls::NonLoopback,
+            handshake_timeout: Duration::from_secs(10),
+            limits: RelayLimits { max_message: 16 * 1024 * 1024, idle_timeout: None },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("connection {connection}: {source}")]
+    UpstreamTls { connection: String, source: tls::TlsSetupError },
+}
+
+/// The PostgreSQL listener's shared state.
+pub struct PgGateway {
+    gate: Gate,
+    config: PgConfig,
+    cancels: CancelRegistry,
+    /// Client TLS settings per connection, built once.
+    upstream_tls: HashMap<String, Option<Arc<rustls::ClientConfig>>>,
+}
+
+impl PgGateway {
+    pub fn new(gate: Gate, config: PgConfig) -> Result<Arc<Self>, SetupError> {
+        let mut upstream_tls = HashMap::new();
+        for connection in gate.connections().iter() {
+            let Target::Postgres(target) = &connection.target;
+            let tls = tls::client_config(&target.tls)
+                .map_err(|source| SetupError::UpstreamTls { connection: connection.name.clone(), source })?;
+            upstream_tls.insert(connection.name.clone(), tls);
+        }
+        Ok(Arc::new(PgGateway { gate, config, cancels: CancelRegistry::default(), upstream_tls }))
+    }
+
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => return,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.handle(tcp, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let handshake = tokio::time::timeout(self.config.handshake_timeout, self.handshake(tcp, peer)).await;
+        let (mut client, session, upstream, cancel_guard) = match handshake {
+            Err(_) => return self.gate.protocol_error(Protocol::Postgres, peer, "handshake timed out").await,
+            Ok(Err(HandshakeError::ClosedEarly)) => {
+                return self.gate.protocol_error(Protocol::Postgres, peer, "closed before startup").await
+            }
+            Ok(Err(e)) => return self.gate.protocol_error(Protocol::Postgres, peer, &e.to_string()).await,
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(ready))) => ready,
+        };
+        let span = session.span();
+        async {
+            tracing::info!(source = %peer, "session started");
+            let mut greeting = BytesMut::new();
+            codec::auth_ok(&mut greeting);
+            greeting.extend_from_slice(&upstream.startup_messages);
+            codec::backend_key_data(&mut greeting, cancel_guard.key.0, cancel_guard.key.1);
+            codec::ready_for_query(&mut greeting, b'I');
+            if client.write_all(&greeting).await.is_err() {
+                session.end("client disconnected during startup").await;
+                return;
+            }
+            let end = relay::run(&session, client, upstream.stream, self.config.limits).await;
+            tracing::info!(reason = %end, "session ended");
+            drop(cancel_guard);
+            session.end(&end.to_string()).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Everything up to an open session with its upstream; `None` when the connection was a
+    /// cancel request (handled here).
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Option<(PgStream, gatehouse_core::Session, upstream::Upstream, cancel::CancelGuard)>, HandshakeError> {
+        let startup = startup::read_startup(tcp, peer, self.config.tls.as_ref(), self.config.require_tls).await?;
+        let (mut client, params) = match startup {
+            Startup::Cancel { pid, secret } => {
+                self.cancel(peer, (pid, secret)).await;
+                return Ok(None);
+            }
+            Startup::Session { stream, params } => (stream, params),
+        };
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if param("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+            let text = "replication connections are not supported through the gateway";
+            return Err(startup::fatal(&mut client, sqlstate::FEATURE_NOT_SUPPORTED, text).await);
+        }
+        let Some(user) = param("user").map(str::to_owned) else {
+            return Err(startup::fatal(&mut client, sqlstate::INVALID_AUTHORIZATION, "no user name in startup packet").await);
+        };
+        // As in PostgreSQL, the database defaults to the user name.
+        let connection = param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+        let credential = startup::read_password(&mut client).await?;
+
+        let request = ConnectRequest {
+            protocol: Protocol::Postgres,
+            connection: &connection,
+            credential: &credential,
+            claimed_user: Some(&user),
+            source: peer,
+        };
+        let session = match self.gate.open(request).await {
+            Ok(session) => session,
+            Err(denied) => {
+                let code = match denied {
+                    Denied::BadCredential(_) => sqlstate::INVALID_PASSWORD,
+                    Denied::NotPermitted => sqlstate::INVALID_AUTHORIZATION,
+                    Denied::Unavailable(_) => sqlstate::CANNOT_CONNECT_NOW,
+                };
+                startup::send_error(&mut client, Severity::Fatal, code, &denied.client_message(&connection)).await;
+                return Ok(None);
+            }
+        };
+        drop(credential);
+
+        let Target::Postgres(target) = &session.connection().target;
+        let tls = self.upstream_tls.get(&session.connection().name).cloned().flatten();
+        let forwarded: Vec<(String, String)> =
+            params.into_iter().filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication")).collect();
+        let upstream = match upstream::connect(target, tls.as_ref(), &forwarded, self.config.handshake_timeout).await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                tracing::warn!(session = session.id(), error = %e, "upstream connection failed");
+                let what = What { detail: Some(serde_json::json!({ "upstream_error": e.to_string() })), ..What::default() };
+                let _ = session.record_event(EventKind::SessionEnd, what, Outcome::failure("upstream connection failed")).await;
+                let text = format!("could not connect to the target of connection \"{}\"", session.connection().name);
+                startup::send_error(&mut client, Severity::Fatal, sqlstate::SQLCLIENT_UNABLE, &text).await;
+                session.end("upstream connection failed").await;
+                return Ok(None);
+            }
+        };
+        let guard = self.cancels.register(CancelTarget {
+            session: session.id().to_owned(),
+            connection: session.connection().name.clone(),
+            target: target.clone(),
+            tls,
+            upstream_key: upstream.key.unwrap_or_default(),
+        });
+        Ok(Some((client, session, upstream, guard)))
+    }
+
+    /// Forwards a cancel request with the upstream's key. Like PostgreSQL, never answers.
+    async fn cancel(&self, peer: SocketAddr, key: (i32, i32)) {
+        let who = Who { source: Some(peer.to_string()), method: Some("cancel_key".to_owned()), ..Who::default() };
+        let Some(found) = self.cancels.lookup(key) else {
+            let mut event = Event::now(EventKind::Cancel, Outcome::failure("unknown cancel key"));
+            event.who = who;
+            event.what = What { protocol: Some("postgres".to_owned()), ..What::default() };
+            let _ = self.gate.record(event).await;
+            return;
+        };
+        let result = upstream::cancel(&found.target, found.tls.as_ref(), found.upstream_key).await;
+        let outcome = match &result {
+            Ok(()) => Outcome::success(),
+            Err(e) => Outcome::failure(e.to_string()),
+        };
+        let mut event = Event::now(EventKind::Cancel, outcome);
+        event.session = Some(found.session);
+        event.who = who;
+        event.what = What { connection: Some(found.connection), protocol: Some("postgres".to_owned()), ..What::default() };
+        let _ = self.gate.record(event).await;
+    }
+}
+
+mod upstream;

@@ -1,0 +1,189 @@
+//! Reads PostgreSQL messages from a byte stream with bounded memory.
+//!
+//! Small messages come out whole. Messages of a *streamable* type (row data, COPY data) larger
+//! than the inline limit come out as a header followed by chunks, so a 1 GiB row never sits in
+//! memory. Every other message is capped at `max_message`; a larger one is a protocol error.
+//! `next` is cancel-safe: state changes only once a piece is returned.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Below this, even streamable messages are read whole.
+const INLINE_LIMIT: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum Piece {
+    /// A whole message, header included (`raw[0]` is the tag).
+    Whole { tag: u8, raw: Bytes },
+    /// The 5-byte header of a large streamable message; its body follows as chunks.
+    Head { tag: u8, raw: Bytes },
+    /// Part of a large message's body.
+    Chunk(Bytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid message length {len} for message type {tag:?}")]
+    BadLength { tag: char, len: i64 },
+    #[error("message of type {tag:?} is {len} bytes, over the {max}-byte limit")]
+    TooLarge { tag: char, len: usize, max: usize },
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+}
+
+pub struct Framer<R> {
+    inner: R,
+    buf: BytesMut,
+    /// Bytes of a large message's body still to come.
+    remaining: usize,
+    max_message: usize,
+    streamable: fn(u8) -> bool,
+}
+
+impl<R: AsyncRead + Unpin> Framer<R> {
+    pub fn new(inner: R, max_message: usize, streamable: fn(u8) -> bool) -> Self {
+        Framer { inner, buf: BytesMut::with_capacity(READ_CHUNK), remaining: 0, max_message, streamable }
+    }
+
+    /// True when the next piece can be produced without reading the socket; relays use it to
+    /// flush their output only when the input runs dry.
+    pub fn has_buffered_piece(&self) -> bool {
+        if self.remaining > 0 {
+            return !self.buf.is_empty();
+        }
+        match header(&self.buf) {
+            Some((tag, len)) => {
+                let body = len.saturating_sub(4);
+                self.buf.len() >= 1 + len || ((self.streamable)(tag) && body > INLINE_LIMIT)
+            }
+            None => false,
+        }
+    }
+
+    /// The next piece, or `None` at a clean end of stream (between messages).
+    pub async fn next(&mut self) -> Result<Option<Piece>, FrameError> {
+        if self.remaining > 0 {
+            if self.buf.is_empty() && self.fill().await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+            let n = self.remaining.min(self.buf.len());
+            self.remaining -= n;
+            return Ok(Some(Piece::Chunk(self.buf.split_to(n).freeze())));
+        }
+        while self.buf.len() < 5 {
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+            }
+        }
+        let tag = self.buf[0];
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(FrameError::BadLength { tag: char::from(tag), len: i64::from(len) });
+        }
+        let len = len as usize; // non-negative, checked above
+        let body = len - 4;
+        if (self.streamable)(tag) && body > INLINE_LIMIT {
+            let raw = self.buf.split_to(5).freeze();
+            self.remaining = body;
+            return Ok(Some(Piece::Head { tag, raw }));
+        }
+        if body > self.max_message {
+            return Err(FrameError::TooLarge { tag: char::from(tag), len: body, max: self.max_message });
+        }
+        while self.buf.len() < 1 + len {
+            self.buf.reserve(1 + len - self.buf.len());
+            if self.fill().await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        Ok(Some(Piece::Whole { tag, raw: self.buf.split_to(1 + len).freeze() }))
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.inner.read_buf(&mut self.buf).await
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The stream and any bytes read but not yet returned.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+}
+
+fn header(buf: &[u8]) -> Option<(u8, usize)> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    Some((buf[0], usize::try_from(len).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn streamable(tag: u8) -> bool {
+        tag == b'D'
+    }
+
+    #[tokio::test]
+    async fn reads_whole_and_streamed_messages() {
+        let big = vec![7u8; 200_000];
+        let mut input = msg(b'C', b"SELECT 1\0");
+        input.extend(msg(b'D', &big));
+        input.extend(msg(b'Z', b"I"));
+        let mut f = Framer::new(&input[..], 1024, streamable);
+        let Some(Piece::Whole { tag: b'C', raw }) = f.next().await.unwrap() else { panic!() };
+        assert_eq!(&raw[..], &msg(b'C', b"SELECT 1\0")[..]);
+        let Some(Piece::Head { tag: b'D', raw }) = f.next().await.unwrap() else { panic!() };
+        assert_eq!(raw.len(), 5);
+        let mut got = 0;
+        loop {
+            match f.next().await.unwrap() {
+                Some(Piece::Chunk(c)) => {
+                    assert!(c.len() <= 200_000);
+                    got += c.len();
+                }
+                Some(Piece::Whole { tag: b'Z', .. }) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, big.len());
+        assert!(f.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_lengths_and_oversized_messages() {
+        let input = [b'Q', 0, 0, 0, 2];
+        let mut f = Framer::new(&input[..], 1024, streamable);
+        assert!(matches!(f.next().await, Err(FrameError::BadLength { .. })));
+
+        let input = [b'Q', 0x7f, 0xff, 0xff, 0xff, b'x'];
+        let mut f = Framer::new(&input[..], 1024, streamable);
+        assert!(matches!(f.next().await, Err(FrameError::TooLarge { .. })));
+
+        let input = [b'Q', 0xff, 0xff, 0xff, 0xff];
+        let mut f = Framer::new(&input[..], 1024, streamable);
+        assert!(matches!(f.next().await, Err(FrameError::BadLength { .. })));
+
+        let input = msg(b'Q', b"SELECT 1\0");
+        let mut f = Framer::new(&input[..input.len() - 2], 1024, streamable);
+        assert!(matches!(f.next().await, Err(FrameError::Truncated)));
+    }
+}
