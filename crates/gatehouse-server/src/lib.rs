@@ -1,1 +1,11 @@
-//! gatehouse-server
+//! Gatehouse server wiring: configuration, state, authentication, the audit log, the protocol
+//! listeners and the admin API, assembled into one running gateway.
+
+pub mod admin;
+mod bootstrap;
+pub mod config;
+mod index;
+mod run;
+mod wiring;
+
+pub use run::{serve, Running};

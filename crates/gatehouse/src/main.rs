@@ -1,1 +1,169 @@
-fn main() {}
+//! `gatehouse`: the gateway binary and its operator commands.
+
+mod admin_client;
+mod audit_cmd;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Identity-aware gateway for governed access to infrastructure")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// Configuration file [default: $GATEHOUSE_CONFIG, else ./gatehouse.yaml]
+    #[arg(long, short = 'c', env = "GATEHOUSE_CONFIG", default_value = "gatehouse.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct ServerArg {
+    /// Admin API of a running gateway
+    #[arg(long, env = "GATEHOUSE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway
+    Serve(ConfigArg),
+    /// Work with configuration files
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage service-account API keys (needs $GATEHOUSE_TOKEN with the admin role)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// List recorded sessions (needs $GATEHOUSE_TOKEN with the admin role)
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Verify and export the audit log (reads the data directory; works with the gateway stopped)
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; errors name the file, line and key
+    Check(ConfigArg),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; prints only the key on stdout
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Group of the key's identity (repeatable)
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List API keys (never the keys themselves)
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Revoke an API key; new connections with it are refused at once
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List recent sessions, newest first
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain offline; exit 0 only when intact, otherwise name the first bad record
+    Verify(ConfigArg),
+    /// Export audit events
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only events at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339)
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = audit_cmd::Format::Jsonl)]
+        format: audit_cmd::Format,
+        /// Write to this file instead of stdout
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // One crypto provider for every TLS use in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(arg) => {
+            let config = load(&arg.config)?;
+            init_logging(&config);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(gatehouse_server::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check(arg)) => {
+            let config = load(&arg.config)?;
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: OK ({} connection(s))", arg.config.display(), config.connections.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => admin_client::keys(cmd),
+        Command::Sessions(SessionsCommand::List { limit, server }) => admin_client::sessions(&server.server, limit),
+        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load(&arg.config)?),
+        Command::Audit(AuditCommand::Export { config, since, until, format, out }) => {
+            audit_cmd::export(&load(&config.config)?, since.as_deref(), until.as_deref(), format, out.as_deref())
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<gatehouse_server::config::Config> {
+    // The error already names the file, line and key.
+    gatehouse_server::config::load(path).map_err(|e| anyhow::anyhow!("{e}")).context("invalid configuration")
+}
+
+fn init_logging(config: &gatehouse_server::config::Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new(config.log.level.as_str()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        gatehouse_server::config::LogFormat::Json => builder.json().init(),
+        gatehouse_server::config::LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,156 @@
+//! Starting and stopping the gateway.
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, Config};
+use crate::{bootstrap, index, wiring};
+use anyhow::Context;
+use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
+use gatehouse_core::{Authenticator, Gate, Metrics};
+use gatehouse_store::{SqliteStore, Store};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started gateway: its bound addresses and the means to stop it.
+pub struct Running {
+    pub admin_addr: SocketAddr,
+    pub postgres_addr: SocketAddr,
+    audit: AuditLog,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Starts every component; the audit log first, so that everything after it is recorded.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    raise_fd_limit();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+
+    let options = Options {
+        fsync: match config.audit.fsync {
+            config::Fsync::Always => FsyncMode::Always,
+            config::Fsync::Never => FsyncMode::Never,
+        },
+        ..Options::default()
+    };
+    let audit = AuditLog::open(&config.audit.dir, options).with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+    let mut start = Event::now(EventKind::GatewayStart, Outcome::success());
+    start.what.detail = Some(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "recovered_partial_record": audit.recovered_partial().map(|p| p.display().to_string()),
+    }));
+    audit.record(start).await?;
+    let config_bytes = std::fs::read(&config.source).unwrap_or_default();
+    let mut loaded = Event::now(EventKind::ConfigLoaded, Outcome::success());
+    loaded.what = What {
+        resource: Some(config.source.display().to_string()),
+        detail: Some(serde_json::json!({
+            "sha256": hex::encode(Sha256::digest(&config_bytes)),
+            "connections": config.connections.keys().collect::<Vec<_>>(),
+        })),
+        ..What::default()
+    };
+    audit.record(loaded).await?;
+
+    let config::StateConfig::Sqlite { path } = &config.state;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await.with_context(|| format!("opening the state store {}", path.display()))?);
+    let admin_group = config.admin.admin_groups.first().cloned().unwrap_or_else(|| "gatehouse-admins".to_owned());
+    bootstrap::ensure_admin_key(store.as_ref(), &audit, &config.data_dir, &admin_group).await?;
+
+    let authenticator = Arc::new(wiring::authenticator(&config, store.clone())?);
+    if let Some(oidc) = &authenticator.oidc {
+        oidc.warm_up().await;
+    }
+    let authenticator: Arc<dyn Authenticator> = authenticator;
+    let metrics = Arc::new(Metrics::new());
+    let gate = Gate::new(
+        authenticator.clone(),
+        wiring::connections(&config),
+        audit.clone(),
+        metrics.clone(),
+        Arc::new(index::StoreIndex(store.clone())),
+    );
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let pg_listener = TcpListener::bind(config.postgres.listen)
+        .await
+        .with_context(|| format!("binding the PostgreSQL listener on {}", config.postgres.listen))?;
+    let postgres_addr = pg_listener.local_addr()?;
+    let pg = gatehouse_postgres::PgGateway::new(gate.clone(), wiring::pg_config(&config)?)?;
+    tasks.push(tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone())));
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let app = admin::router(AdminState {
+        authenticator,
+        store,
+        audit: audit.clone(),
+        metrics,
+        admin_groups: config.admin.admin_groups.clone(),
+    });
+    let mut admin_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(admin_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = admin_shutdown.changed().await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    }));
+
+    tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "gatehouse is listening");
+    Ok(Running { admin_addr, postgres_addr, audit, shutdown, tasks })
+}
+
+impl Running {
+    /// Stops accepting connections, records the stop and closes the audit log.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        self.audit.record(Event::now(EventKind::GatewayStop, Outcome::success())).await?;
+        self.audit.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Many concurrent clients need many descriptors; the soft limit is often 1024.
+fn raise_fd_limit() {
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
+        if soft < hard {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The admin commands: thin clients of a running gateway's admin API.
+
+use crate::KeysCommand;
+use anyhow::{bail, Context};
+use std::process::ExitCode;
+
+fn token() -> anyhow::Result<String> {
+    std::env::var("GATEHOUSE_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_owned())
+        .context("set $GATEHOUSE_TOKEN to an admin credential (on first start: the key in <data_dir>/admin.key)")
+}
+
+fn request(method: reqwest::Method, server: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+        let url = format!("{}/api/v1{path}", server.trim_end_matches('/'));
+        let mut req = client.request(method, &url).bearer_auth(token()?);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.with_context(|| format!("cannot reach the gateway at {server}"))?;
+        let status = response.status();
+        let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or("request failed");
+            bail!("{status}: {message}");
+        }
+        Ok(value)
+    })
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Create { name, groups, server } => {
+            let body = serde_json::json!({ "name": name, "groups": groups });
+            let created = request(reqwest::Method::POST, &server.server, "/keys", Some(body))?;
+            let key = created["key"].as_str().context("the gateway returned no key")?;
+            println!("{key}");
+        }
+        KeysCommand::List { server } => {
+            let keys = request(reqwest::Method::GET, &server.server, "/keys", None)?;
+            println!("{:<24} {:<10} {:<32} {:<30} REVOKED", "NAME", "PREFIX", "GROUPS", "CREATED");
+            for k in keys.as_array().into_iter().flatten() {
+                let groups: Vec<&str> = k["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+                println!(
+                    "{:<24} {:<10} {:<32} {:<30} {}",
+                    k["name"].as_str().unwrap_or(""),
+                    k["prefix"].as_str().unwrap_or(""),
+                    groups.join(","),
+                    k["created_at"].as_str().unwrap_or(""),
+                    k["revoked_at"].as_str().unwrap_or("-"),
+                );
+            }
+        }
+        KeysCommand::Revoke { name, server } => {
+            let path = format!("/keys/{}/revoke", encode_segment(&name));
+            request(reqwest::Method::POST, &server.server, &path, None)?;
+            eprintln!("revoked {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sessions(server: &str, limit: u32) -> anyhow::Result<ExitCode> {
+    let sessions = request(reqwest::Method::GET, server, &format!("/sessions?limit={limit}"), None)?;
+    println!("{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} END", "ID", "PROTOCOL", "CONNECTION", "SUBJECT", "STARTED", "STMTS");
+    for s in sessions.as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} {}",
+            s["id"].as_str().unwrap_or(""),
+            s["protocol"].as_str().unwrap_or(""),
+            s["connection"].as_str().unwrap_or(""),
+            s["subject"].as_str().unwrap_or(""),
+            s["started_at"].as_str().unwrap_or(""),
+            s["statements"].as_u64().unwrap_or(0),
+            s["end_reason"].as_str().unwrap_or("(open)"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a path segment (key names are restricted, but be safe).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
