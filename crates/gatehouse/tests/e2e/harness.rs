@@ -1,0 +1,408 @@
+//! Test harness: a throwaway PostgreSQL cluster (initdb/pg_ctl, SCRAM, md5 and TLS) and a real
+//! `gatehouse serve` process in front of it. Nothing here is mocked.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Passwords of the throwaway cluster's roles. Tests assert these never leak.
+pub const SUPER_PASSWORD: &str = "Sup3r-Secret-Upstream-Pw!";
+pub const SCRAM_PASSWORD: &str = "scram-Only-Pw-7f3a";
+pub const MD5_PASSWORD: &str = "md5-Only-Pw-19c2";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+/// Runs a PostgreSQL server binary, as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(program: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A private PostgreSQL cluster on a free port, stopped on drop.
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub socket_dir: PathBuf,
+    /// The server certificate (self-signed, for localhost and 127.0.0.1), PEM.
+    pub cert_file: PathBuf,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let dir = tempfile::Builder::new().prefix("gh-pg-").tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().to_path_buf();
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, SUPER_PASSWORD).expect("pwfile");
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut initdb = pg_command("initdb");
+        initdb.args(["-D"]).arg(&data).args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"]).arg(format!("--pwfile={}", pwfile.display()));
+        run(initdb);
+
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("cert");
+        let cert_file = dir.path().join("server.crt");
+        let key_file = data.join("server.key");
+        std::fs::write(&cert_file, cert.cert.pem()).expect("cert");
+        std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key");
+        std::fs::set_permissions(&cert_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        if is_root() {
+            run({
+                let mut c = Command::new("chown");
+                c.args(["postgres:postgres"]).arg(&key_file).arg(&cert_file);
+                c
+            });
+        }
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\nssl = on\nssl_cert_file = '{cert}'\nssl_key_file = 'server.key'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\nshared_buffers = 64MB\n",
+            sock = socket_dir.display(),
+            cert = cert_file.display(),
+        );
+        let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        f.write_all(conf.as_bytes()).expect("conf");
+        let hba = "local all all trust\n\
+                   hostssl all tls_only 127.0.0.1/32 scram-sha-256\n\
+                   hostnossl all tls_only 127.0.0.1/32 reject\n\
+                   host all md5_user 127.0.0.1/32 md5\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("hba");
+
+        let mut start = pg_command("pg_ctl");
+        start.args(["-D"]).arg(&data).args(["-l"]).arg(dir.path().join("log")).args(["-w", "-t", "60", "start"]);
+        run(start);
+        let cluster = PgCluster { port, dir, socket_dir, cert_file };
+        cluster.psql_admin(&format!(
+            "CREATE ROLE scram_user LOGIN PASSWORD '{SCRAM_PASSWORD}';\
+             CREATE ROLE tls_only LOGIN PASSWORD '{SCRAM_PASSWORD}';\
+             SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD '{MD5_PASSWORD}';\
+             GRANT ALL ON SCHEMA public TO PUBLIC;"
+        ));
+        cluster
+    }
+
+    /// Runs SQL as the superuser over the Unix socket (trust), bypassing the gateway.
+    pub fn psql_admin(&self, sql: &str) -> String {
+        let out = run({
+            let mut c = Command::new("psql");
+            c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"]).arg(&self.socket_dir).args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]);
+            c
+        });
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut stop = pg_command("pg_ctl");
+        stop.args(["-D"]).arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "stop"]);
+        let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// Builds a gateway configuration.
+pub struct GatewayBuilder {
+    connections: Vec<String>,
+    postgres_extra: String,
+    top_extra: String,
+    env: Vec<(String, String)>,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        GatewayBuilder { connections: Vec::new(), postgres_extra: String::new(), top_extra: String::new(), env: Vec::new() }
+    }
+}
+
+impl GatewayBuilder {
+    /// A connection to `cluster` as `user` (password held in an env var), open to the
+    /// `developers` and `gatehouse-admins` groups. `tls_mode` is the upstream sslmode.
+    pub fn pg_connection(mut self, name: &str, cluster: &PgCluster, user: &str, password: Option<&str>, tls_mode: &str) -> Self {
+        let password_line = match password {
+            Some(pw) => {
+                let var = format!("GH_TEST_PW_{}", name.to_uppercase().replace('-', "_"));
+                self.env.push((var.clone(), pw.to_owned()));
+                format!("      password: ${{env:{var}}}\n")
+            }
+            None => String::new(),
+        };
+        self.connections.push(format!(
+            "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: {user}\n{password_line}      tls: {{ mode: {tls_mode}, ca_file: {ca} }}\n    allow:\n      groups: [developers, gatehouse-admins]\n",
+            port = cluster.port,
+            ca = cluster.cert_file.display(),
+        ));
+        self
+    }
+
+    /// A raw YAML block for one connection (indented under `connections:`).
+    pub fn raw_connection(mut self, yaml: &str) -> Self {
+        self.connections.push(yaml.to_owned());
+        self
+    }
+
+    /// Extra keys under `postgres:` (each line indented two spaces).
+    pub fn postgres(mut self, yaml: &str) -> Self {
+        self.postgres_extra.push_str(yaml);
+        self
+    }
+
+    /// Extra top-level YAML (e.g. an `auth:` section).
+    pub fn top(mut self, yaml: &str) -> Self {
+        self.top_extra.push_str(yaml);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn start(self) -> Gateway {
+        let dir = tempfile::Builder::new().prefix("gh-gw-").tempdir().expect("tempdir");
+        let pg_port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            "data_dir: ./data\nlog: {{ level: info, format: text }}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  admin_groups: [gatehouse-admins]\npostgres:\n  listen: 127.0.0.1:{pg_port}\n  handshake_timeout: 5s\n{pg_extra}{top}connections:\n{conns}",
+            pg_extra = self.postgres_extra,
+            top = self.top_extra,
+            conns = self.connections.join(""),
+        );
+        let config_path = dir.path().join("gatehouse.yaml");
+        std::fs::write(&config_path, &config).expect("config");
+        let log_path = dir.path().join("gateway.log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        cmd.arg("serve").arg("--config").arg(&config_path).stdout(log.try_clone().expect("log")).stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn gatehouse");
+        let mut gateway = Gateway {
+            child: Some(child),
+            dir,
+            config_path,
+            log_path,
+            pg_port,
+            admin_port,
+            admin_key: String::new(),
+        };
+        gateway.wait_ready();
+        gateway.admin_key = std::fs::read_to_string(gateway.data_dir().join("admin.key")).expect("admin.key").trim().to_owned();
+        gateway
+    }
+}
+
+/// A running `gatehouse serve` process, killed on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub pg_port: u16,
+    pub admin_port: u16,
+    pub admin_key: String,
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("gatehouse exited with {status}:\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() && self.http_get("/healthz").0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gatehouse did not become ready:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir().join("audit").join("audit.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `postgresql://` URL for a credential and connection name (the credential is
+    /// percent-encoded).
+    pub fn url(&self, credential: &str, connection: &str) -> String {
+        format!("postgresql://tester:{}@127.0.0.1:{}/{connection}?sslmode=disable", percent(credential), self.pg_port)
+    }
+
+    /// tokio-postgres / libpq key-value connection string.
+    pub fn conninfo(&self, credential: &str, connection: &str) -> String {
+        format!("host=127.0.0.1 port={} user=tester password='{}' dbname={connection} sslmode=disable", self.pg_port, credential.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+
+    /// Runs psql through the gateway with the admin key; returns the output (panics on failure).
+    pub fn psql(&self, connection: &str, sql: &str) -> String {
+        let out = self.psql_raw(&self.admin_key, connection, &["-c", sql]);
+        assert!(out.status.success(), "psql failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn psql_raw(&self, credential: &str, connection: &str, args: &[&str]) -> Output {
+        Command::new("psql")
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
+            .arg(self.url(credential, connection))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql")
+    }
+
+    /// Runs the gatehouse CLI against this gateway (admin token set).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .env("GATEHOUSE_SERVER", format!("http://127.0.0.1:{}", self.admin_port))
+            .env("GATEHOUSE_TOKEN", &self.admin_key)
+            .env("GATEHOUSE_CONFIG", &self.config_path)
+            .output()
+            .expect("gatehouse cli")
+    }
+
+    /// Creates an API key with the CLI and returns it.
+    pub fn create_key(&self, name: &str, groups: &[&str]) -> String {
+        let mut args = vec!["keys", "create", "--name", name];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "keys create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Every audit record, parsed.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits until an audit event matches (the log is written before clients see outcomes, but
+    /// session ends and protocol errors may land just after the client returns).
+    pub fn wait_for_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.audit_events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no audit event: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Minimal HTTP/1.1 GET against the admin API: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else { return (0, String::new()) };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// Resident memory of the gateway process: (current, peak) in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the gateway with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Percent-encodes userinfo for a URL.
+pub fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The shared cluster and a gateway with a `main` connection (superuser, SCRAM, no TLS).
+pub fn cluster_and_gateway() -> (PgCluster, Gateway) {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder().pg_connection("main", &cluster, "postgres", Some(SUPER_PASSWORD), "disable").start();
+    (cluster, gateway)
+}
