@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// What happened. Serialised as dotted lowercase names (`session.start`, `auth.failure`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "gateway.start")]
     GatewayStart,
@@ -41,6 +41,25 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in declaration order (for docs, tests and exhaustive tables).
+    pub const ALL: [EventKind; 14] = [
+        EventKind::GatewayStart,
+        EventKind::GatewayStop,
+        EventKind::ConfigLoaded,
+        EventKind::AuthSuccess,
+        EventKind::AuthFailure,
+        EventKind::SessionStart,
+        EventKind::SessionEnd,
+        EventKind::Statement,
+        EventKind::Cancel,
+        EventKind::ProtocolError,
+        EventKind::KeyCreated,
+        EventKind::KeyRevoked,
+        EventKind::AdminRequest,
+        EventKind::BootstrapKey,
+    ];
+
+    /// The serialised name, e.g. `session.start`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::GatewayStart => "gateway.start",
@@ -113,11 +132,22 @@ pub struct What {
     pub detail: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether the action succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Success,
     Failure,
+}
+
+impl Status {
+    /// The serialised name: `success` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+        }
+    }
 }
 
 /// The outcome of the action.
@@ -136,18 +166,33 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A success with no further detail.
     pub fn success() -> Self {
-        Outcome { status: Status::Success, reason: None, code: None, rows: None, duration_ns: None }
+        Outcome {
+            status: Status::Success,
+            reason: None,
+            code: None,
+            rows: None,
+            duration_ns: None,
+        }
     }
+    /// A failure with a human-readable reason.
     pub fn failure(reason: impl Into<String>) -> Self {
-        Outcome { status: Status::Failure, reason: Some(reason.into()), code: None, rows: None, duration_ns: None }
+        Outcome {
+            status: Status::Failure,
+            reason: Some(reason.into()),
+            code: None,
+            rows: None,
+            duration_ns: None,
+        }
     }
 }
 
 /// An event as handed to the log. `time` is when it happened (UTC, nanosecond precision).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(with = "time::serde::rfc3339")]
+    /// Written as RFC 3339 UTC with nine fractional digits (see [`crate::timefmt`]).
+    #[serde(with = "crate::timefmt::rfc3339_nanos")]
     pub time: OffsetDateTime,
     pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]

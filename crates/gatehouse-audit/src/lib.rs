@@ -1,5 +1,26 @@
 //! Append-only, hash-chained audit log.
+//!
+//! * [`record`]: the stored line format and its hash chain (pure).
+//! * [`AuditLog`]: the writer, one OS thread with group commit, failing closed.
+//! * [`verify_file`]: offline verification of a log file.
+//! * [`export`](export::export): JSONL/CSV export of a time range.
+//!
+//! The format is documented for examiners in `docs/audit-events.md`.
 
+mod blocking;
+mod csv;
+mod error;
 pub mod event;
+pub mod export;
+mod lines;
+pub mod record;
+mod tail;
+pub mod timefmt;
+pub mod verify;
+mod writer;
 
+pub use error::AuditError;
 pub use event::*;
+pub use export::{export, ExportError, ExportFormat, ExportSummary};
+pub use verify::{verify_file, VerifyFailure, VerifyReason, VerifyReport};
+pub use writer::{AuditLog, FsyncMode, Options, Stats, Ticket, LOG_FILE_NAME};

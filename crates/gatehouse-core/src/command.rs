@@ -15,7 +15,10 @@ impl Command {
     pub fn sql(text: impl Into<Arc<str>>) -> Self {
         let text = text.into();
         let classification = sql::classify(&text);
-        Command { text, classification }
+        Command {
+            text,
+            classification,
+        }
     }
 
     pub fn kind(&self) -> &'static str {

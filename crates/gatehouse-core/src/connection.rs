@@ -32,7 +32,7 @@ pub struct Access {
 impl Access {
     pub fn permits(&self, identity: &Identity) -> bool {
         self.any_authenticated
-            || self.subjects.iter().any(|s| *s == identity.subject)
+            || self.subjects.contains(&identity.subject)
             || identity.in_any_group(&self.groups)
     }
 }
@@ -92,7 +92,11 @@ pub struct Connections(HashMap<String, Arc<Connection>>);
 
 impl Connections {
     pub fn new(list: impl IntoIterator<Item = Connection>) -> Self {
-        Connections(list.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect())
+        Connections(
+            list.into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Connection>> {

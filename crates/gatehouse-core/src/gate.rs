@@ -110,7 +110,15 @@ impl Gate {
         metrics: Arc<Metrics>,
         index: Arc<dyn SessionIndex>,
     ) -> Self {
-        Gate { inner: Arc::new(GateInner { authenticator, connections, audit, metrics, index }) }
+        Gate {
+            inner: Arc::new(GateInner {
+                authenticator,
+                connections,
+                audit,
+                metrics,
+                index,
+            }),
+        }
     }
 
     pub fn connections(&self) -> &Connections {
@@ -141,7 +149,11 @@ impl Gate {
         let identity = match inner.authenticator.authenticate(req.credential).await {
             Ok(identity) => identity,
             Err(err) => {
-                inner.metrics.auth_failures_total.get_or_create(&label).inc();
+                inner
+                    .metrics
+                    .auth_failures_total
+                    .get_or_create(&label)
+                    .inc();
                 let who = Who {
                     method: Some("none".to_owned()),
                     source: Some(req.source.to_string()),
@@ -152,7 +164,8 @@ impl Gate {
                     AuthError::Rejected(reason) => Denied::BadCredential(reason.clone()),
                     AuthError::Unavailable(reason) => Denied::Unavailable(reason.clone()),
                 };
-                let mut event = Event::now(EventKind::AuthFailure, Outcome::failure(err.to_string()));
+                let mut event =
+                    Event::now(EventKind::AuthFailure, Outcome::failure(err.to_string()));
                 event.who = who;
                 event.what = what;
                 self.record_or_refuse(event).await?;
@@ -167,7 +180,11 @@ impl Gate {
             .filter(|c| c.target.protocol() == req.protocol && c.access.permits(&identity))
             .cloned();
         let Some(connection) = connection else {
-            inner.metrics.auth_failures_total.get_or_create(&label).inc();
+            inner
+                .metrics
+                .auth_failures_total
+                .get_or_create(&label)
+                .inc();
             let reason = if inner.connections.get(req.connection).is_some() {
                 "identity not permitted on this connection"
             } else {
@@ -226,8 +243,14 @@ impl Gate {
             .get_or_create(&Metrics::protocol(protocol.as_str()))
             .inc();
         let mut event = Event::now(EventKind::ProtocolError, Outcome::failure(reason));
-        event.who = Who { source: Some(source.to_string()), ..Who::default() };
-        event.what = What { protocol: Some(protocol.as_str().to_owned()), ..What::default() };
+        event.who = Who {
+            source: Some(source.to_string()),
+            ..Who::default()
+        };
+        event.what = What {
+            protocol: Some(protocol.as_str().to_owned()),
+            ..What::default()
+        };
         // Nothing is left to refuse: the connection is closing either way.
         let _ = self.record_or_refuse(event).await;
     }
@@ -296,16 +319,26 @@ impl Session {
 
     /// Records a finished command. The returned ticket must be durable (see [`Session::durable`])
     /// before the client is shown the outcome.
-    pub fn record(&self, command: &Command, outcome: &CommandOutcome) -> Result<Ticket, AuditError> {
+    pub fn record(
+        &self,
+        command: &Command,
+        outcome: &CommandOutcome,
+    ) -> Result<Ticket, AuditError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
         let metrics = &self.gate.inner.metrics;
-        metrics.statement_duration_seconds.observe(outcome.duration.as_secs_f64());
+        metrics
+            .statement_duration_seconds
+            .observe(outcome.duration.as_secs_f64());
         metrics
             .statements_total
             .get_or_create(&StatementLabels {
                 protocol: self.protocol.as_str(),
                 classification: command.kind(),
-                outcome: if outcome.error.is_none() { "ok" } else { "error" },
+                outcome: if outcome.error.is_none() {
+                    "ok"
+                } else {
+                    "error"
+                },
             })
             .inc();
 
@@ -313,8 +346,15 @@ impl Session {
         let mut event = Event::now(
             EventKind::Statement,
             Outcome {
-                status: if outcome.error.is_none() { Status::Success } else { Status::Failure },
-                reason: outcome.error.as_ref().map(|e| truncate(&e.message, MAX_AUDITED_ERROR).0.to_owned()),
+                status: if outcome.error.is_none() {
+                    Status::Success
+                } else {
+                    Status::Failure
+                },
+                reason: outcome
+                    .error
+                    .as_ref()
+                    .map(|e| truncate(&e.message, MAX_AUDITED_ERROR).0.to_owned()),
                 code: outcome.error.as_ref().map(|e| e.code.clone()),
                 rows: Some(outcome.rows),
                 duration_ns: Some(u64::try_from(outcome.duration.as_nanos()).unwrap_or(u64::MAX)),
@@ -336,7 +376,12 @@ impl Session {
     }
 
     /// Records a command the verdict blocked; durable before the client hears of it.
-    pub async fn record_blocked(&self, command: &Command, rule: &str, reason: &str) -> Result<(), AuditError> {
+    pub async fn record_blocked(
+        &self,
+        command: &Command,
+        rule: &str,
+        reason: &str,
+    ) -> Result<(), AuditError> {
         let (text, _) = truncate(&command.text, MAX_AUDITED_STATEMENT);
         let what = What {
             statement: Some(text.to_owned()),
@@ -355,9 +400,16 @@ impl Session {
     }
 
     /// Records any other session event (a cancel request, a protocol error mid-session).
-    pub async fn record_event(&self, kind: EventKind, mut what: What, outcome: Outcome) -> Result<(), AuditError> {
-        what.connection.get_or_insert_with(|| self.connection.name.clone());
-        what.protocol.get_or_insert_with(|| self.protocol.as_str().to_owned());
+    pub async fn record_event(
+        &self,
+        kind: EventKind,
+        mut what: What,
+        outcome: Outcome,
+    ) -> Result<(), AuditError> {
+        what.connection
+            .get_or_insert_with(|| self.connection.name.clone());
+        what.protocol
+            .get_or_insert_with(|| self.protocol.as_str().to_owned());
         let mut event = Event::now(kind, outcome);
         event.session = Some(self.id.clone());
         event.who = self.who.clone();
@@ -372,22 +424,35 @@ impl Session {
         let mut outcome = Outcome::success();
         outcome.reason = Some(reason.to_owned());
         outcome.rows = None;
-        outcome.duration_ns = Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        outcome.duration_ns =
+            Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let what = What {
             detail: Some(serde_json::json!({ "statements": statements })),
             ..What::default()
         };
-        if let Err(err) = self.record_event(EventKind::SessionEnd, what, outcome).await {
+        if let Err(err) = self
+            .record_event(EventKind::SessionEnd, what, outcome)
+            .await
+        {
             tracing::error!(error = %err, "could not audit session end");
         }
-        self.gate.inner.index.ended(&self.id, statements, reason).await;
+        self.gate
+            .inner
+            .index
+            .ended(&self.id, statements, reason)
+            .await;
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         let label = Metrics::protocol(self.protocol.as_str());
-        self.gate.inner.metrics.sessions_open.get_or_create(&label).dec();
+        self.gate
+            .inner
+            .metrics
+            .sessions_open
+            .get_or_create(&label)
+            .dec();
         if !self.ended {
             tracing::warn!(session = %self.id, "session dropped without end()");
         }

@@ -39,13 +39,16 @@ impl Metrics {
         let auth_failures_total = Family::<ProtocolLabel, Counter>::default();
         let protocol_errors_total = Family::<ProtocolLabel, Counter>::default();
         // 50 µs .. ~100 s
-        let statement_duration_seconds =
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.000_05, 2.0, 22,
-            ));
+        let statement_duration_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 22),
+        );
         let audit_failures_total = Counter::default();
         let mut registry = Registry::with_prefix("gatehouse");
-        registry.register("sessions_open", "Client sessions now open", sessions_open.clone());
+        registry.register(
+            "sessions_open",
+            "Client sessions now open",
+            sessions_open.clone(),
+        );
         registry.register("sessions", "Client sessions opened", sessions_total.clone());
         registry.register("statements", "Statements relayed", statements_total.clone());
         registry.register(
@@ -89,7 +92,9 @@ impl Metrics {
     }
 
     pub fn protocol(protocol: &str) -> ProtocolLabel {
-        ProtocolLabel { protocol: protocol.to_owned() }
+        ProtocolLabel {
+            protocol: protocol.to_owned(),
+        }
     }
 }
 

@@ -31,11 +31,18 @@ impl CancelRegistry {
             }
         };
         keys.insert(key, target);
-        CancelGuard { registry: self.clone(), key }
+        CancelGuard {
+            registry: self.clone(),
+            key,
+        }
     }
 
     pub fn lookup(&self, key: (i32, i32)) -> Option<CancelTarget> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
     }
 }
 
@@ -47,6 +54,10 @@ pub struct CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        self.registry.keys.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.registry
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }

@@ -109,7 +109,10 @@ pub enum ParseError {
 
 /// Reads a NUL-terminated string at the front of `buf`, returning it and the rest.
 pub fn read_cstr<'a>(buf: &'a [u8], what: &'static str) -> Result<(&'a str, &'a [u8]), ParseError> {
-    let end = buf.iter().position(|&b| b == 0).ok_or(ParseError::Malformed(what))?;
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(ParseError::Malformed(what))?;
     let s = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::Malformed(what))?;
     Ok((s, &buf[end + 1..]))
 }
@@ -141,7 +144,9 @@ pub fn error_fields(mut body: &[u8]) -> (String, String) {
         if *field == 0 {
             break;
         }
-        let Ok((value, rest)) = read_cstr(rest, "error") else { break };
+        let Ok((value, rest)) = read_cstr(rest, "error") else {
+            break;
+        };
         match field {
             b'C' => code = value.to_owned(),
             b'M' => text = value.to_owned(),
@@ -155,7 +160,9 @@ pub fn error_fields(mut body: &[u8]) -> (String, String) {
 /// Rows affected or returned, from a CommandComplete tag such as `INSERT 0 5` or `SELECT 3`.
 pub fn command_rows(tag: &[u8]) -> u64 {
     let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
-    let Ok(tag) = std::str::from_utf8(tag) else { return 0 };
+    let Ok(tag) = std::str::from_utf8(tag) else {
+        return 0;
+    };
     let mut words = tag.split(' ');
     match words.next() {
         Some("SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "FETCH" | "MOVE") => {
@@ -176,14 +183,23 @@ mod tests {
         assert_eq!(out[0], b'E');
         let len = i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
         assert_eq!(len, out.len() - 1);
-        assert_eq!(error_fields(&out[5..]), ("28P01".into(), "authentication failed".into()));
+        assert_eq!(
+            error_fields(&out[5..]),
+            ("28P01".into(), "authentication failed".into())
+        );
     }
 
     #[test]
     fn parses_startup_params() {
         let body = b"user\0bob\0database\0demo\0\0";
         let params = startup_params(body).unwrap();
-        assert_eq!(params, vec![("user".into(), "bob".into()), ("database".into(), "demo".into())]);
+        assert_eq!(
+            params,
+            vec![
+                ("user".into(), "bob".into()),
+                ("database".into(), "demo".into())
+            ]
+        );
         assert!(startup_params(b"user\0bob").is_err());
         assert!(startup_params(b"").is_err());
         assert!(startup_params(b"user\0\xff\xfe\0\0").is_err());

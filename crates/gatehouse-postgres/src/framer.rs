@@ -45,7 +45,13 @@ pub struct Framer<R> {
 
 impl<R: AsyncRead + Unpin> Framer<R> {
     pub fn new(inner: R, max_message: usize, streamable: fn(u8) -> bool) -> Self {
-        Framer { inner, buf: BytesMut::with_capacity(READ_CHUNK), remaining: 0, max_message, streamable }
+        Framer {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            remaining: 0,
+            max_message,
+            streamable,
+        }
     }
 
     /// True when the next piece can be produced without reading the socket; relays use it to
@@ -57,7 +63,7 @@ impl<R: AsyncRead + Unpin> Framer<R> {
         match header(&self.buf) {
             Some((tag, len)) => {
                 let body = len.saturating_sub(4);
-                self.buf.len() >= 1 + len || ((self.streamable)(tag) && body > INLINE_LIMIT)
+                self.buf.len() > len || ((self.streamable)(tag) && body > INLINE_LIMIT)
             }
             None => false,
         }
@@ -75,13 +81,20 @@ impl<R: AsyncRead + Unpin> Framer<R> {
         }
         while self.buf.len() < 5 {
             if self.fill().await? == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
             }
         }
         let tag = self.buf[0];
         let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
         if len < 4 {
-            return Err(FrameError::BadLength { tag: char::from(tag), len: i64::from(len) });
+            return Err(FrameError::BadLength {
+                tag: char::from(tag),
+                len: i64::from(len),
+            });
         }
         let len = len as usize; // non-negative, checked above
         let body = len - 4;
@@ -91,7 +104,11 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             return Ok(Some(Piece::Head { tag, raw }));
         }
         if body > self.max_message {
-            return Err(FrameError::TooLarge { tag: char::from(tag), len: body, max: self.max_message });
+            return Err(FrameError::TooLarge {
+                tag: char::from(tag),
+                len: body,
+                max: self.max_message,
+            });
         }
         while self.buf.len() < 1 + len {
             self.buf.reserve(1 + len - self.buf.len());
@@ -99,7 +116,10 @@ impl<R: AsyncRead + Unpin> Framer<R> {
                 return Err(FrameError::Truncated);
             }
         }
-        Ok(Some(Piece::Whole { tag, raw: self.buf.split_to(1 + len).freeze() }))
+        Ok(Some(Piece::Whole {
+            tag,
+            raw: self.buf.split_to(1 + len).freeze(),
+        }))
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
@@ -149,9 +169,13 @@ mod tests {
         input.extend(msg(b'D', &big));
         input.extend(msg(b'Z', b"I"));
         let mut f = Framer::new(&input[..], 1024, streamable);
-        let Some(Piece::Whole { tag: b'C', raw }) = f.next().await.unwrap() else { panic!() };
+        let Some(Piece::Whole { tag: b'C', raw }) = f.next().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(&raw[..], &msg(b'C', b"SELECT 1\0")[..]);
-        let Some(Piece::Head { tag: b'D', raw }) = f.next().await.unwrap() else { panic!() };
+        let Some(Piece::Head { tag: b'D', raw }) = f.next().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(raw.len(), 5);
         let mut got = 0;
         loop {

@@ -50,7 +50,10 @@ impl Default for PgConfig {
             tls: None,
             require_tls: RequireTls::NonLoopback,
             handshake_timeout: Duration::from_secs(10),
-            limits: RelayLimits { max_message: 16 * 1024 * 1024, idle_timeout: None },
+            limits: RelayLimits {
+                max_message: 16 * 1024 * 1024,
+                idle_timeout: None,
+            },
         }
     }
 }
@@ -58,7 +61,10 @@ impl Default for PgConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("connection {connection}: {source}")]
-    UpstreamTls { connection: String, source: tls::TlsSetupError },
+    UpstreamTls {
+        connection: String,
+        source: tls::TlsSetupError,
+    },
 }
 
 /// The PostgreSQL listener's shared state.
@@ -75,15 +81,27 @@ impl PgGateway {
         let mut upstream_tls = HashMap::new();
         for connection in gate.connections().iter() {
             let Target::Postgres(target) = &connection.target;
-            let tls = tls::client_config(&target.tls)
-                .map_err(|source| SetupError::UpstreamTls { connection: connection.name.clone(), source })?;
+            let tls =
+                tls::client_config(&target.tls).map_err(|source| SetupError::UpstreamTls {
+                    connection: connection.name.clone(),
+                    source,
+                })?;
             upstream_tls.insert(connection.name.clone(), tls);
         }
-        Ok(Arc::new(PgGateway { gate, config, cancels: CancelRegistry::default(), upstream_tls }))
+        Ok(Arc::new(PgGateway {
+            gate,
+            config,
+            cancels: CancelRegistry::default(),
+            upstream_tls,
+        }))
     }
 
     /// Accepts connections until `shutdown` turns true.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -105,13 +123,27 @@ impl PgGateway {
 
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
-        let handshake = tokio::time::timeout(self.config.handshake_timeout, self.handshake(tcp, peer)).await;
+        let handshake =
+            tokio::time::timeout(self.config.handshake_timeout, self.handshake(tcp, peer)).await;
         let (mut client, session, upstream, cancel_guard) = match handshake {
-            Err(_) => return self.gate.protocol_error(Protocol::Postgres, peer, "handshake timed out").await,
-            Ok(Err(HandshakeError::ClosedEarly)) => {
-                return self.gate.protocol_error(Protocol::Postgres, peer, "closed before startup").await
+            Err(_) => {
+                return self
+                    .gate
+                    .protocol_error(Protocol::Postgres, peer, "handshake timed out")
+                    .await
             }
-            Ok(Err(e)) => return self.gate.protocol_error(Protocol::Postgres, peer, &e.to_string()).await,
+            Ok(Err(HandshakeError::ClosedEarly)) => {
+                return self
+                    .gate
+                    .protocol_error(Protocol::Postgres, peer, "closed before startup")
+                    .await
+            }
+            Ok(Err(e)) => {
+                return self
+                    .gate
+                    .protocol_error(Protocol::Postgres, peer, &e.to_string())
+                    .await
+            }
             Ok(Ok(None)) => return,
             Ok(Ok(Some(ready))) => ready,
         };
@@ -142,8 +174,18 @@ impl PgGateway {
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-    ) -> Result<Option<(PgStream, gatehouse_core::Session, upstream::Upstream, cancel::CancelGuard)>, HandshakeError> {
-        let startup = startup::read_startup(tcp, peer, self.config.tls.as_ref(), self.config.require_tls).await?;
+    ) -> Result<
+        Option<(
+            PgStream,
+            gatehouse_core::Session,
+            upstream::Upstream,
+            cancel::CancelGuard,
+        )>,
+        HandshakeError,
+    > {
+        let startup =
+            startup::read_startup(tcp, peer, self.config.tls.as_ref(), self.config.require_tls)
+                .await?;
         let (mut client, params) = match startup {
             Startup::Cancel { pid, secret } => {
                 self.cancel(peer, (pid, secret)).await;
@@ -151,16 +193,29 @@ impl PgGateway {
             }
             Startup::Session { stream, params } => (stream, params),
         };
-        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         if param("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
             let text = "replication connections are not supported through the gateway";
             return Err(startup::fatal(&mut client, sqlstate::FEATURE_NOT_SUPPORTED, text).await);
         }
         let Some(user) = param("user").map(str::to_owned) else {
-            return Err(startup::fatal(&mut client, sqlstate::INVALID_AUTHORIZATION, "no user name in startup packet").await);
+            return Err(startup::fatal(
+                &mut client,
+                sqlstate::INVALID_AUTHORIZATION,
+                "no user name in startup packet",
+            )
+            .await);
         };
         // As in PostgreSQL, the database defaults to the user name.
-        let connection = param("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_owned();
+        let connection = param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&user)
+            .to_owned();
         let credential = startup::read_password(&mut client).await?;
 
         let request = ConnectRequest {
@@ -178,24 +233,61 @@ impl PgGateway {
                     Denied::NotPermitted => sqlstate::INVALID_AUTHORIZATION,
                     Denied::Unavailable(_) => sqlstate::CANNOT_CONNECT_NOW,
                 };
-                startup::send_error(&mut client, Severity::Fatal, code, &denied.client_message(&connection)).await;
+                startup::send_error(
+                    &mut client,
+                    Severity::Fatal,
+                    code,
+                    &denied.client_message(&connection),
+                )
+                .await;
                 return Ok(None);
             }
         };
         drop(credential);
 
         let Target::Postgres(target) = &session.connection().target;
-        let tls = self.upstream_tls.get(&session.connection().name).cloned().flatten();
-        let forwarded: Vec<(String, String)> =
-            params.into_iter().filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication")).collect();
-        let upstream = match upstream::connect(target, tls.as_ref(), &forwarded, self.config.handshake_timeout).await {
+        let tls = self
+            .upstream_tls
+            .get(&session.connection().name)
+            .cloned()
+            .flatten();
+        let forwarded: Vec<(String, String)> = params
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
+            .collect();
+        let upstream = match upstream::connect(
+            target,
+            tls.as_ref(),
+            &forwarded,
+            self.config.handshake_timeout,
+        )
+        .await
+        {
             Ok(upstream) => upstream,
             Err(e) => {
                 tracing::warn!(session = session.id(), error = %e, "upstream connection failed");
-                let what = What { detail: Some(serde_json::json!({ "upstream_error": e.to_string() })), ..What::default() };
-                let _ = session.record_event(EventKind::SessionEnd, what, Outcome::failure("upstream connection failed")).await;
-                let text = format!("could not connect to the target of connection \"{}\"", session.connection().name);
-                startup::send_error(&mut client, Severity::Fatal, sqlstate::SQLCLIENT_UNABLE, &text).await;
+                let what = What {
+                    detail: Some(serde_json::json!({ "upstream_error": e.to_string() })),
+                    ..What::default()
+                };
+                let _ = session
+                    .record_event(
+                        EventKind::SessionEnd,
+                        what,
+                        Outcome::failure("upstream connection failed"),
+                    )
+                    .await;
+                let text = format!(
+                    "could not connect to the target of connection \"{}\"",
+                    session.connection().name
+                );
+                startup::send_error(
+                    &mut client,
+                    Severity::Fatal,
+                    sqlstate::SQLCLIENT_UNABLE,
+                    &text,
+                )
+                .await;
                 session.end("upstream connection failed").await;
                 return Ok(None);
             }
@@ -212,11 +304,18 @@ impl PgGateway {
 
     /// Forwards a cancel request with the upstream's key. Like PostgreSQL, never answers.
     async fn cancel(&self, peer: SocketAddr, key: (i32, i32)) {
-        let who = Who { source: Some(peer.to_string()), method: Some("cancel_key".to_owned()), ..Who::default() };
+        let who = Who {
+            source: Some(peer.to_string()),
+            method: Some("cancel_key".to_owned()),
+            ..Who::default()
+        };
         let Some(found) = self.cancels.lookup(key) else {
             let mut event = Event::now(EventKind::Cancel, Outcome::failure("unknown cancel key"));
             event.who = who;
-            event.what = What { protocol: Some("postgres".to_owned()), ..What::default() };
+            event.what = What {
+                protocol: Some("postgres".to_owned()),
+                ..What::default()
+            };
             let _ = self.gate.record(event).await;
             return;
         };
@@ -228,7 +327,11 @@ impl PgGateway {
         let mut event = Event::now(EventKind::Cancel, outcome);
         event.session = Some(found.session);
         event.who = who;
-        event.what = What { connection: Some(found.connection), protocol: Some("postgres".to_owned()), ..What::default() };
+        event.what = What {
+            connection: Some(found.connection),
+            protocol: Some("postgres".to_owned()),
+            ..What::default()
+        };
         let _ = self.gate.record(event).await;
     }
 }

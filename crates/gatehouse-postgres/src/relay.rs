@@ -55,18 +55,39 @@ pub enum End {
 }
 
 /// Runs the session until either side ends it; then records statements left unfinished.
-pub async fn run(session: &Session, client: PgStream, upstream: PgStream, limits: RelayLimits) -> End {
+pub async fn run(
+    session: &Session,
+    client: PgStream,
+    upstream: PgStream,
+    limits: RelayLimits,
+) -> End {
     let (client_r, mut client_w) = tokio::io::split(client);
     let (upstream_r, mut upstream_w) = tokio::io::split(upstream);
     let mut client_in = Framer::new(client_r, limits.max_message, |tag| tag == b'd');
-    let mut upstream_in = Framer::new(upstream_r, MAX_UPSTREAM_MESSAGE, |tag| matches!(tag, b'D' | b'd'));
+    let mut upstream_in = Framer::new(upstream_r, MAX_UPSTREAM_MESSAGE, |tag| {
+        matches!(tag, b'D' | b'd')
+    });
     let (ops_tx, mut ops_rx) = mpsc::channel(MAX_OPS_IN_FLIGHT);
     let mut tracker = ResponseTracker::default();
     let in_flight = AtomicUsize::new(0);
 
     let end = {
-        let requests = client_loop(session, &mut client_in, &mut upstream_w, ops_tx, &in_flight, limits.idle_timeout);
-        let responses = upstream_loop(session, &mut upstream_in, &mut client_w, &mut ops_rx, &mut tracker, &in_flight);
+        let requests = client_loop(
+            session,
+            &mut client_in,
+            &mut upstream_w,
+            ops_tx,
+            &in_flight,
+            limits.idle_timeout,
+        );
+        let responses = upstream_loop(
+            session,
+            &mut upstream_in,
+            &mut client_w,
+            &mut ops_rx,
+            &mut tracker,
+            &in_flight,
+        );
         tokio::select! {
             end = requests => end,
             end = responses => end,
@@ -75,12 +96,32 @@ pub async fn run(session: &Session, client: PgStream, upstream: PgStream, limits
 
     match &end {
         End::IdleTimeout => {
-            send_error(&mut client_w, Severity::Fatal, sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout").await
+            send_error(
+                &mut client_w,
+                Severity::Fatal,
+                sqlstate::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to idle timeout",
+            )
+            .await
         }
         End::Audit(_) => {
-            send_error(&mut client_w, Severity::Fatal, sqlstate::CANNOT_CONNECT_NOW, "the gateway's audit log is unavailable; the session is closed").await
+            send_error(
+                &mut client_w,
+                Severity::Fatal,
+                sqlstate::CANNOT_CONNECT_NOW,
+                "the gateway's audit log is unavailable; the session is closed",
+            )
+            .await
         }
-        End::ClientProtocol(reason) => send_error(&mut client_w, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, reason).await,
+        End::ClientProtocol(reason) => {
+            send_error(
+                &mut client_w,
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION,
+                reason,
+            )
+            .await
+        }
         _ => {}
     }
     let _ = upstream_w.shutdown().await;
@@ -92,7 +133,10 @@ pub async fn run(session: &Session, client: PgStream, upstream: PgStream, limits
     }
     for (command, started) in tracker.drain_unfinished() {
         let outcome = CommandOutcome {
-            error: Some(CommandError { code: String::new(), message: format!("session ended before the statement completed ({end})") }),
+            error: Some(CommandError {
+                code: String::new(),
+                message: format!("session ended before the statement completed ({end})"),
+            }),
             rows: 0,
             duration: started.elapsed(),
         };
@@ -159,7 +203,8 @@ async fn client_loop(
                 match session.decide(&command) {
                     Verdict::Allow => Some(Op::Query { command, started }),
                     Verdict::Block { rule, reason } => {
-                        if let Err(e) = refuse(session, &ops, &command, &rule, &reason, true).await {
+                        if let Err(e) = refuse(session, &ops, &command, &rule, &reason, true).await
+                        {
                             return e;
                         }
                         continue;
@@ -167,7 +212,8 @@ async fn client_loop(
                 }
             }
             b'P' => {
-                let parsed = codec::read_cstr(body, "parse").and_then(|(name, rest)| Ok((name, codec::read_cstr(rest, "parse")?.0)));
+                let parsed = codec::read_cstr(body, "parse")
+                    .and_then(|(name, rest)| Ok((name, codec::read_cstr(rest, "parse")?.0)));
                 let Ok((name, text)) = parsed else {
                     return End::ClientProtocol("malformed Parse message".into());
                 };
@@ -178,7 +224,8 @@ async fn client_loop(
                         Some(Op::Parse { command, started })
                     }
                     Verdict::Block { rule, reason } => {
-                        if let Err(e) = refuse(session, &ops, &command, &rule, &reason, false).await {
+                        if let Err(e) = refuse(session, &ops, &command, &rule, &reason, false).await
+                        {
                             return e;
                         }
                         skipping = true;
@@ -187,21 +234,30 @@ async fn client_loop(
                 }
             }
             b'B' => {
-                let bound = codec::read_cstr(body, "bind").and_then(|(portal, rest)| Ok((portal, codec::read_cstr(rest, "bind")?.0)));
+                let bound = codec::read_cstr(body, "bind")
+                    .and_then(|(portal, rest)| Ok((portal, codec::read_cstr(rest, "bind")?.0)));
                 let Ok((portal, statement)) = bound else {
                     return End::ClientProtocol("malformed Bind message".into());
                 };
-                Some(Op::Bind { command: names.bound(portal, statement), started })
+                Some(Op::Bind {
+                    command: names.bound(portal, statement),
+                    started,
+                })
             }
             b'E' => {
                 let Ok((portal, _)) = codec::read_cstr(body, "execute") else {
                     return End::ClientProtocol("malformed Execute message".into());
                 };
-                Some(Op::Execute { command: names.portal(portal), started })
+                Some(Op::Execute {
+                    command: names.portal(portal),
+                    started,
+                })
             }
             b'D' => Some(Op::Describe),
             b'C' => {
-                let closed = body.split_first().map(|(kind, rest)| (*kind, codec::read_cstr(rest, "close")));
+                let closed = body
+                    .split_first()
+                    .map(|(kind, rest)| (*kind, codec::read_cstr(rest, "close")));
                 let Some((kind, Ok((name, _)))) = closed else {
                     return End::ClientProtocol("malformed Close message".into());
                 };
@@ -212,7 +268,17 @@ async fn client_loop(
                 if skipping {
                     skipping = false;
                     // The Sync is answered by the gateway: the upstream never saw the batch.
-                    if send_op(&ops, in_flight, Op::Reply { bytes: BytesMut::new().freeze(), ready: true }).await.is_err() {
+                    if send_op(
+                        &ops,
+                        in_flight,
+                        Op::Reply {
+                            bytes: BytesMut::new().freeze(),
+                            ready: true,
+                        },
+                    )
+                    .await
+                    .is_err()
+                    {
                         return End::UpstreamClosed;
                     }
                     continue;
@@ -226,7 +292,12 @@ async fn client_loop(
                 let _ = write_out(upstream, &mut out).await;
                 return End::ClientTerminated;
             }
-            other => return End::ClientProtocol(format!("unexpected message type {:?}", char::from(other))),
+            other => {
+                return End::ClientProtocol(format!(
+                    "unexpected message type {:?}",
+                    char::from(other)
+                ))
+            }
         };
         if let Some(op) = op {
             // The op is queued before its message goes upstream, so the response side always
@@ -258,11 +329,24 @@ async fn refuse(
     reason: &str,
     ready: bool,
 ) -> Result<(), End> {
-    session.record_blocked(command, rule, reason).await.map_err(End::Audit)?;
+    session
+        .record_blocked(command, rule, reason)
+        .await
+        .map_err(End::Audit)?;
     let mut bytes = BytesMut::new();
     let text = format!("blocked by rule \"{rule}\": {reason}");
-    codec::error_response(&mut bytes, Severity::Error, sqlstate::INSUFFICIENT_PRIVILEGE, &text);
-    ops.send(Op::Reply { bytes: bytes.freeze(), ready }).await.map_err(|_| End::UpstreamClosed)
+    codec::error_response(
+        &mut bytes,
+        Severity::Error,
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        &text,
+    );
+    ops.send(Op::Reply {
+        bytes: bytes.freeze(),
+        ready,
+    })
+    .await
+    .map_err(|_| End::UpstreamClosed)
 }
 
 /// The next client piece; `None` once the session has been idle too long. Time spent waiting

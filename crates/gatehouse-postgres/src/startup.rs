@@ -1,6 +1,9 @@
 //! The client side of the connection handshake, up to the password.
 
-use crate::codec::{self, sqlstate, Severity, CANCEL_REQUEST, GSSENC_REQUEST, MAX_STARTUP_PACKET, PROTOCOL_3_0, SSL_REQUEST};
+use crate::codec::{
+    self, sqlstate, Severity, CANCEL_REQUEST, GSSENC_REQUEST, MAX_STARTUP_PACKET, PROTOCOL_3_0,
+    SSL_REQUEST,
+};
 use crate::stream::PgStream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -32,8 +35,14 @@ pub enum HandshakeError {
 
 /// A client that has completed startup.
 pub enum Startup {
-    Session { stream: PgStream, params: Vec<(String, String)> },
-    Cancel { pid: i32, secret: i32 },
+    Session {
+        stream: PgStream,
+        params: Vec<(String, String)>,
+    },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
 }
 
 /// Reads the startup sequence: SSL/GSS negotiation, then a StartupMessage or CancelRequest.
@@ -47,10 +56,14 @@ pub async fn read_startup(
     let mut first = true;
     loop {
         let packet = match read_packet(&mut stream).await {
-            Err(HandshakeError::Io(e)) if first && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(HandshakeError::Io(e))
+                if first && e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
                 return Err(HandshakeError::ClosedEarly)
             }
-            Err(HandshakeError::Protocol(reason)) => return Err(fatal(&mut stream, sqlstate::PROTOCOL_VIOLATION, &reason).await),
+            Err(HandshakeError::Protocol(reason)) => {
+                return Err(fatal(&mut stream, sqlstate::PROTOCOL_VIOLATION, &reason).await)
+            }
             other => other?,
         };
         first = false;
@@ -61,7 +74,9 @@ pub async fn read_startup(
                 (Some(config), PgStream::Plain(mut tcp)) => {
                     tcp.write_all(b"S").await?;
                     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-                    let tls = acceptor.accept(tcp).await.map_err(|e| HandshakeError::Protocol(format!("TLS handshake failed: {e}")))?;
+                    let tls = acceptor.accept(tcp).await.map_err(|e| {
+                        HandshakeError::Protocol(format!("TLS handshake failed: {e}"))
+                    })?;
                     stream = PgStream::ServerTls(Box::new(tls));
                 }
                 (_, mut other) => {
@@ -78,20 +93,38 @@ pub async fn read_startup(
             version if version >> 16 == 3 => {
                 let params = match codec::startup_params(body) {
                     Ok(params) => params,
-                    Err(e) => return Err(fatal(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
+                    Err(e) => {
+                        return Err(fatal(
+                            &mut stream,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &e.to_string(),
+                        )
+                        .await)
+                    }
                 };
                 if needs_tls(require_tls, peer) && !stream.is_tls() {
-                    return Err(fatal(&mut stream, sqlstate::INVALID_AUTHORIZATION, "TLS is required: connect with sslmode=require").await);
+                    return Err(fatal(
+                        &mut stream,
+                        sqlstate::INVALID_AUTHORIZATION,
+                        "TLS is required: connect with sslmode=require",
+                    )
+                    .await);
                 }
                 // Newer minor versions and `_pq_.` options are declined, as PostgreSQL does.
-                let unrecognised: Vec<String> =
-                    params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+                let unrecognised: Vec<String> = params
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("_pq_."))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 if version != PROTOCOL_3_0 || !unrecognised.is_empty() {
                     let mut out = BytesMut::new();
                     codec::negotiate_protocol_version(&mut out, 0, &unrecognised);
                     stream.write_all(&out).await?;
                 }
-                let params = params.into_iter().filter(|(k, _)| !k.starts_with("_pq_.")).collect();
+                let params = params
+                    .into_iter()
+                    .filter(|(k, _)| !k.starts_with("_pq_."))
+                    .collect();
                 return Ok(Startup::Session { stream, params });
             }
             _ => {
@@ -115,7 +148,9 @@ async fn read_packet(stream: &mut PgStream) -> Result<Vec<u8>, HandshakeError> {
     let len = stream.read_i32().await?;
     let len = usize::try_from(len).unwrap_or(0);
     if !(8..=MAX_STARTUP_PACKET).contains(&len) {
-        return Err(HandshakeError::Protocol(format!("invalid startup packet length {len}")));
+        return Err(HandshakeError::Protocol(format!(
+            "invalid startup packet length {len}"
+        )));
     }
     let mut packet = vec![0; len - 4];
     stream.read_exact(&mut packet).await?;

@@ -19,7 +19,11 @@ impl PgStream {
 }
 
 impl AsyncRead for PgStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             PgStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             PgStream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
@@ -29,7 +33,11 @@ impl AsyncRead for PgStream {
 }
 
 impl AsyncWrite for PgStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             PgStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             PgStream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),

@@ -22,7 +22,8 @@ pub enum TlsSetupError {
 /// The client TLS configuration for an upstream, or `None` for `disable`.
 pub fn client_config(tls: &UpstreamTls) -> Result<Option<Arc<ClientConfig>>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let config = match tls.mode {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
@@ -35,10 +36,16 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Option<Arc<ClientConfig>>, Tls
                 let _ = roots.add(cert);
             }
             if let Some(path) = &tls.ca_file {
-                let ca_error = |reason: String| TlsSetupError::CaFile { path: path.display().to_string(), reason };
-                let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))?;
+                let ca_error = |reason: String| TlsSetupError::CaFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let certs =
+                    CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))?;
                 for cert in certs {
-                    roots.add(cert.map_err(|e| ca_error(e.to_string()))?).map_err(|e| ca_error(e.to_string()))?;
+                    roots
+                        .add(cert.map_err(|e| ca_error(e.to_string()))?)
+                        .map_err(|e| ca_error(e.to_string()))?;
                 }
             }
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -69,7 +76,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -78,7 +90,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

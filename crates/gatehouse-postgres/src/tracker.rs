@@ -19,17 +19,32 @@ const MAX_NAMES: usize = 10_000;
 #[derive(Debug)]
 pub enum Op {
     /// Simple query: ends at ReadyForQuery; may hold several statements.
-    Query { command: Arc<Command>, started: Instant },
-    Parse { command: Arc<Command>, started: Instant },
-    Bind { command: Option<Arc<Command>>, started: Instant },
+    Query {
+        command: Arc<Command>,
+        started: Instant,
+    },
+    Parse {
+        command: Arc<Command>,
+        started: Instant,
+    },
+    Bind {
+        command: Option<Arc<Command>>,
+        started: Instant,
+    },
     Describe,
-    Execute { command: Option<Arc<Command>>, started: Instant },
+    Execute {
+        command: Option<Arc<Command>>,
+        started: Instant,
+    },
     Close,
     Sync,
     FunctionCall,
     /// A response the gateway makes itself (a blocked statement's error), followed by a
     /// ReadyForQuery when `ready`.
-    Reply { bytes: Bytes, ready: bool },
+    Reply {
+        bytes: Bytes,
+        ready: bool,
+    },
 }
 
 /// A statement that finished upstream, ready to be audited.
@@ -76,7 +91,6 @@ impl Names {
             }
         }
     }
-
 }
 
 fn bounded_insert(map: &mut HashMap<String, Arc<Command>>, name: &str, command: Arc<Command>) {
@@ -113,7 +127,14 @@ pub struct ResponseTracker {
 
 impl Default for ResponseTracker {
     fn default() -> Self {
-        ResponseTracker { ops: VecDeque::new(), skipping: false, rows: 0, data_rows: 0, error: None, status: b'I' }
+        ResponseTracker {
+            ops: VecDeque::new(),
+            skipping: false,
+            rows: 0,
+            data_rows: 0,
+            error: None,
+            status: b'I',
+        }
     }
 }
 
@@ -142,8 +163,13 @@ impl ResponseTracker {
         self.ops
             .drain(..)
             .filter_map(|op| match op {
-                Op::Query { command, started } | Op::Parse { command, started } => Some((command, started)),
-                Op::Execute { command: Some(command), started } => Some((command, started)),
+                Op::Query { command, started } | Op::Parse { command, started } => {
+                    Some((command, started))
+                }
+                Op::Execute {
+                    command: Some(command),
+                    started,
+                } => Some((command, started)),
                 _ => None,
             })
             .collect()
@@ -165,7 +191,9 @@ impl ResponseTracker {
                 let event = match self.ops.front() {
                     Some(Op::Query { .. } | Op::Sync | Op::FunctionCall) => {
                         match self.ops.pop_front() {
-                            Some(Op::Query { command, started }) => Some(self.finish(command, started)),
+                            Some(Op::Query { command, started }) => {
+                                Some(self.finish(command, started))
+                            }
                             _ => None,
                         }
                     }
@@ -175,7 +203,10 @@ impl ResponseTracker {
                 event.map_or(Event::Ready(status), Event::Completed)
             }
             b'1' | b'2' | b'3' => {
-                if matches!(self.ops.front(), Some(Op::Parse { .. } | Op::Bind { .. } | Op::Close)) {
+                if matches!(
+                    self.ops.front(),
+                    Some(Op::Parse { .. } | Op::Bind { .. } | Op::Close)
+                ) {
                     self.ops.pop_front();
                 }
                 Event::None
@@ -191,7 +222,11 @@ impl ResponseTracker {
                 Event::None
             }
             b'C' | b'I' | b's' => {
-                let tagged = if tag == b'C' { codec::command_rows(body) } else { 0 };
+                let tagged = if tag == b'C' {
+                    codec::command_rows(body)
+                } else {
+                    0
+                };
                 match self.ops.front() {
                     Some(Op::Execute { .. }) => {
                         self.rows = if tag == b's' { self.data_rows } else { tagged };
@@ -219,14 +254,22 @@ impl ResponseTracker {
                         self.error.get_or_insert(error);
                         Event::None
                     }
-                    Some(Op::Parse { .. } | Op::Bind { .. } | Op::Execute { .. } | Op::Describe | Op::Close) => {
+                    Some(
+                        Op::Parse { .. }
+                        | Op::Bind { .. }
+                        | Op::Execute { .. }
+                        | Op::Describe
+                        | Op::Close,
+                    ) => {
                         self.skipping = true;
                         self.error = Some(error);
                         let completed = match self.ops.pop_front() {
-                            Some(Op::Parse { command, started }) => Some(self.finish(command, started)),
-                            Some(Op::Bind { command, started } | Op::Execute { command, started }) => {
-                                Some(self.finish_unknown(command, started))
+                            Some(Op::Parse { command, started }) => {
+                                Some(self.finish(command, started))
                             }
+                            Some(
+                                Op::Bind { command, started } | Op::Execute { command, started },
+                            ) => Some(self.finish_unknown(command, started)),
                             _ => None,
                         };
                         self.reset();
@@ -240,15 +283,19 @@ impl ResponseTracker {
     }
 
     fn finish_unknown(&mut self, command: Option<Arc<Command>>, started: Instant) -> Completed {
-        let command =
-            command.unwrap_or_else(|| Arc::new(Command::sql("/* statement unknown to the gateway */")));
+        let command = command
+            .unwrap_or_else(|| Arc::new(Command::sql("/* statement unknown to the gateway */")));
         self.finish(command, started)
     }
 
     fn finish(&mut self, command: Arc<Command>, started: Instant) -> Completed {
         let completed = Completed {
             command,
-            outcome: CommandOutcome { error: self.error.take(), rows: self.rows, duration: started.elapsed() },
+            outcome: CommandOutcome {
+                error: self.error.take(),
+                rows: self.rows,
+                duration: started.elapsed(),
+            },
         };
         self.reset();
         completed
@@ -283,7 +330,10 @@ mod tests {
     #[test]
     fn simple_query_with_several_statements_is_one_record() {
         let mut t = ResponseTracker::default();
-        t.push(Op::Query { command: cmd("INSERT INTO t VALUES (1); SELECT * FROM t"), started: now() });
+        t.push(Op::Query {
+            command: cmd("INSERT INTO t VALUES (1); SELECT * FROM t"),
+            started: now(),
+        });
         assert_eq!(t.on_message(b'C', b"INSERT 0 1\0"), Event::None);
         assert_eq!(t.on_message(b'T', b""), Event::None);
         t.on_message(b'D', b"");
@@ -298,11 +348,17 @@ mod tests {
     #[test]
     fn simple_query_error_is_recorded() {
         let mut t = ResponseTracker::default();
-        t.push(Op::Query { command: cmd("SELECT 1/0"), started: now() });
+        t.push(Op::Query {
+            command: cmd("SELECT 1/0"),
+            started: now(),
+        });
         t.on_message(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
         let c = completed(t.on_message(b'Z', b"I"));
         let err = c.outcome.error.unwrap();
-        assert_eq!((err.code.as_str(), err.message.as_str()), ("22012", "division by zero"));
+        assert_eq!(
+            (err.code.as_str(), err.message.as_str()),
+            ("22012", "division by zero")
+        );
     }
 
     #[test]
@@ -311,11 +367,20 @@ mod tests {
         let mut t = ResponseTracker::default();
         let select = cmd("SELECT $1");
         names.parsed("s1", select.clone());
-        t.push(Op::Parse { command: select.clone(), started: now() });
+        t.push(Op::Parse {
+            command: select.clone(),
+            started: now(),
+        });
         for _ in 0..2 {
             let bound = names.bound("", "s1");
-            t.push(Op::Bind { command: bound.clone(), started: now() });
-            t.push(Op::Execute { command: names.portal(""), started: now() });
+            t.push(Op::Bind {
+                command: bound.clone(),
+                started: now(),
+            });
+            t.push(Op::Execute {
+                command: names.portal(""),
+                started: now(),
+            });
         }
         t.push(Op::Sync);
         assert_eq!(t.on_message(b'1', b""), Event::None);
@@ -333,11 +398,23 @@ mod tests {
     #[test]
     fn error_in_pipeline_skips_to_sync() {
         let mut t = ResponseTracker::default();
-        t.push(Op::Parse { command: cmd("SELEC 1"), started: now() });
-        t.push(Op::Bind { command: None, started: now() });
-        t.push(Op::Execute { command: None, started: now() });
+        t.push(Op::Parse {
+            command: cmd("SELEC 1"),
+            started: now(),
+        });
+        t.push(Op::Bind {
+            command: None,
+            started: now(),
+        });
+        t.push(Op::Execute {
+            command: None,
+            started: now(),
+        });
         t.push(Op::Sync);
-        t.push(Op::Parse { command: cmd("SELECT 2"), started: now() });
+        t.push(Op::Parse {
+            command: cmd("SELECT 2"),
+            started: now(),
+        });
         t.push(Op::Sync);
         let c = completed(t.on_message(b'E', b"SERROR\0C42601\0Msyntax error\0\0"));
         assert_eq!(c.command.text.as_ref(), "SELEC 1");
@@ -352,7 +429,10 @@ mod tests {
     #[test]
     fn suspended_portal_reports_rows_sent() {
         let mut t = ResponseTracker::default();
-        t.push(Op::Execute { command: Some(cmd("SELECT * FROM big")), started: now() });
+        t.push(Op::Execute {
+            command: Some(cmd("SELECT * FROM big")),
+            started: now(),
+        });
         for _ in 0..5 {
             t.on_message(b'D', b"");
         }
@@ -375,8 +455,14 @@ mod tests {
     #[test]
     fn replies_wait_for_earlier_responses() {
         let mut t = ResponseTracker::default();
-        t.push(Op::Query { command: cmd("SELECT 1"), started: now() });
-        t.push(Op::Reply { bytes: Bytes::from_static(b"x"), ready: true });
+        t.push(Op::Query {
+            command: cmd("SELECT 1"),
+            started: now(),
+        });
+        t.push(Op::Reply {
+            bytes: Bytes::from_static(b"x"),
+            ready: true,
+        });
         assert!(t.take_reply().is_none());
         t.on_message(b'C', b"SELECT 1\0");
         completed(t.on_message(b'Z', b"T"));

@@ -63,7 +63,9 @@ pub async fn open(
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<PgStream, UpstreamError> {
     let addr = format!("{}:{}", target.host, target.port);
-    let tcp = TcpStream::connect(&addr).await.map_err(|e| UpstreamError::Connect(addr, e))?;
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| UpstreamError::Connect(addr, e))?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
         return Ok(PgStream::Plain(tcp));
@@ -75,7 +77,11 @@ pub async fn open(
     let answer = tcp.read_u8().await?;
     match answer {
         b'S' => {
-            let name = target.tls.server_name.clone().unwrap_or_else(|| target.host.clone());
+            let name = target
+                .tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| target.host.clone());
             let name = ServerName::try_from(name).map_err(|e| UpstreamError::Tls(e.to_string()))?;
             let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
@@ -85,7 +91,9 @@ pub async fn open(
         }
         b'N' if target.tls.mode == UpstreamTlsMode::Prefer => Ok(PgStream::Plain(tcp)),
         b'N' => Err(UpstreamError::TlsRefused),
-        other => Err(UpstreamError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
+        other => Err(UpstreamError::Protocol(format!(
+            "unexpected answer {other:#x} to SSLRequest"
+        ))),
     }
 }
 
@@ -108,9 +116,12 @@ async fn connect_inner(
 ) -> Result<Upstream, UpstreamError> {
     let mut stream = open(target, tls).await?;
     let mut out = BytesMut::new();
-    let params = [("user", target.user.as_str()), ("database", target.database.as_str())]
-        .into_iter()
-        .chain(client_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let params = [
+        ("user", target.user.as_str()),
+        ("database", target.database.as_str()),
+    ]
+    .into_iter()
+    .chain(client_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     frontend::startup_message(params, &mut out)?;
     stream.write_all(&out).await?;
 
@@ -120,17 +131,27 @@ async fn connect_inner(
     let mut key = None;
     loop {
         let Some(Piece::Whole { tag, raw }) = framer.next().await? else {
-            return Err(UpstreamError::Protocol("connection closed during startup".into()));
+            return Err(UpstreamError::Protocol(
+                "connection closed during startup".into(),
+            ));
         };
         let mut body = &raw[5..];
         match tag {
             b'R' => {
                 if body.len() < 4 {
-                    return Err(UpstreamError::Protocol("short authentication message".into()));
+                    return Err(UpstreamError::Protocol(
+                        "short authentication message".into(),
+                    ));
                 }
                 let code = body.get_i32();
                 out.clear();
-                let password = || target.password.as_ref().map(|p| p.expose()).ok_or(UpstreamError::NoPassword);
+                let password = || {
+                    target
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose())
+                        .ok_or(UpstreamError::NoPassword)
+                };
                 match code {
                     0 => continue,
                     3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
@@ -151,19 +172,32 @@ async fn connect_inner(
                         if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
                             return Err(UpstreamError::UnsupportedAuth(offered.join(", ")));
                         }
-                        let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                        frontend::sasl_initial_response("SCRAM-SHA-256", client.message(), &mut out)?;
+                        let client =
+                            ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                        frontend::sasl_initial_response(
+                            "SCRAM-SHA-256",
+                            client.message(),
+                            &mut out,
+                        )?;
                         scram = Some(client);
                     }
                     11 => {
-                        let client = scram.as_mut().ok_or_else(|| UpstreamError::Protocol("unexpected SASL continue".into()))?;
-                        client.update(body).map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                        let client = scram.as_mut().ok_or_else(|| {
+                            UpstreamError::Protocol("unexpected SASL continue".into())
+                        })?;
+                        client
+                            .update(body)
+                            .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
                         frontend::sasl_response(client.message(), &mut out)?;
                     }
                     12 => {
-                        let mut client = scram.take().ok_or_else(|| UpstreamError::Protocol("unexpected SASL final".into()))?;
+                        let mut client = scram.take().ok_or_else(|| {
+                            UpstreamError::Protocol("unexpected SASL final".into())
+                        })?;
                         // Verifies the server's signature: the server proved it knows the password too.
-                        client.finish(body).map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                        client
+                            .finish(body)
+                            .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
                         continue;
                     }
                     other => return Err(UpstreamError::UnsupportedAuth(format!("code {other}"))),
@@ -183,23 +217,35 @@ async fn connect_inner(
             b'Z' => break,
             b'v' => {} // NegotiateProtocolVersion: we asked for 3.0 only.
             other => {
-                return Err(UpstreamError::Protocol(format!("unexpected message {:?} during startup", char::from(other))))
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    char::from(other)
+                )))
             }
         }
     }
-    Ok(Upstream { stream: into_stream(framer)?, startup_messages, key })
+    Ok(Upstream {
+        stream: into_stream(framer)?,
+        startup_messages,
+        key,
+    })
 }
 
 fn into_stream(framer: Framer<PgStream>) -> Result<PgStream, UpstreamError> {
     let (stream, leftover) = framer.into_parts();
     if !leftover.is_empty() {
-        return Err(UpstreamError::Protocol("data after ReadyForQuery during startup".into()));
+        return Err(UpstreamError::Protocol(
+            "data after ReadyForQuery during startup".into(),
+        ));
     }
     Ok(stream)
 }
 
 fn sasl_mechanisms(body: &[u8]) -> Vec<String> {
-    body.split(|&b| b == 0).filter(|m| !m.is_empty()).map(|m| String::from_utf8_lossy(m).into_owned()).collect()
+    body.split(|&b| b == 0)
+        .filter(|m| !m.is_empty())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect()
 }
 
 /// Sends a CancelRequest with the upstream's own key over a new connection.

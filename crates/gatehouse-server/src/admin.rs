@@ -41,7 +41,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{name}/revoke", post(revoke_key))
         .route("/sessions", get(list_sessions))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .fallback(not_found);
     Router::new()
         .route("/healthz", get(healthz))
@@ -60,16 +63,24 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": { "code": self.code, "message": self.message } }));
+        let body =
+            Json(serde_json::json!({ "error": { "code": self.code, "message": self.message } }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -78,7 +89,11 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "state store error");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the state store is unavailable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the state store is unavailable",
+        )
     }
 }
 
@@ -99,18 +114,28 @@ async fn healthz(State(state): State<AdminState>) -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
 }
 
 fn source_of(request: &Request) -> Option<SocketAddr> {
-    request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0)
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }
 
 /// Authenticates the bearer credential and audits the call with its final status.
-async fn authenticate(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<AdminState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let source = source_of(&request);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -121,30 +146,54 @@ async fn authenticate(State(state): State<AdminState>, mut request: Request, nex
     };
     let credential = bearer(request.headers());
     let identity = match credential {
-        Some(credential) => state.authenticator.authenticate(credential).await.map_err(|e| e.to_string()),
+        Some(credential) => state
+            .authenticator
+            .authenticate(credential)
+            .await
+            .map_err(|e| e.to_string()),
         None => Err("missing bearer credential".to_owned()),
     };
     let identity = match identity {
         Ok(identity) => identity,
         Err(reason) => {
-            state.metrics.auth_failures_total.get_or_create(&Metrics::protocol("admin-api")).inc();
+            state
+                .metrics
+                .auth_failures_total
+                .get_or_create(&Metrics::protocol("admin-api"))
+                .inc();
             let mut event = Event::now(EventKind::AuthFailure, Outcome::failure(reason));
-            event.who = Who { method: Some("none".to_owned()), source: source.map(|s| s.to_string()), ..Who::default() };
+            event.who = Who {
+                method: Some("none".to_owned()),
+                source: source.map(|s| s.to_string()),
+                ..Who::default()
+            };
             event.what = what;
             if state.audit.record(event).await.is_err() {
                 return audit_unavailable();
             }
-            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer credential is required")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer credential is required",
+            )
+            .into_response();
         }
     };
     let who = identity.who(source, None);
     let admin = identity.in_any_group(&state.admin_groups);
-    request.extensions_mut().insert(Caller { identity, who: who.clone(), admin });
+    request.extensions_mut().insert(Caller {
+        identity,
+        who: who.clone(),
+        admin,
+    });
     let response = next.run(request).await;
 
     let status = response.status();
-    let mut outcome = if status.is_success() { Outcome::success() } else { Outcome::failure(status.to_string()) };
+    let mut outcome = if status.is_success() {
+        Outcome::success()
+    } else {
+        Outcome::failure(status.to_string())
+    };
     outcome.code = Some(status.as_u16().to_string());
     let mut event = Event::now(EventKind::AdminRequest, outcome);
     event.who = who;
@@ -156,20 +205,32 @@ async fn authenticate(State(state): State<AdminState>, mut request: Request, nex
 }
 
 fn audit_unavailable() -> Response {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log is unavailable").into_response()
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the audit log is unavailable",
+    )
+    .into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.admin {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this endpoint needs the admin role"))
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs the admin role",
+        ))
     }
 }
 
@@ -210,9 +271,20 @@ impl From<gatehouse_store::ApiKeyRecord> for KeyView {
     }
 }
 
-async fn list_keys(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<KeyView>>, ApiError> {
+async fn list_keys(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
     require_admin(&caller)?;
-    Ok(Json(state.store.list_keys().await?.into_iter().map(KeyView::from).collect()))
+    Ok(Json(
+        state
+            .store
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(KeyView::from)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -224,7 +296,11 @@ struct CreateKey {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
 }
 
 async fn create_key(
@@ -233,12 +309,21 @@ async fn create_key(
     body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
-    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     if !valid_name(&body.name) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_name", "a key name is 1-64 characters of A-Z a-z 0-9 - _ . : @"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "a key name is 1-64 characters of A-Z a-z 0-9 - _ . : @",
+        ));
     }
     if let Some(bad) = body.groups.iter().find(|g| !valid_name(g)) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_group", format!("invalid group name {bad:?}")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_group",
+            format!("invalid group name {bad:?}"),
+        ));
     }
     let (key, hash) = gatehouse_auth::api_key::generate();
     let record = NewApiKey {
@@ -250,7 +335,11 @@ async fn create_key(
     };
     match state.store.insert_key(record).await {
         Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("a key named {:?} already exists", body.name)))
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a key named {:?} already exists", body.name),
+            ))
         }
         other => other?,
     }
@@ -262,8 +351,18 @@ async fn create_key(
         detail: Some(serde_json::json!({ "groups": body.groups })),
         ..What::default()
     };
-    state.audit.record(event).await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log is unavailable"))?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "name": body.name, "groups": body.groups, "key": key }))).into_response())
+    state.audit.record(event).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable",
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "name": body.name, "groups": body.groups, "key": key })),
+    )
+        .into_response())
 }
 
 async fn revoke_key(
@@ -272,13 +371,31 @@ async fn revoke_key(
     Path(name): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     require_admin(&caller)?;
-    let Some(record) = state.store.revoke_key(&name, time::OffsetDateTime::now_utc()).await? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no key named {name:?}")));
+    let Some(record) = state
+        .store
+        .revoke_key(&name, time::OffsetDateTime::now_utc())
+        .await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key named {name:?}"),
+        ));
     };
     let mut event = Event::now(EventKind::KeyRevoked, Outcome::success());
     event.who = caller.who.clone();
-    event.what = What { protocol: Some("admin-api".to_owned()), resource: Some(format!("key:{name}")), ..What::default() };
-    state.audit.record(event).await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log is unavailable"))?;
+    event.what = What {
+        protocol: Some("admin-api".to_owned()),
+        resource: Some(format!("key:{name}")),
+        ..What::default()
+    };
+    state.audit.record(event).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable",
+        )
+    })?;
     Ok(Json(record.into()))
 }
 
@@ -293,7 +410,10 @@ async fn list_sessions(
     Query(query): Query<SessionQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
-    let sessions = state.store.list_sessions(query.limit.unwrap_or(100).min(10_000)).await?;
+    let sessions = state
+        .store
+        .list_sessions(query.limit.unwrap_or(100).min(10_000))
+        .await?;
     let list: Vec<serde_json::Value> = sessions
         .into_iter()
         .map(|s| {
@@ -306,4 +426,3 @@ async fn list_sessions(
         .collect();
     Ok(Json(serde_json::Value::Array(list)))
 }
-

@@ -10,7 +10,12 @@ use std::path::Path;
 
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
 
-pub async fn ensure_admin_key(store: &dyn Store, audit: &AuditLog, data_dir: &Path, admin_group: &str) -> anyhow::Result<()> {
+pub async fn ensure_admin_key(
+    store: &dyn Store,
+    audit: &AuditLog,
+    data_dir: &Path,
+    admin_group: &str,
+) -> anyhow::Result<()> {
     if store.count_keys().await? > 0 {
         return Ok(());
     }

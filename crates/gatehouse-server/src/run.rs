@@ -49,7 +49,8 @@ async fn wait_for_signal() {
 /// Starts every component; the audit log first, so that everything after it is recorded.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     raise_fd_limit();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
 
     let options = Options {
         fsync: match config.audit.fsync {
@@ -58,7 +59,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         ..Options::default()
     };
-    let audit = AuditLog::open(&config.audit.dir, options).with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+    let audit = AuditLog::open(&config.audit.dir, options)
+        .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
     let mut start = Event::now(EventKind::GatewayStart, Outcome::success());
     start.what.detail = Some(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -79,8 +81,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     audit.record(loaded).await?;
 
     let config::StateConfig::Sqlite { path } = &config.state;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await.with_context(|| format!("opening the state store {}", path.display()))?);
-    let admin_group = config.admin.admin_groups.first().cloned().unwrap_or_else(|| "gatehouse-admins".to_owned());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(path)
+            .await
+            .with_context(|| format!("opening the state store {}", path.display()))?,
+    );
+    let admin_group = config
+        .admin
+        .admin_groups
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "gatehouse-admins".to_owned());
     bootstrap::ensure_admin_key(store.as_ref(), &audit, &config.data_dir, &admin_group).await?;
 
     let authenticator = Arc::new(wiring::authenticator(&config, store.clone())?);
@@ -102,7 +113,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let pg_listener = TcpListener::bind(config.postgres.listen)
         .await
-        .with_context(|| format!("binding the PostgreSQL listener on {}", config.postgres.listen))?;
+        .with_context(|| {
+            format!(
+                "binding the PostgreSQL listener on {}",
+                config.postgres.listen
+            )
+        })?;
     let postgres_addr = pg_listener.local_addr()?;
     let pg = gatehouse_postgres::PgGateway::new(gate.clone(), wiring::pg_config(&config)?)?;
     tasks.push(tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone())));
@@ -120,17 +136,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let mut admin_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(admin_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = admin_shutdown.changed().await;
-            });
+        let serve = axum::serve(
+            admin_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_shutdown.changed().await;
+        });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin API stopped");
         }
     }));
 
     tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "gatehouse is listening");
-    Ok(Running { admin_addr, postgres_addr, audit, shutdown, tasks })
+    Ok(Running {
+        admin_addr,
+        postgres_addr,
+        audit,
+        shutdown,
+        tasks,
+    })
 }
 
 impl Running {
@@ -140,7 +165,9 @@ impl Running {
         for task in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
-        self.audit.record(Event::now(EventKind::GatewayStop, Outcome::success())).await?;
+        self.audit
+            .record(Event::now(EventKind::GatewayStop, Outcome::success()))
+            .await?;
         self.audit.shutdown().await?;
         Ok(())
     }

@@ -2,8 +2,12 @@
 
 use crate::config::{self, Config};
 use anyhow::Context;
-use gatehouse_auth::{ApiKeyAuthenticator, CombinedAuthenticator, KeyInfo, KeyLookup, OidcAuthenticator, OidcIssuer};
-use gatehouse_core::{Access, Connection, Connections, PostgresTarget, Secret, Target, UpstreamTls, UpstreamTlsMode};
+use gatehouse_auth::{
+    ApiKeyAuthenticator, CombinedAuthenticator, KeyInfo, KeyLookup, OidcAuthenticator, OidcIssuer,
+};
+use gatehouse_core::{
+    Access, Connection, Connections, PostgresTarget, Secret, Target, UpstreamTls, UpstreamTlsMode,
+};
 use gatehouse_store::Store;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -50,11 +54,18 @@ struct StoreKeys(Arc<dyn Store>);
 impl KeyLookup for StoreKeys {
     async fn find_by_hash(&self, hash: &str) -> Result<Option<KeyInfo>, String> {
         let record = self.0.key_by_hash(hash).await.map_err(|e| e.to_string())?;
-        Ok(record.map(|r| KeyInfo { revoked: r.is_revoked(), name: r.name, groups: r.groups }))
+        Ok(record.map(|r| KeyInfo {
+            revoked: r.is_revoked(),
+            name: r.name,
+            groups: r.groups,
+        }))
     }
 }
 
-pub fn authenticator(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<CombinedAuthenticator> {
+pub fn authenticator(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<CombinedAuthenticator> {
     let api_keys = config.auth.api_keys.enabled.then(|| {
         let lookup: Arc<dyn KeyLookup> = Arc::new(StoreKeys(store));
         ApiKeyAuthenticator::new(lookup)
@@ -79,8 +90,10 @@ pub fn authenticator(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<C
             issuer.clock_skew = o.clock_skew;
             issuer.jwks_refetch_cooldown = o.jwks_refetch_cooldown;
             if let Some(path) = &o.ca_file {
-                issuer.extra_ca_pem =
-                    Some(std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?);
+                issuer.extra_ca_pem = Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("reading CA file {}", path.display()))?,
+                );
             }
             issuers.push(issuer);
         }
@@ -114,6 +127,9 @@ pub fn pg_config(config: &Config) -> anyhow::Result<gatehouse_postgres::PgConfig
             config::RequireTls::Always => gatehouse_postgres::RequireTls::Always,
         },
         handshake_timeout: pg.handshake_timeout,
-        limits: gatehouse_postgres::RelayLimits { max_message: 16 * 1024 * 1024, idle_timeout: pg.idle_timeout },
+        limits: gatehouse_postgres::RelayLimits {
+            max_message: 16 * 1024 * 1024,
+            idle_timeout: pg.idle_timeout,
+        },
     })
 }

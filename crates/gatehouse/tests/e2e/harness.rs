@@ -16,15 +16,46 @@ pub const SCRAM_PASSWORD: &str = "scram-Only-Pw-7f3a";
 pub const MD5_PASSWORD: &str = "md5-Only-Pw-19c2";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Where a PostgreSQL server binary is: on PATH, else Debian's versioned directory.
+fn pg_binary(program: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|f| f.exists())
+        })
+        .unwrap_or_default();
+    on_path.unwrap_or_else(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs.pop()
+            .map(|d| d.join(program))
+            .unwrap_or_else(|| PathBuf::from(program))
+    })
 }
 
 /// Runs a PostgreSQL server binary, as the `postgres` user when we are root (initdb refuses root).
 fn pg_command(program: &str) -> Command {
+    let program = pg_binary(program);
+    let program = program.to_str().expect("utf-8 path");
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", program]);
@@ -35,8 +66,15 @@ fn pg_command(program: &str) -> Command {
 }
 
 fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -51,23 +89,41 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
-        let dir = tempfile::Builder::new().prefix("gh-pg-").tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let dir = tempfile::Builder::new()
+            .prefix("gh-pg-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
         let data = dir.path().join("data");
         let socket_dir = dir.path().to_path_buf();
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, SUPER_PASSWORD).expect("pwfile");
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let mut initdb = pg_command("initdb");
-        initdb.args(["-D"]).arg(&data).args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"]).arg(format!("--pwfile={}", pwfile.display()));
+        initdb
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
         run(initdb);
 
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("cert");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("cert");
         let cert_file = dir.path().join("server.crt");
         let key_file = data.join("server.key");
         std::fs::write(&cert_file, cert.cert.pem()).expect("cert");
         std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key");
-        std::fs::set_permissions(&cert_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(&cert_file, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
         if is_root() {
             run({
                 let mut c = Command::new("chown");
@@ -83,7 +139,10 @@ impl PgCluster {
             sock = socket_dir.display(),
             cert = cert_file.display(),
         );
-        let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("conf");
         f.write_all(conf.as_bytes()).expect("conf");
         let hba = "local all all trust\n\
                    hostssl all tls_only 127.0.0.1/32 scram-sha-256\n\
@@ -93,9 +152,19 @@ impl PgCluster {
         std::fs::write(data.join("pg_hba.conf"), hba).expect("hba");
 
         let mut start = pg_command("pg_ctl");
-        start.args(["-D"]).arg(&data).args(["-l"]).arg(dir.path().join("log")).args(["-w", "-t", "60", "start"]);
+        start
+            .args(["-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(dir.path().join("log"))
+            .args(["-w", "-t", "60", "start"]);
         run(start);
-        let cluster = PgCluster { port, dir, socket_dir, cert_file };
+        let cluster = PgCluster {
+            port,
+            dir,
+            socket_dir,
+            cert_file,
+        };
         cluster.psql_admin(&format!(
             "CREATE ROLE scram_user LOGIN PASSWORD '{SCRAM_PASSWORD}';\
              CREATE ROLE tls_only LOGIN PASSWORD '{SCRAM_PASSWORD}';\
@@ -109,7 +178,18 @@ impl PgCluster {
     pub fn psql_admin(&self, sql: &str) -> String {
         let out = run({
             let mut c = Command::new("psql");
-            c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"]).arg(&self.socket_dir).args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]);
+            c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+                .arg(&self.socket_dir)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    sql,
+                ]);
             c
         });
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -123,12 +203,15 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let mut stop = pg_command("pg_ctl");
-        stop.args(["-D"]).arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "stop"]);
+        stop.args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
         let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
 
 /// Builds a gateway configuration.
+#[derive(Default)]
 pub struct GatewayBuilder {
     connections: Vec<String>,
     postgres_extra: String,
@@ -136,16 +219,17 @@ pub struct GatewayBuilder {
     env: Vec<(String, String)>,
 }
 
-impl Default for GatewayBuilder {
-    fn default() -> Self {
-        GatewayBuilder { connections: Vec::new(), postgres_extra: String::new(), top_extra: String::new(), env: Vec::new() }
-    }
-}
-
 impl GatewayBuilder {
     /// A connection to `cluster` as `user` (password held in an env var), open to the
     /// `developers` and `gatehouse-admins` groups. `tls_mode` is the upstream sslmode.
-    pub fn pg_connection(mut self, name: &str, cluster: &PgCluster, user: &str, password: Option<&str>, tls_mode: &str) -> Self {
+    pub fn pg_connection(
+        mut self,
+        name: &str,
+        cluster: &PgCluster,
+        user: &str,
+        password: Option<&str>,
+        tls_mode: &str,
+    ) -> Self {
         let password_line = match password {
             Some(pw) => {
                 let var = format!("GH_TEST_PW_{}", name.to_uppercase().replace('-', "_"));
@@ -186,7 +270,10 @@ impl GatewayBuilder {
     }
 
     pub fn start(self) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("gh-gw-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("gh-gw-")
+            .tempdir()
+            .expect("tempdir");
         let pg_port = free_port();
         let admin_port = free_port();
         let config = format!(
@@ -200,7 +287,11 @@ impl GatewayBuilder {
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).expect("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-        cmd.arg("serve").arg("--config").arg(&config_path).stdout(log.try_clone().expect("log")).stderr(log);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -215,7 +306,10 @@ impl GatewayBuilder {
             admin_key: String::new(),
         };
         gateway.wait_ready();
-        gateway.admin_key = std::fs::read_to_string(gateway.data_dir().join("admin.key")).expect("admin.key").trim().to_owned();
+        gateway.admin_key = std::fs::read_to_string(gateway.data_dir().join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_owned();
         gateway
     }
 }
@@ -242,7 +336,9 @@ impl Gateway {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("gatehouse exited with {status}:\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok() && self.http_get("/healthz").0 == 200 {
+            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok()
+                && self.http_get("/healthz").0 == 200
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -269,18 +365,31 @@ impl Gateway {
     /// `postgresql://` URL for a credential and connection name (the credential is
     /// percent-encoded).
     pub fn url(&self, credential: &str, connection: &str) -> String {
-        format!("postgresql://tester:{}@127.0.0.1:{}/{connection}?sslmode=disable", percent(credential), self.pg_port)
+        format!(
+            "postgresql://tester:{}@127.0.0.1:{}/{connection}?sslmode=disable",
+            percent(credential),
+            self.pg_port
+        )
     }
 
     /// tokio-postgres / libpq key-value connection string.
     pub fn conninfo(&self, credential: &str, connection: &str) -> String {
-        format!("host=127.0.0.1 port={} user=tester password='{}' dbname={connection} sslmode=disable", self.pg_port, credential.replace('\\', "\\\\").replace('\'', "\\'"))
+        format!(
+            "host=127.0.0.1 port={} user=tester password='{}' dbname={connection} sslmode=disable",
+            self.pg_port,
+            credential.replace('\\', "\\\\").replace('\'', "\\'")
+        )
     }
 
     /// Runs psql through the gateway with the admin key; returns the output (panics on failure).
     pub fn psql(&self, connection: &str, sql: &str) -> String {
         let out = self.psql_raw(&self.admin_key, connection, &["-c", sql]);
-        assert!(out.status.success(), "psql failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        assert!(
+            out.status.success(),
+            "psql failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -298,7 +407,10 @@ impl Gateway {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(args)
-            .env("GATEHOUSE_SERVER", format!("http://127.0.0.1:{}", self.admin_port))
+            .env(
+                "GATEHOUSE_SERVER",
+                format!("http://127.0.0.1:{}", self.admin_port),
+            )
             .env("GATEHOUSE_TOKEN", &self.admin_key)
             .env("GATEHOUSE_CONFIG", &self.config_path)
             .output()
@@ -312,19 +424,29 @@ impl Gateway {
             args.extend(["--group", g]);
         }
         let out = self.cli(&args);
-        assert!(out.status.success(), "keys create: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Every audit record, parsed.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits until an audit event matches (the log is written before clients see outcomes, but
     /// session ends and protocol errors may land just after the client returns).
-    pub fn wait_for_event(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(e) = self.audit_events().into_iter().find(|e| pred(e)) {
@@ -337,21 +459,39 @@ impl Gateway {
 
     /// Minimal HTTP/1.1 GET against the admin API: (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else { return (0, String::new()) };
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else {
+            return (0, String::new());
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
     /// Resident memory of the gateway process: (current, peak) in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
@@ -363,7 +503,9 @@ impl Gateway {
     /// Stops the gateway with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -394,7 +536,9 @@ impl Drop for Gateway {
 pub fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -403,6 +547,14 @@ pub fn percent(s: &str) -> String {
 /// The shared cluster and a gateway with a `main` connection (superuser, SCRAM, no TLS).
 pub fn cluster_and_gateway() -> (PgCluster, Gateway) {
     let cluster = PgCluster::start();
-    let gateway = Gateway::builder().pg_connection("main", &cluster, "postgres", Some(SUPER_PASSWORD), "disable").start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "main",
+            &cluster,
+            "postgres",
+            Some(SUPER_PASSWORD),
+            "disable",
+        )
+        .start();
     (cluster, gateway)
 }

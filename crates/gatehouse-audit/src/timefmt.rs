@@ -1,0 +1,110 @@
+//! The one timestamp format of the log: RFC 3339, UTC, always nine fractional digits.
+//!
+//! Fixed width keeps records canonical (one instant, one spelling) and lets stored times sort
+//! as plain strings. `time`'s own RFC 3339 serialiser trims trailing zeros and keeps the
+//! offset, so it is not used for writing; reading accepts any RFC 3339 timestamp.
+
+use std::fmt;
+
+use serde::{Deserializer, Serializer};
+use time::{OffsetDateTime, UtcOffset};
+
+/// An instant displayed as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+///
+/// Display fails (`fmt::Error`) for instants outside years 0000–9999, which RFC 3339 cannot
+/// express; [`check_time`] reports that as an error before anything is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339Nanos(pub OffsetDateTime);
+
+impl fmt::Display for Rfc3339Nanos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0.checked_to_offset(UtcOffset::UTC).ok_or(fmt::Error)?;
+        if !(0..=9999).contains(&t.year()) {
+            return Err(fmt::Error);
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond()
+        )
+    }
+}
+
+/// Checks that `t` can be written as an RFC 3339 UTC timestamp.
+pub fn check_time(t: OffsetDateTime) -> Result<(), String> {
+    match t.checked_to_offset(UtcOffset::UTC) {
+        Some(utc) if (0..=9999).contains(&utc.year()) => Ok(()),
+        _ => Err(format!(
+            "time {t} is outside the years 0000-9999 that RFC 3339 can express"
+        )),
+    }
+}
+
+/// `serde(with = ...)` adapter used by [`crate::Event::time`].
+pub mod rfc3339_nanos {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        check_time(*t).map_err(serde::ser::Error::custom)?;
+        s.collect_str(&Rfc3339Nanos(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        time::serde::rfc3339::deserialize(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn fixed_width_utc() {
+        let cases = [
+            (
+                datetime!(2024-03-05 07:08:09 UTC),
+                "2024-03-05T07:08:09.000000000Z",
+            ),
+            (
+                datetime!(2024-03-05 07:08:09.5 UTC),
+                "2024-03-05T07:08:09.500000000Z",
+            ),
+            (
+                datetime!(2024-03-05 07:08:09.123456789 UTC),
+                "2024-03-05T07:08:09.123456789Z",
+            ),
+            (
+                datetime!(2024-03-05 01:00:00 +02:00),
+                "2024-03-04T23:00:00.000000000Z",
+            ),
+            (
+                datetime!(0000-01-01 00:00:00 UTC),
+                "0000-01-01T00:00:00.000000000Z",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(Rfc3339Nanos(t).to_string(), want);
+            assert!(check_time(t).is_ok());
+        }
+    }
+
+    #[test]
+    fn out_of_range_years_are_rejected() {
+        // The second one is year 10000 once converted to UTC.
+        for t in [
+            datetime!(-0001-12-31 23:00:00 UTC),
+            datetime!(9999-12-31 23:00:00 -02:00),
+        ] {
+            assert!(check_time(t).is_err());
+            let mut s = String::new();
+            assert!(fmt::write(&mut s, format_args!("{}", Rfc3339Nanos(t))).is_err());
+        }
+    }
+}

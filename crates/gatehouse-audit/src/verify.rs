@@ -1,0 +1,171 @@
+//! Offline verification of a log file: every record's own hash, `seq` continuity and `prev`
+//! linkage, streaming with bounded memory. Needs no writer and no running gateway.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::lines::{self, Line};
+use crate::record::{self, HashHex, RecordError, GENESIS_PREV, MAX_LINE_LEN};
+
+/// Summary of an intact log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Hash of the last record: the head of the chain, to note down and compare later.
+    pub last_hash: Option<HashHex>,
+    pub first_time: Option<OffsetDateTime>,
+    pub last_time: Option<OffsetDateTime>,
+}
+
+/// Why a record is bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyReason {
+    NotValidJson(String),
+    NotARecord(String),
+    NotCanonical(&'static str),
+    HashMismatch,
+    PrevMismatch,
+    SequenceGap { expected: u64, found: u64 },
+    PartialLastLine,
+    LineTooLong,
+}
+
+impl fmt::Display for VerifyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyReason::NotValidJson(e) => write!(f, "not valid JSON ({e})"),
+            VerifyReason::NotARecord(e) => write!(f, "not a valid record ({e})"),
+            VerifyReason::NotCanonical(e) => write!(f, "not in canonical form ({e})"),
+            VerifyReason::HashMismatch => f.write_str("hash mismatch"),
+            VerifyReason::PrevMismatch => f.write_str("prev does not match the previous record"),
+            VerifyReason::SequenceGap { expected, found } if found > expected => {
+                write!(f, "sequence gap: expected {expected}, found {found}")
+            }
+            VerifyReason::SequenceGap { expected, found } => {
+                write!(
+                    f,
+                    "sequence out of order: expected {expected}, found {found}"
+                )
+            }
+            VerifyReason::PartialLastLine => {
+                f.write_str("partial last line (a write that never finished)")
+            }
+            VerifyReason::LineTooLong => write!(f, "line longer than {MAX_LINE_LEN} bytes"),
+        }
+    }
+}
+
+impl From<RecordError> for VerifyReason {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::NotJson(e) => VerifyReason::NotValidJson(e),
+            RecordError::NotRecord(e) | RecordError::Serialise(e) => VerifyReason::NotARecord(e),
+            RecordError::NotCanonical(e) => VerifyReason::NotCanonical(e),
+            RecordError::HashMismatch => VerifyReason::HashMismatch,
+            RecordError::TooLong { .. } => VerifyReason::LineTooLong,
+        }
+    }
+}
+
+/// The log is not intact (or could not be read). Names the first bad record.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyFailure {
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// `line` is 1-based; `seq` is the record's own claim when it could be read.
+    #[error("line {line}{}: {reason}", SeqNote(*seq))]
+    BadRecord {
+        line: u64,
+        seq: Option<u64>,
+        reason: VerifyReason,
+    },
+}
+
+struct SeqNote(Option<u64>);
+
+impl fmt::Display for SeqNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(seq) => write!(f, " (seq {seq})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Verifies a whole log file. `Ok` only if every record checks out and the file ends with a
+/// complete line. An empty file is an intact, empty log.
+pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure> {
+    let path = path.as_ref();
+    let io_err = |source| VerifyFailure::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let mut chain = Chain::default();
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        let kind = lines::read_line(&mut reader, &mut buf, MAX_LINE_LEN).map_err(io_err)?;
+        line_no += 1;
+        let bad = |seq, reason| VerifyFailure::BadRecord {
+            line: line_no,
+            seq,
+            reason,
+        };
+        match kind {
+            Line::Eof => return Ok(chain.report),
+            Line::Complete => chain
+                .check(&buf)
+                .map_err(|(seq, reason)| bad(seq, reason))?,
+            Line::Partial => {
+                let seq = record::parse(&buf).ok().map(|r| r.seq);
+                return Err(bad(seq, VerifyReason::PartialLastLine));
+            }
+            Line::TooLong => return Err(bad(None, VerifyReason::LineTooLong)),
+        }
+    }
+}
+
+/// The running state of a verification.
+#[derive(Default)]
+struct Chain {
+    report: VerifyReport,
+}
+
+impl Chain {
+    /// Checks one complete line against itself and the previous record.
+    fn check(&mut self, line: &[u8]) -> Result<(), (Option<u64>, VerifyReason)> {
+        let record = record::parse(line).map_err(|e| (None, e.into()))?;
+        let seq = Some(record.seq);
+        record::check_hash(line).map_err(|e| (seq, e.into()))?;
+        let (expected_seq, expected_prev) = match (self.report.last_seq, self.report.last_hash) {
+            (Some(last), Some(hash)) => (last.saturating_add(1), hash),
+            _ => (1, GENESIS_PREV),
+        };
+        if record.seq != expected_seq {
+            let gap = VerifyReason::SequenceGap {
+                expected: expected_seq,
+                found: record.seq,
+            };
+            return Err((seq, gap));
+        }
+        if record.prev != expected_prev {
+            return Err((seq, VerifyReason::PrevMismatch));
+        }
+        let report = &mut self.report;
+        report.records += 1;
+        report.first_seq.get_or_insert(record.seq);
+        report.first_time.get_or_insert(record.event.time);
+        report.last_seq = Some(record.seq);
+        report.last_hash = Some(record.hash);
+        report.last_time = Some(record.event.time);
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! The writer: concurrency, group commit, reopening, crash recovery, failing closed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{fast, lines, log_path, statement, write_log};
+use gatehouse_audit::{verify_file, AuditError, AuditLog, Event, EventKind, Options, Outcome};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_dense_verified_and_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    const TASKS: u64 = 64;
+    const PER_TASK: u64 = 50;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                log.record(statement(t * PER_TASK + i)).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let stats = log.stats();
+    log.shutdown().await.unwrap();
+
+    let total = TASKS * PER_TASK;
+    let report = verify_file(log_path(dir.path())).unwrap();
+    assert_eq!(report.records, total);
+    assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(total)));
+    assert_eq!(stats.events_written, total);
+    assert_eq!(stats.durable_seq, total);
+    assert_eq!(stats.syncs, stats.batches, "one fdatasync per batch");
+    // Group commit: concurrent appenders share fsyncs (by a wide margin on a real disk; the
+    // bound is loose so a disk with near-free fsync cannot make the test flaky).
+    eprintln!("{} events per fsync", total as f64 / stats.syncs as f64);
+    assert!(stats.syncs < total, "group commit should batch: {stats:?}");
+    // Every event is in the file exactly once.
+    let mut rows: Vec<u64> = lines(&log_path(dir.path()))
+        .iter()
+        .map(|l| {
+            gatehouse_audit::record::parse(&l[..l.len() - 1])
+                .unwrap()
+                .event
+                .outcome
+                .rows
+                .unwrap()
+        })
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (0..total).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn tickets_are_seqs_and_durable_waits_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    let tickets: Vec<_> = (1..=100)
+        .map(|i| log.append(statement(i)).unwrap())
+        .collect();
+    assert_eq!(
+        tickets.iter().map(|t| t.seq()).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert!(tickets.windows(2).all(|w| w[0] < w[1]));
+    // Waiting for the last ticket means all earlier ones are durable too.
+    log.durable(tickets[99]).await.unwrap();
+    assert!(log.stats().durable_seq >= 100);
+    for t in &tickets {
+        log.durable(*t).await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+}
+
+#[test]
+fn reopen_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 5);
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(log.recovered_partial(), None);
+    assert_eq!(log.stats().durable_seq, 5);
+    let ticket = log.append(statement(6)).unwrap();
+    assert_eq!(ticket.seq(), 6);
+    log.record_blocking(statement(7)).unwrap();
+    log.close().unwrap();
+    let report = verify_file(log_path(dir.path())).unwrap();
+    assert_eq!((report.records, report.last_seq), (7, Some(7)));
+}
+
+#[test]
+fn creates_private_dir_and_file() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data/audit");
+    let log = AuditLog::open(&dir, Options::default()).unwrap();
+    log.record_blocking(statement(1)).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(log.path()), 0o600);
+    log.close().unwrap();
+}
+
+#[test]
+fn unfinished_last_line_is_moved_aside_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 3);
+    let good = std::fs::read(&path).unwrap();
+    let torn = lines(&path)[2][..40].to_vec(); // a crash 40 bytes into a record
+    let mut bytes = good.clone();
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(verify_file(&path).is_err());
+
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    let aside = log.recovered_partial().expect("recovery reported");
+    assert!(aside
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("audit.log.partial-"));
+    assert_eq!(std::fs::read(&aside).unwrap(), torn);
+    assert_eq!(
+        std::fs::metadata(&aside).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "log cut back to its last record"
+    );
+
+    let ticket = log.append(statement(4)).unwrap();
+    assert_eq!(ticket.seq(), 4);
+    log.close().unwrap();
+    assert_eq!(verify_file(&path).unwrap().records, 4);
+}
+
+#[test]
+fn a_log_that_is_only_an_unfinished_line_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(log_path(dir.path()), b"{\"seq\":1,\"prev\":\"00").unwrap();
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    assert!(log.recovered_partial().is_some());
+    assert_eq!(log.append(statement(1)).unwrap().seq(), 1);
+    log.close().unwrap();
+    assert_eq!(verify_file(log_path(dir.path())).unwrap().records, 1);
+}
+
+#[test]
+fn a_corrupt_last_record_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 0x01; // inside the last record's hash
+    std::fs::write(&path, &bytes).unwrap();
+    match AuditLog::open(dir.path(), fast()) {
+        Err(AuditError::Corrupt { offset, reason, .. }) => {
+            let last_start = (n - lines(&path)[2].len()) as u64;
+            assert_eq!(offset, last_start);
+            assert!(reason.contains("hash"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Garbage that is not a record at all.
+    std::fs::write(&path, b"hello\n").unwrap();
+    assert!(matches!(
+        AuditLog::open(dir.path(), fast()),
+        Err(AuditError::Corrupt { .. })
+    ));
+}
+
+/// Writes that fail (here: the log is `/dev/full`, every write gets ENOSPC) poison the log.
+#[tokio::test]
+async fn failed_writes_fail_closed() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", log_path(dir.path())).unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+
+    let first = log.append(statement(1)).unwrap();
+    let err = log.durable(first).await.unwrap_err();
+    assert!(
+        matches!(err, AuditError::Unavailable(ref why) if why.contains("write")),
+        "{err}"
+    );
+
+    // Every later call fails too; nothing is ever reported durable.
+    assert!(matches!(
+        log.append(statement(2)),
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(matches!(
+        log.record(statement(3)).await,
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(matches!(
+        log.durable(first).await,
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(matches!(
+        log.record_blocking(statement(4)),
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(matches!(
+        log.shutdown().await,
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(log.failure().is_some());
+    assert_eq!(log.stats().events_written, 0);
+    assert_eq!(log.stats().durable_seq, 0);
+}
+
+/// Many tasks waiting when the log fails all get an error (none hangs, none gets success).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_waiters_are_released_with_errors() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", log_path(dir.path())).unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..32 {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move { log.record(statement(i)).await }));
+    }
+    for h in handles {
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), h).await;
+        assert!(
+            matches!(result, Ok(Ok(Err(AuditError::Unavailable(_))))),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn closed_log_refuses_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    let other = log.clone();
+    let t = log.append(statement(1)).unwrap();
+    log.shutdown().await.unwrap();
+    other.durable(t).await.unwrap(); // written before the shutdown completed
+    assert!(matches!(
+        other.append(statement(2)),
+        Err(AuditError::Closed)
+    ));
+    assert_eq!(verify_file(log_path(dir.path())).unwrap().records, 1);
+}
+
+#[test]
+fn unrepresentable_events_are_rejected_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    let mut bad = Event::now(EventKind::GatewayStart, Outcome::success());
+    bad.time = time::macros::datetime!(-0001-01-01 00:00:00 UTC);
+    assert!(matches!(log.append(bad), Err(AuditError::InvalidEvent(_))));
+    let mut huge = statement(1);
+    huge.what.statement = Some("x".repeat(17 * 1024 * 1024));
+    assert!(matches!(log.append(huge), Err(AuditError::InvalidEvent(_))));
+    log.record_blocking(statement(1)).unwrap();
+    log.close().unwrap();
+    assert_eq!(verify_file(log_path(dir.path())).unwrap().records, 1);
+}
+
+#[test]
+fn queue_bound_refuses_rather_than_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        dir.path(),
+        Options {
+            max_pending: 4,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    // fsync'd batches are slow next to appends, so the bound is reached quickly.
+    let refused = (0..100_000)
+        .map(|i| log.append(statement(i)))
+        .find_map(Result::err);
+    assert!(
+        matches!(refused, Some(AuditError::QueueFull(4))),
+        "{refused:?}"
+    );
+    log.close().unwrap();
+    verify_file(log_path(dir.path())).unwrap();
+}
+
+#[test]
+fn max_batch_bounds_each_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        dir.path(),
+        Options {
+            max_batch: 8,
+            ..fast()
+        },
+    )
+    .unwrap();
+    for i in 0..1000 {
+        log.append(statement(i)).unwrap();
+    }
+    log.close().unwrap();
+    let stats = log.stats();
+    assert_eq!(stats.events_written, 1000);
+    assert!(stats.batches >= 1000 / 8, "{stats:?}");
+    assert_eq!(
+        stats.syncs, 0,
+        "FsyncMode::Never does not count per-batch syncs"
+    );
+}
+
+#[test]
+fn is_clone_send_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    assert_traits::<AuditLog>();
+}
+
+/// Dropping every handle without `shutdown` still lets the writer drain what was queued.
+#[test]
+fn dropping_the_last_handle_drains_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    for i in 0..100 {
+        log.append(statement(i)).unwrap();
+    }
+    drop(log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(report) = verify_file(log_path(dir.path())) {
+            if report.records == 100 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue was not drained"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

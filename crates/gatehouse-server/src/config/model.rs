@@ -1,0 +1,235 @@
+//! The resolved configuration the server runs on: defaults applied, paths absolute,
+//! secrets read, everything validated.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::Issue;
+use super::secret::Secret;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Absolute path of the file this was loaded from.
+    pub source: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub audit: AuditConfig,
+    pub state: StateConfig,
+    pub auth: AuthConfig,
+    pub postgres: PostgresConfig,
+    pub connections: BTreeMap<String, ConnectionConfig>,
+    /// Valid but risky settings (plaintext on a non-loopback address, fsync off...), for
+    /// `config check` and the startup log.
+    pub warnings: Vec<Issue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Identities in any of these groups get the admin role.
+    pub admin_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+}
+
+/// Whether each audit record is fsynced before the action it records proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Always,
+    /// Not durable: a crash can lose the latest records. Benchmarks only.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateConfig {
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub api_keys: ApiKeysConfig,
+    pub oidc: Vec<OidcConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeysConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Exactly as the tokens' `iss` claim must read; discovery is at
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub groups_claim: String,
+    pub subject_claim: String,
+    pub algorithms: Vec<JwtAlgorithm>,
+    pub clock_skew: Duration,
+    pub jwks_refetch_cooldown: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The only JWT signature algorithms accepted. Shared-secret (HS*) and unsigned (`none`)
+/// tokens are refused at config check, so no configuration can enable them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    pub const ALL: [JwtAlgorithm; 3] = [
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::EdDSA,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub listen: SocketAddr,
+    /// Without it, SSLRequest is answered `N`.
+    pub tls: Option<TlsFiles>,
+    pub require_tls: RequireTls,
+    pub handshake_timeout: Duration,
+    /// `None`: idle sessions are never closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Which clients must use TLS to the gateway (their password carries the credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequireTls {
+    Never,
+    /// Clients connecting from a loopback address may use plaintext.
+    NonLoopback,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The map key; clients select the connection by this name.
+    pub name: String,
+    pub protocol: Protocol,
+    pub upstream: UpstreamConfig,
+    pub allow: AllowConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Held by the gateway, never shown to the client.
+    pub password: Option<Secret>,
+    pub tls: UpstreamTls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub mode: UpstreamTlsMode,
+    /// Extra trusted CA (PEM) in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the server certificate; defaults to `host`.
+    pub server_name: Option<String>,
+}
+
+/// libpq's `sslmode` values, minus `allow`/`verify-ca`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    Disable,
+    /// TLS if the server offers it, unverified; plaintext otherwise.
+    Prefer,
+    /// TLS or fail; certificate not verified.
+    Require,
+    /// TLS with the certificate chain and host name verified.
+    VerifyFull,
+}
+
+/// Who may use a connection. An identity is allowed when any rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowConfig {
+    pub groups: Vec<String>,
+    /// `key:<name>` for API keys, the token subject for OIDC identities.
+    pub subjects: Vec<String>,
+    pub any_authenticated: bool,
+}

@@ -1,0 +1,231 @@
+//! The file as written: serde structs mirroring the YAML, unknown keys refused.
+//!
+//! Everything optional is an `Option` here; defaults live in `resolve`, so one place
+//! decides them. Checks that need only one value (durations, listen addresses, enum
+//! spellings, secret reference syntax) happen during deserialisation, which gives their
+//! errors a line and key path for free.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::duration::ConfigDuration;
+use super::model::{
+    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamTlsMode,
+};
+use super::secret::SecretRef;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub log: Option<RawLog>,
+    pub admin: Option<RawAdmin>,
+    pub audit: Option<RawAudit>,
+    pub state: Option<RawState>,
+    pub auth: Option<RawAuth>,
+    pub postgres: Option<RawPostgres>,
+    pub connections: Option<UniqueMap<RawConnection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub level: Option<LogLevel>,
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<Listen>,
+    pub admin_groups: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub dir: Option<PathBuf>,
+    pub fsync: Option<Fsync>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub sqlite: Option<RawSqlite>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSqlite {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub api_keys: Option<RawApiKeys>,
+    pub oidc: Option<Vec<RawOidc>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKeys {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub groups_claim: Option<String>,
+    pub subject_claim: Option<String>,
+    pub algorithms: Option<Vec<JwtAlgorithm>>,
+    pub clock_skew: Option<ConfigDuration>,
+    pub jwks_refetch_cooldown: Option<ConfigDuration>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgres {
+    pub listen: Option<Listen>,
+    pub tls: Option<RawTlsFiles>,
+    pub require_tls: Option<RequireTls>,
+    pub handshake_timeout: Option<ConfigDuration>,
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTlsFiles {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnection {
+    pub protocol: Protocol,
+    pub upstream: RawUpstream,
+    pub allow: Option<RawAllow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub host: String,
+    pub port: Option<u16>,
+    pub database: String,
+    pub user: String,
+    pub password: Option<SecretRef>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub mode: Option<UpstreamTlsMode>,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAllow {
+    pub groups: Option<Vec<String>>,
+    pub subjects: Option<Vec<String>>,
+    pub any_authenticated: Option<bool>,
+}
+
+/// A mapping whose keys must be unique. serde_norway keeps the last of duplicate keys
+/// silently; a second `demo:` connection overriding the first must be an error instead.
+#[derive(Debug)]
+pub(crate) struct UniqueMap<V>(pub BTreeMap<String, V>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        UniqueMap(BTreeMap::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to settings")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("{key:?} is defined twice")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A listen address: a literal `IP:PORT` (host names are refused: binding must not
+/// depend on DNS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listen(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Listen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP:PORT address such as 127.0.0.1:15432 or [::1]:15432")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listen, E> {
+                v.parse().map(Listen).map_err(|_| {
+                    E::custom(format_args!(
+                        "invalid listen address {v:?}: expected IP:PORT such as \
+                         127.0.0.1:15432 or [::1]:15432"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for JwtAlgorithm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = JwtAlgorithm;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of RS256, ES256, EdDSA")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<JwtAlgorithm, E> {
+                if let Some(alg) = JwtAlgorithm::ALL.into_iter().find(|a| a.as_str() == v) {
+                    return Ok(alg);
+                }
+                let why = if v.starts_with("HS") || v.eq_ignore_ascii_case("none") {
+                    "shared-secret (HS*) and unsigned (none) tokens are never accepted"
+                } else {
+                    "not supported"
+                };
+                Err(E::custom(format_args!(
+                    "algorithm {v:?}: {why}; allowed: RS256, ES256, EdDSA"
+                )))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}

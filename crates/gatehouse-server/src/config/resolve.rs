@@ -1,0 +1,550 @@
+//! Raw file → [`Config`]: applies defaults, resolves paths and secrets, and checks what
+//! spans several values. Collects every problem instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::env::VarError;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, Issue};
+use super::locate::{display_path, locate_nearest};
+use super::model::*;
+use super::raw::*;
+
+pub(crate) const DEFAULT_DATA_DIR: &str = "data";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_ADMIN_GROUP: &str = "gatehouse-admins";
+pub(crate) const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:15432";
+pub(crate) const DEFAULT_UPSTREAM_PORT: u16 = 5432;
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+pub(crate) struct Resolver<'a> {
+    text: &'a str,
+    /// The config file as the user named it (for messages).
+    file: &'a Path,
+    /// Absolute directory of the config file; relative paths resolve against it.
+    base: PathBuf,
+    env: &'a dyn Fn(&str) -> Result<String, VarError>,
+    errors: Vec<Issue>,
+    warnings: Vec<Issue>,
+}
+
+impl<'a> Resolver<'a> {
+    pub(crate) fn new(
+        text: &'a str,
+        file: &'a Path,
+        base: PathBuf,
+        env: &'a dyn Fn(&str) -> Result<String, VarError>,
+    ) -> Self {
+        Resolver {
+            text,
+            file,
+            base,
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(crate) fn resolve(
+        mut self,
+        raw: RawConfig,
+        source: PathBuf,
+    ) -> Result<Config, ConfigError> {
+        let data_dir = self.dir(&["data_dir"], raw.data_dir, DEFAULT_DATA_DIR.into());
+        let log = log(raw.log.unwrap_or_default());
+        let admin = self.admin(raw.admin.unwrap_or_default());
+        let audit = self.audit(raw.audit.unwrap_or_default(), &data_dir);
+        let state = self.state(raw.state.unwrap_or_default(), &data_dir);
+        let auth = self.auth(raw.auth.unwrap_or_default());
+        let postgres = self.postgres(raw.postgres.unwrap_or_default());
+        let connections = self.connections(raw.connections.unwrap_or_default().0);
+
+        let by_line = |i: &Issue| i.line.unwrap_or(usize::MAX);
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(by_line);
+            return Err(ConfigError::Invalid {
+                issues: self.errors,
+            });
+        }
+        self.warnings.sort_by_key(by_line);
+        Ok(Config {
+            source,
+            data_dir,
+            log,
+            admin,
+            audit,
+            state,
+            auth,
+            postgres,
+            connections,
+            warnings: self.warnings,
+        })
+    }
+
+    fn issue(&self, path: &[&str], message: String) -> Issue {
+        Issue {
+            file: self.file.to_path_buf(),
+            line: locate_nearest(self.text, path),
+            key: display_path(path),
+            message,
+        }
+    }
+
+    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+        let issue = self.issue(path, message.into());
+        self.errors.push(issue);
+    }
+
+    fn warn(&mut self, path: &[&str], message: impl Into<String>) {
+        let issue = self.issue(path, message.into());
+        self.warnings.push(issue);
+    }
+
+    /// Makes `p` absolute against the config directory, dropping `.` components.
+    fn absolute(&self, p: &Path) -> PathBuf {
+        self.base.join(p).components().collect()
+    }
+
+    fn dir(&mut self, key: &[&str], given: Option<PathBuf>, default: PathBuf) -> PathBuf {
+        let p = given.unwrap_or(default);
+        if p.as_os_str().is_empty() {
+            self.error(key, "path must not be empty");
+        }
+        self.absolute(&p)
+    }
+
+    /// A file that must exist now (certificates, keys, CA bundles): catching a typo at
+    /// `config check` beats failing at the first TLS handshake.
+    fn existing_file(&mut self, key: &[&str], p: &Path) -> PathBuf {
+        if p.as_os_str().is_empty() {
+            self.error(key, "path must not be empty");
+            return PathBuf::new();
+        }
+        let abs = self.absolute(p);
+        if !abs.is_file() {
+            self.error(key, format!("file not found: {}", abs.display()));
+        }
+        abs
+    }
+
+    /// Group names, subjects, audiences: non-empty and without stray whitespace.
+    fn names(&mut self, key: &[&str], list: Vec<String>) -> Vec<String> {
+        for (i, name) in list.iter().enumerate() {
+            if name.is_empty() || name.trim() != name {
+                let idx = format!("[{i}]");
+                let path: Vec<&str> = key.iter().copied().chain([idx.as_str()]).collect();
+                self.error(
+                    &path,
+                    "must be non-empty without leading or trailing spaces",
+                );
+            }
+        }
+        list
+    }
+
+    fn non_empty(&mut self, key: &[&str], value: String) -> String {
+        if value.trim().is_empty() {
+            self.error(key, "must not be empty");
+        }
+        value
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> AdminConfig {
+        let listen = raw
+            .listen
+            .map_or_else(|| default_addr(DEFAULT_ADMIN_LISTEN), |l| l.0);
+        if !listen.ip().is_loopback() {
+            self.warn(
+                &["admin", "listen"],
+                "the admin API is plain HTTP: bearer tokens cross the network in clear; \
+                 keep it on loopback or behind a TLS proxy",
+            );
+        }
+        let groups = raw
+            .admin_groups
+            .unwrap_or_else(|| vec![DEFAULT_ADMIN_GROUP.to_string()]);
+        let admin_groups = self.names(&["admin", "admin_groups"], groups);
+        if admin_groups.is_empty() {
+            self.warn(
+                &["admin", "admin_groups"],
+                "no group gets the admin role: nobody (not even the bootstrap key) can use \
+                 the admin API",
+            );
+        }
+        AdminConfig {
+            listen,
+            admin_groups,
+        }
+    }
+
+    fn audit(&mut self, raw: RawAudit, data_dir: &Path) -> AuditConfig {
+        let dir = self.dir(&["audit", "dir"], raw.dir, data_dir.join("audit"));
+        let fsync = raw.fsync.unwrap_or(Fsync::Always);
+        if fsync == Fsync::Never {
+            self.warn(
+                &["audit", "fsync"],
+                "audit records are not durable: a crash can lose the latest ones \
+                 (use only for benchmarks)",
+            );
+        }
+        AuditConfig { dir, fsync }
+    }
+
+    fn state(&mut self, raw: RawState, data_dir: &Path) -> StateConfig {
+        let sqlite = raw.sqlite.unwrap_or_default();
+        let path = self.dir(
+            &["state", "sqlite", "path"],
+            sqlite.path,
+            data_dir.join("state.db"),
+        );
+        StateConfig::Sqlite { path }
+    }
+
+    fn auth(&mut self, raw: RawAuth) -> AuthConfig {
+        let api_keys = ApiKeysConfig {
+            enabled: raw.api_keys.and_then(|k| k.enabled).unwrap_or(true),
+        };
+        let mut oidc = Vec::new();
+        for (i, provider) in raw.oidc.unwrap_or_default().into_iter().enumerate() {
+            let idx = format!("[{i}]");
+            let resolved = self.oidc(&["auth", "oidc", &idx], provider);
+            if oidc
+                .iter()
+                .any(|o: &OidcConfig| o.issuer == resolved.issuer)
+            {
+                self.error(&["auth", "oidc", &idx, "issuer"], "issuer is listed twice");
+            }
+            oidc.push(resolved);
+        }
+        AuthConfig { api_keys, oidc }
+    }
+
+    fn oidc(&mut self, at: &[&str], raw: RawOidc) -> OidcConfig {
+        let key = |k: &'static str| -> Vec<&str> { at.iter().copied().chain([k]).collect() };
+        if let Err(why) = check_issuer(&raw.issuer) {
+            self.error(&key("issuer"), why);
+        }
+        let audiences = self.names(&key("audiences"), raw.audiences);
+        if audiences.is_empty() {
+            self.error(
+                &key("audiences"),
+                "list at least one audience: tokens minted for other services must not be accepted",
+            );
+        }
+        let groups_claim = self.non_empty(
+            &key("groups_claim"),
+            raw.groups_claim.unwrap_or_else(|| "groups".into()),
+        );
+        let subject_claim = self.non_empty(
+            &key("subject_claim"),
+            raw.subject_claim.unwrap_or_else(|| "sub".into()),
+        );
+        let mut algorithms = raw.algorithms.unwrap_or_else(|| JwtAlgorithm::ALL.to_vec());
+        if algorithms.is_empty() {
+            self.error(
+                &key("algorithms"),
+                "list at least one of RS256, ES256, EdDSA",
+            );
+        }
+        let mut seen = Vec::new();
+        algorithms.retain(|a| {
+            !seen.contains(a) && {
+                seen.push(*a);
+                true
+            }
+        });
+        let ca_file = raw.ca_file.map(|p| self.existing_file(&key("ca_file"), &p));
+        OidcConfig {
+            issuer: raw.issuer,
+            audiences,
+            groups_claim,
+            subject_claim,
+            algorithms,
+            clock_skew: raw.clock_skew.map_or(DEFAULT_CLOCK_SKEW, |d| d.0),
+            jwks_refetch_cooldown: raw
+                .jwks_refetch_cooldown
+                .map_or(DEFAULT_JWKS_COOLDOWN, |d| d.0),
+            ca_file,
+        }
+    }
+
+    fn postgres(&mut self, raw: RawPostgres) -> PostgresConfig {
+        let listen = raw
+            .listen
+            .map_or_else(|| default_addr(DEFAULT_POSTGRES_LISTEN), |l| l.0);
+        let tls = raw
+            .tls
+            .and_then(|t| self.tls_files(&["postgres", "tls"], t));
+        let require_tls = raw.require_tls.unwrap_or(RequireTls::NonLoopback);
+        if tls.is_none() {
+            if require_tls == RequireTls::Always {
+                self.error(
+                    &["postgres", "require_tls"],
+                    "always needs postgres.tls (cert_file and key_file); without it no client could connect",
+                );
+            } else if !listen.ip().is_loopback() {
+                let consequence = match require_tls {
+                    RequireTls::Never => {
+                        "credentials from remote clients cross the network in clear"
+                    }
+                    _ => "remote clients will be refused (require_tls: non_loopback)",
+                };
+                self.warn(
+                    &["postgres", "listen"],
+                    format!(
+                        "listening on a non-loopback address without postgres.tls: {consequence}"
+                    ),
+                );
+            }
+        }
+        let handshake_timeout = raw
+            .handshake_timeout
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0);
+        if handshake_timeout.is_zero() {
+            self.error(
+                &["postgres", "handshake_timeout"],
+                "must be greater than 0: a client that never finishes its handshake would hold a slot forever",
+            );
+        }
+        let idle_timeout = raw.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
+        PostgresConfig {
+            listen,
+            tls,
+            require_tls,
+            handshake_timeout,
+            idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+        }
+    }
+
+    fn tls_files(&mut self, at: &[&str], raw: RawTlsFiles) -> Option<TlsFiles> {
+        match (raw.cert_file, raw.key_file) {
+            (Some(cert), Some(key)) => {
+                let cert_path: Vec<&str> = at.iter().copied().chain(["cert_file"]).collect();
+                let key_path: Vec<&str> = at.iter().copied().chain(["key_file"]).collect();
+                Some(TlsFiles {
+                    cert_file: self.existing_file(&cert_path, &cert),
+                    key_file: self.existing_file(&key_path, &key),
+                })
+            }
+            (None, None) => {
+                self.error(at, "set cert_file and key_file, or remove tls");
+                None
+            }
+            (Some(_), None) => {
+                self.error(at, "cert_file is set but key_file is missing: set both");
+                None
+            }
+            (None, Some(_)) => {
+                self.error(at, "key_file is set but cert_file is missing: set both");
+                None
+            }
+        }
+    }
+
+    fn connections(
+        &mut self,
+        raw: BTreeMap<String, RawConnection>,
+    ) -> BTreeMap<String, ConnectionConfig> {
+        raw.into_iter()
+            .map(|(name, conn)| {
+                let resolved = self.connection(&name, conn);
+                (name, resolved)
+            })
+            .collect()
+    }
+
+    fn connection(&mut self, name: &str, raw: RawConnection) -> ConnectionConfig {
+        let at = ["connections", name];
+        if !valid_connection_name(name) {
+            self.error(
+                &at,
+                "connection names are non-empty and use only letters, digits, '_', '.' and '-'",
+            );
+        }
+        let upstream = self.upstream(name, raw.upstream);
+        let allow = self.allow(name, raw.allow.unwrap_or_default());
+        ConnectionConfig {
+            name: name.to_string(),
+            protocol: raw.protocol,
+            upstream,
+            allow,
+        }
+    }
+
+    fn upstream(&mut self, name: &str, raw: RawUpstream) -> UpstreamConfig {
+        let key = |k: &'static str| ["connections", name, "upstream", k];
+        let host = self.non_empty(&key("host"), raw.host);
+        let port = raw.port.unwrap_or(DEFAULT_UPSTREAM_PORT);
+        if port == 0 {
+            self.error(&key("port"), "must be between 1 and 65535");
+        }
+        let database = self.non_empty(&key("database"), raw.database);
+        let user = self.non_empty(&key("user"), raw.user);
+        let password = raw
+            .password
+            .and_then(|r| match r.resolve(&self.base, self.env) {
+                Ok(secret) => Some(secret),
+                Err(why) => {
+                    self.error(&key("password"), why);
+                    None
+                }
+            });
+        let tls_raw = raw.tls.unwrap_or_default();
+        let tls_key = |k: &'static str| ["connections", name, "upstream", "tls", k];
+        let ca_file = tls_raw
+            .ca_file
+            .map(|p| self.existing_file(&tls_key("ca_file"), &p));
+        let server_name = tls_raw
+            .server_name
+            .map(|s| self.non_empty(&tls_key("server_name"), s));
+        let mode = tls_raw.mode.unwrap_or(UpstreamTlsMode::Prefer);
+        UpstreamConfig {
+            host,
+            port,
+            database,
+            user,
+            password,
+            tls: UpstreamTls {
+                mode,
+                ca_file,
+                server_name,
+            },
+        }
+    }
+
+    fn allow(&mut self, name: &str, raw: RawAllow) -> AllowConfig {
+        let groups = self.names(
+            &["connections", name, "allow", "groups"],
+            raw.groups.unwrap_or_default(),
+        );
+        let subjects = self.names(
+            &["connections", name, "allow", "subjects"],
+            raw.subjects.unwrap_or_default(),
+        );
+        let any_authenticated = raw.any_authenticated.unwrap_or(false);
+        if groups.is_empty() && subjects.is_empty() && !any_authenticated {
+            self.error(
+                &["connections", name, "allow"],
+                "nobody may use this connection: list groups and/or subjects, or set \
+                 any_authenticated: true",
+            );
+        }
+        AllowConfig {
+            groups,
+            subjects,
+            any_authenticated,
+        }
+    }
+}
+
+fn log(raw: RawLog) -> LogConfig {
+    LogConfig {
+        level: raw.level.unwrap_or(LogLevel::Info),
+        format: raw.format.unwrap_or(LogFormat::Text),
+    }
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn valid_connection_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// An issuer is an `https://host[:port][/path]` URL (plain `http` only for loopback hosts,
+/// for tests). It is compared verbatim with the tokens' `iss`, so nothing is normalised.
+pub(crate) fn check_issuer(issuer: &str) -> Result<(), &'static str> {
+    let (scheme, rest) = issuer
+        .split_once("://")
+        .ok_or("issuer must be an absolute https:// URL")?;
+    if rest.contains(['?', '#']) {
+        return Err("issuer must not have a query or fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("issuer must not contain user information");
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .map(|(h, _)| h)
+            .ok_or("issuer has a malformed IPv6 host")?,
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Err("issuer has no host");
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if is_loopback_host(host) => Ok(()),
+        "http" => {
+            Err("issuer must use https (http is accepted only for loopback hosts, for tests)")
+        }
+        _ => Err("issuer must be an absolute https:// URL"),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_table() {
+        let ok = [
+            "https://idp.example.com",
+            "https://idp.example.com/realms/main",
+            "https://idp.example.com:8443/",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/x",
+            "http://[::1]:9000",
+        ];
+        for i in ok {
+            assert_eq!(check_issuer(i), Ok(()), "{i}");
+        }
+        let bad = [
+            "idp.example.com",
+            "http://idp.example.com",
+            "http://10.0.0.1",
+            "ftp://idp.example.com",
+            "https://",
+            "https://user@idp.example.com",
+            "https://idp.example.com/?x=1",
+            "https://[::1",
+        ];
+        for i in bad {
+            assert!(check_issuer(i).is_err(), "{i}");
+        }
+    }
+
+    #[test]
+    fn connection_name_table() {
+        for ok in ["demo", "prod-db.eu_1", "A9"] {
+            assert!(valid_connection_name(ok), "{ok}");
+        }
+        for bad in ["", "has space", "slash/x", "ünï", "a:b"] {
+            assert!(!valid_connection_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_addresses_parse() {
+        for a in [DEFAULT_ADMIN_LISTEN, DEFAULT_POSTGRES_LISTEN] {
+            assert_eq!(default_addr(a).to_string(), a);
+        }
+    }
+}
