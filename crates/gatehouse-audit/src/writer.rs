@@ -36,6 +36,11 @@ pub enum FsyncMode {
     /// `fdatasync` after every batch, before any event in it is reported durable. The default.
     #[default]
     Always,
+    /// Events are reported durable once written to the file (they survive a crash of the
+    /// gateway process), and the file is synced at most this long after each write. A power
+    /// loss or kernel crash can lose at most this window. Like PostgreSQL's
+    /// `synchronous_commit = off`; for latency-sensitive deployments that accept that window.
+    Periodic(std::time::Duration),
     /// Never sync (except once at shutdown): "durable" then only means "handed to the kernel".
     /// NOT DURABLE across a power loss or kernel crash; for tests and benchmarks only.
     Never,
@@ -199,6 +204,8 @@ impl AuditLog {
             fsync: options.fsync,
             max_batch: options.max_batch.max(1),
             cont,
+            last_sync: std::time::Instant::now(),
+            unsynced: false,
         };
         let thread = thread::Builder::new()
             .name("gatehouse-audit".into())
@@ -409,6 +416,9 @@ struct Writer {
     fsync: FsyncMode,
     max_batch: usize,
     cont: Continuation,
+    /// Periodic mode: when the file was last synced, and whether writes are waiting for it.
+    last_sync: std::time::Instant,
+    unsynced: bool,
 }
 
 impl Writer {
@@ -420,8 +430,14 @@ impl Writer {
         let mut batch = VecDeque::new();
         let mut buf = Vec::with_capacity(256 * 1024);
         loop {
-            if !self.take_batch(&mut batch) {
-                break;
+            match self.take_batch(&mut batch) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(why) => {
+                    poison(&self.shared, why);
+                    guard.armed = false;
+                    return;
+                }
             }
             if let Err(why) = self.commit(&mut batch, &mut buf) {
                 poison(&self.shared, why);
@@ -447,19 +463,31 @@ impl Writer {
 
     /// Waits for events and moves up to `max_batch` of them into `batch`. Returns false when
     /// the log is closing (or failed) and nothing is left to write.
-    fn take_batch(&self, batch: &mut VecDeque<Event>) -> bool {
-        let mut q = lock(&self.shared.queue);
+    fn take_batch(&mut self, batch: &mut VecDeque<Event>) -> Result<bool, String> {
+        let shared = Arc::clone(&self.shared);
+        let mut q = lock(&shared.queue);
         while q.pending.is_empty() {
             match q.state {
                 State::Open => {
                     q.writer_idle = true;
-                    q = self
-                        .shared
-                        .wake
-                        .wait(q)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    match self.sync_due_in() {
+                        None => q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner),
+                        Some(wait) if !wait.is_zero() => {
+                            q = shared
+                                .wake
+                                .wait_timeout(q, wait)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        Some(_) => {
+                            // Idle with unsynced writes: sync now, without holding the queue.
+                            drop(q);
+                            self.sync()?;
+                            q = lock(&shared.queue);
+                        }
+                    }
                 }
-                State::Closing | State::Failed(_) => return false,
+                State::Closing | State::Failed(_) => return Ok(false),
             }
         }
         q.writer_idle = false;
@@ -469,7 +497,27 @@ impl Writer {
         } else {
             batch.extend(q.pending.drain(..self.max_batch));
         }
-        true
+        Ok(true)
+    }
+
+    /// Periodic mode with unsynced writes: how long until the sync is due.
+    fn sync_due_in(&self) -> Option<std::time::Duration> {
+        match self.fsync {
+            FsyncMode::Periodic(interval) if self.unsynced => {
+                Some(interval.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("sync of {} failed: {e}", self.path.display()))?;
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        self.last_sync = std::time::Instant::now();
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Encodes, writes and syncs one batch, then publishes it as durable.
@@ -485,7 +533,7 @@ impl Writer {
         }
         let synced = self.file.write_all(buf).and_then(|()| match self.fsync {
             FsyncMode::Always => self.file.sync_data(),
-            FsyncMode::Never => Ok(()),
+            FsyncMode::Periodic(_) | FsyncMode::Never => Ok(()),
         });
         if let Err(e) = synced {
             // Best effort: cut what may have reached the file so the log ends at the last record
@@ -497,13 +545,22 @@ impl Writer {
         let s = &self.shared;
         s.events_written.fetch_add(count, Ordering::Relaxed);
         s.batches.fetch_add(1, Ordering::Relaxed);
-        if self.fsync == FsyncMode::Always {
-            s.syncs.fetch_add(1, Ordering::Relaxed);
+        match self.fsync {
+            FsyncMode::Always => {
+                s.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            FsyncMode::Periodic(_) => self.unsynced = true,
+            FsyncMode::Never => {}
         }
         s.bytes_written
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         let durable = self.cont.next_seq - 1;
         s.progress.send_modify(|p| p.durable = durable);
+        if let Some(due) = self.sync_due_in() {
+            if due.is_zero() {
+                self.sync()?;
+            }
+        }
         // Do not keep a huge buffer around after one outsized batch.
         if buf.capacity() > 64 * 1024 * 1024 {
             *buf = Vec::with_capacity(256 * 1024);

@@ -347,3 +347,42 @@ fn dropping_the_last_handle_drains_the_queue() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Periodic mode reports records durable once written, and syncs them within the interval
+/// even when no further event arrives.
+#[tokio::test]
+async fn periodic_mode_syncs_within_the_interval() {
+    use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        fsync: FsyncMode::Periodic(Duration::from_millis(50)),
+        ..Options::default()
+    };
+    let log = AuditLog::open(dir.path(), options).unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        log.record(Event::now(EventKind::Statement, Outcome::success()))
+            .await
+            .unwrap();
+    }
+    // Twenty records written without waiting for twenty syncs.
+    assert!(
+        log.stats().syncs < 20,
+        "synced every record: {:?}",
+        log.stats()
+    );
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        20,
+        "records are in the file before record() returns"
+    );
+    let deadline = started + Duration::from_secs(5);
+    while log.stats().syncs == 0 {
+        assert!(Instant::now() < deadline, "no sync within the interval");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    log.shutdown().await.unwrap();
+    gatehouse_audit::verify_file(dir.path().join("audit.log")).unwrap();
+}

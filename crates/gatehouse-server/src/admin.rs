@@ -138,7 +138,11 @@ async fn authenticate(
 ) -> Response {
     let source = source_of(&request);
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Inside the nested router the URI has lost its `/api/v1` prefix; audit the full path.
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
     let what = What {
         protocol: Some("admin-api".to_owned()),
         resource: Some(format!("{method} {path}")),

@@ -9,6 +9,7 @@ use gatehouse_core::{Authenticator, Gate, Metrics};
 use gatehouse_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -49,12 +50,16 @@ async fn wait_for_signal() {
 /// Starts every component; the audit log first, so that everything after it is recorded.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     raise_fd_limit();
-    std::fs::create_dir_all(&config.data_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
 
     let options = Options {
         fsync: match config.audit.fsync {
             config::Fsync::Always => FsyncMode::Always,
+            config::Fsync::Periodic => FsyncMode::Periodic(config.audit.fsync_interval),
             config::Fsync::Never => FsyncMode::Never,
         },
         ..Options::default()

@@ -76,6 +76,8 @@ pub struct AdminConfig {
 pub struct AuditConfig {
     pub dir: PathBuf,
     pub fsync: Fsync,
+    /// With `fsync: periodic`, the longest a written record waits for its sync.
+    pub fsync_interval: Duration,
 }
 
 /// Whether each audit record is fsynced before the action it records proceeds.
@@ -83,6 +85,9 @@ pub struct AuditConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     Always,
+    /// Written before the action proceeds (survives a gateway crash), synced within
+    /// `fsync_interval` (a power loss can lose that window).
+    Periodic,
     /// Not durable: a crash can lose the latest records. Benchmarks only.
     Never,
 }

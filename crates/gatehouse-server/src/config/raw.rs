@@ -51,6 +51,7 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawAudit {
     pub dir: Option<PathBuf>,
     pub fsync: Option<Fsync>,
+    pub fsync_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::duration::parse_duration;
 use super::error::{ConfigError, Issue};
 use super::locate::{display_path, locate_nearest};
 use super::model::*;
@@ -192,7 +193,25 @@ impl<'a> Resolver<'a> {
                  (use only for benchmarks)",
             );
         }
-        AuditConfig { dir, fsync }
+        let fsync_interval = match raw.fsync_interval {
+            None => Duration::from_millis(10),
+            Some(text) => match parse_duration(&text) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(10) => d,
+                Ok(_) => {
+                    self.error(&["audit", "fsync_interval"], "must be between 1ms and 10s");
+                    Duration::from_millis(10)
+                }
+                Err(e) => {
+                    self.error(&["audit", "fsync_interval"], e.to_string());
+                    Duration::from_millis(10)
+                }
+            },
+        };
+        AuditConfig {
+            dir,
+            fsync,
+            fsync_interval,
+        }
     }
 
     fn state(&mut self, raw: RawState, data_dir: &Path) -> StateConfig {
