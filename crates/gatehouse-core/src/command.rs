@@ -1,6 +1,6 @@
 //! Protocol-neutral commands and the verdicts the core gives on them.
 
-use gatehouse_inspect::sql::{self, Classification};
+use gatehouse_inspect::sql::{self, Classification, StatementKind};
 use std::sync::Arc;
 
 /// One command as an adapter saw it: its text and what inspection made of it.
@@ -18,6 +18,18 @@ impl Command {
         Command {
             text,
             classification,
+        }
+    }
+
+    /// A command the adapter classified itself (no SQL text to parse).
+    pub fn unparsed(text: impl Into<Arc<str>>, kind: StatementKind) -> Self {
+        Command {
+            text: text.into(),
+            classification: Classification {
+                kind,
+                statements: 1,
+                parsed: false,
+            },
         }
     }
 

@@ -49,7 +49,11 @@ pub struct Classification {
 pub fn classify(sql: &str) -> Classification {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) => Classification {
-            kind: statements.iter().map(statement_kind).max().unwrap_or(StatementKind::Other),
+            kind: statements
+                .iter()
+                .map(statement_kind)
+                .max()
+                .unwrap_or(StatementKind::Other),
             statements: statements.len(),
             parsed: true,
         },
@@ -72,7 +76,9 @@ fn statement_kind(statement: &Statement) -> StatementKind {
             (CopySource::Table { .. }, false) => Write,
         },
         Statement::CopyIntoSnowflake { .. } => Write,
-        Statement::Explain { analyze, statement, .. } => {
+        Statement::Explain {
+            analyze, statement, ..
+        } => {
             // EXPLAIN ANALYZE executes its statement.
             if *analyze {
                 statement_kind(statement)
@@ -87,10 +93,14 @@ fn statement_kind(statement: &Statement) -> StatementKind {
         | Statement::ShowFunctions { .. }
         | Statement::ShowCreate { .. } => Read,
         Statement::Fetch { .. } => Read,
-        Statement::Declare { stmts } => stmts.iter().map(|d| match &d.for_query {
-            Some(q) => query_kind(q),
-            None => Read,
-        }).max().unwrap_or(Read),
+        Statement::Declare { stmts } => stmts
+            .iter()
+            .map(|d| match &d.for_query {
+                Some(q) => query_kind(q),
+                None => Read,
+            })
+            .max()
+            .unwrap_or(Read),
         Statement::Execute { .. } | Statement::Call(_) => Write,
         s if is_ddl(s) => Ddl,
         _ => Other,
@@ -99,7 +109,10 @@ fn statement_kind(statement: &Statement) -> StatementKind {
 
 fn is_ddl(statement: &Statement) -> bool {
     let text = statement_keyword(statement);
-    matches!(text.as_str(), "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "RENAME")
+    matches!(
+        text.as_str(),
+        "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "RENAME"
+    )
 }
 
 /// The first keyword of a parsed statement, from its canonical rendering.
@@ -116,7 +129,12 @@ fn query_kind(query: &Query) -> StatementKind {
     let ctes = query
         .with
         .as_ref()
-        .map(|with| with.cte_tables.iter().map(|cte| query_kind(&cte.query)).max())
+        .map(|with| {
+            with.cte_tables
+                .iter()
+                .map(|cte| query_kind(&cte.query))
+                .max()
+        })
         .unwrap_or_default()
         .unwrap_or(StatementKind::Read);
     ctes.max(set_expr_kind(&query.body))
@@ -145,7 +163,9 @@ fn set_expr_kind(body: &SetExpr) -> StatementKind {
 fn classify_by_keywords(sql: &str) -> Classification {
     let first = first_keyword(sql);
     let kind = match first.as_str() {
-        "SELECT" | "WITH" | "SHOW" | "TABLE" | "VALUES" | "FETCH" | "EXPLAIN" => StatementKind::Read,
+        "SELECT" | "WITH" | "SHOW" | "TABLE" | "VALUES" | "FETCH" | "EXPLAIN" => {
+            StatementKind::Read
+        }
         "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "TRUNCATE" | "CALL" | "DO"
         | "EXECUTE" => StatementKind::Write,
         "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "REINDEX" | "CLUSTER"
@@ -153,8 +173,16 @@ fn classify_by_keywords(sql: &str) -> Classification {
         _ => StatementKind::Other,
     };
     // A WITH or EXPLAIN we could not parse may hide a write: do not call it a read.
-    let kind = if matches!(first.as_str(), "WITH" | "EXPLAIN") { StatementKind::Other } else { kind };
-    Classification { kind, statements: usize::from(!first.is_empty()), parsed: false }
+    let kind = if matches!(first.as_str(), "WITH" | "EXPLAIN") {
+        StatementKind::Other
+    } else {
+        kind
+    };
+    Classification {
+        kind,
+        statements: usize::from(!first.is_empty()),
+        parsed: false,
+    }
 }
 
 /// The first SQL keyword, skipping whitespace, `--` line comments and `/* */` block comments
@@ -191,7 +219,9 @@ fn first_keyword(sql: &str) -> String {
         }
     }
     let rest = &sql[i..];
-    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
     rest[..end].to_ascii_uppercase()
 }
 
@@ -218,7 +248,10 @@ mod tests {
             ("COPY t TO STDOUT", Read),
             ("COPY (SELECT 1) TO STDOUT", Read),
             ("SELECT * INTO t2 FROM t", Write),
-            ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", Write),
+            (
+                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                Write,
+            ),
             ("WITH r AS (SELECT 1) SELECT * FROM r", Read),
             ("SELECT 1 UNION SELECT 2", Read),
             ("CREATE TABLE t (a int)", Ddl),

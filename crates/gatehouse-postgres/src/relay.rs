@@ -9,7 +9,7 @@ use crate::stream::PgStream;
 use crate::tracker::{Event, Names, Op, ResponseTracker};
 use bytes::BytesMut;
 use gatehouse_core::audit::{AuditError, Ticket};
-use gatehouse_core::{Command, CommandError, CommandOutcome, Session, Verdict};
+use gatehouse_core::{Command, CommandError, CommandOutcome, Session, StatementKind, Verdict};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +190,8 @@ async fn client_loop(
             Err(e) => return End::ClientProtocol(e.to_string()),
         };
         let body = &raw[5..];
-        if skipping && tag != b'S' {
+        // Only extended-protocol messages are skipped, as the server itself does.
+        if skipping && matches!(tag, b'P' | b'B' | b'E' | b'D' | b'C' | b'H' | b'F') {
             continue;
         }
         let started = Instant::now();
@@ -285,7 +286,17 @@ async fn client_loop(
                 }
                 Some(Op::Sync)
             }
-            b'F' => Some(Op::FunctionCall),
+            b'F' => {
+                // Fastpath calls can run any function: audited like a statement, never silently.
+                let oid = body
+                    .get(..4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let command = Arc::new(Command::unparsed(
+                    format!("/* fastpath function call */ oid {oid}"),
+                    StatementKind::Write,
+                ));
+                Some(Op::FunctionCall { command, started })
+            }
             b'H' | b'd' | b'c' | b'f' => None,
             b'X' => {
                 out.extend_from_slice(&raw);

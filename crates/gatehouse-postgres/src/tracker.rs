@@ -38,7 +38,11 @@ pub enum Op {
     },
     Close,
     Sync,
-    FunctionCall,
+    /// A fastpath function call: ends at ReadyForQuery.
+    FunctionCall {
+        command: Arc<Command>,
+        started: Instant,
+    },
     /// A response the gateway makes itself (a blocked statement's error), followed by a
     /// ReadyForQuery when `ready`.
     Reply {
@@ -163,9 +167,9 @@ impl ResponseTracker {
         self.ops
             .drain(..)
             .filter_map(|op| match op {
-                Op::Query { command, started } | Op::Parse { command, started } => {
-                    Some((command, started))
-                }
+                Op::Query { command, started }
+                | Op::Parse { command, started }
+                | Op::FunctionCall { command, started } => Some((command, started)),
                 Op::Execute {
                     command: Some(command),
                     started,
@@ -189,11 +193,12 @@ impl ResponseTracker {
                 self.status = status;
                 self.skipping = false;
                 let event = match self.ops.front() {
-                    Some(Op::Query { .. } | Op::Sync | Op::FunctionCall) => {
+                    Some(Op::Query { .. } | Op::Sync | Op::FunctionCall { .. }) => {
                         match self.ops.pop_front() {
-                            Some(Op::Query { command, started }) => {
-                                Some(self.finish(command, started))
-                            }
+                            Some(
+                                Op::Query { command, started }
+                                | Op::FunctionCall { command, started },
+                            ) => Some(self.finish(command, started)),
                             _ => None,
                         }
                     }
@@ -250,7 +255,7 @@ impl ResponseTracker {
                 let (code, message) = codec::error_fields(body);
                 let error = CommandError { code, message };
                 match self.ops.front() {
-                    Some(Op::Query { .. } | Op::FunctionCall) => {
+                    Some(Op::Query { .. } | Op::FunctionCall { .. }) => {
                         self.error.get_or_insert(error);
                         Event::None
                     }

@@ -12,20 +12,34 @@ fn token() -> anyhow::Result<String> {
         .context("set $GATEHOUSE_TOKEN to an admin credential (on first start: the key in <data_dir>/admin.key)")
 }
 
-fn request(method: reqwest::Method, server: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+fn request(
+    method: reqwest::Method,
+    server: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
         let url = format!("{}/api/v1{path}", server.trim_end_matches('/'));
         let mut req = client.request(method, &url).bearer_auth(token()?);
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let response = req.send().await.with_context(|| format!("cannot reach the gateway at {server}"))?;
+        let response = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {server}"))?;
         let status = response.status();
         let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or("request failed");
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
             bail!("{status}: {message}");
         }
         Ok(value)
@@ -34,17 +48,31 @@ fn request(method: reqwest::Method, server: &str, path: &str, body: Option<serde
 
 pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeysCommand::Create { name, groups, server } => {
+        KeysCommand::Create {
+            name,
+            groups,
+            server,
+        } => {
             let body = serde_json::json!({ "name": name, "groups": groups });
             let created = request(reqwest::Method::POST, &server.server, "/keys", Some(body))?;
-            let key = created["key"].as_str().context("the gateway returned no key")?;
+            let key = created["key"]
+                .as_str()
+                .context("the gateway returned no key")?;
             println!("{key}");
         }
         KeysCommand::List { server } => {
             let keys = request(reqwest::Method::GET, &server.server, "/keys", None)?;
-            println!("{:<24} {:<10} {:<32} {:<30} REVOKED", "NAME", "PREFIX", "GROUPS", "CREATED");
+            println!(
+                "{:<24} {:<10} {:<32} {:<30} REVOKED",
+                "NAME", "PREFIX", "GROUPS", "CREATED"
+            );
             for k in keys.as_array().into_iter().flatten() {
-                let groups: Vec<&str> = k["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+                let groups: Vec<&str> = k["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str())
+                    .collect();
                 println!(
                     "{:<24} {:<10} {:<32} {:<30} {}",
                     k["name"].as_str().unwrap_or(""),
@@ -65,8 +93,16 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub fn sessions(server: &str, limit: u32) -> anyhow::Result<ExitCode> {
-    let sessions = request(reqwest::Method::GET, server, &format!("/sessions?limit={limit}"), None)?;
-    println!("{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} END", "ID", "PROTOCOL", "CONNECTION", "SUBJECT", "STARTED", "STMTS");
+    let sessions = request(
+        reqwest::Method::GET,
+        server,
+        &format!("/sessions?limit={limit}"),
+        None,
+    )?;
+    println!(
+        "{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} END",
+        "ID", "PROTOCOL", "CONNECTION", "SUBJECT", "STARTED", "STMTS"
+    );
     for s in sessions.as_array().into_iter().flatten() {
         println!(
             "{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} {}",
@@ -86,7 +122,9 @@ pub fn sessions(server: &str, limit: u32) -> anyhow::Result<ExitCode> {
 fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -23,7 +23,10 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
     let path = log_path(config);
     match verify_file(&path) {
         Ok(report) => {
-            let last = report.last_hash.map(|h| h.to_string()).unwrap_or_else(|| "-".to_owned());
+            let last = report
+                .last_hash
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "-".to_owned());
             println!(
                 "{}: intact: {} record(s), seq {}..{}, head {last}",
                 path.display(),
@@ -42,11 +45,20 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
 
 fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDateTime>> {
     value
-        .map(|v| OffsetDateTime::parse(v, &Rfc3339).with_context(|| format!("--{flag} {v:?} is not an RFC 3339 time")))
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339)
+                .with_context(|| format!("--{flag} {v:?} is not an RFC 3339 time"))
+        })
         .transpose()
 }
 
-pub fn export(config: &Config, since: Option<&str>, until: Option<&str>, format: Format, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn export(
+    config: &Config,
+    since: Option<&str>,
+    until: Option<&str>,
+    format: Format,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let since = parse_time("since", since)?;
     let until = parse_time("until", until)?;
     let format = match format {
@@ -56,7 +68,10 @@ pub fn export(config: &Config, since: Option<&str>, until: Option<&str>, format:
     let path = log_path(config);
     let summary = match out {
         Some(file) => {
-            let mut w = std::io::BufWriter::new(std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?);
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(file)
+                    .with_context(|| format!("creating {}", file.display()))?,
+            );
             let summary = gatehouse_audit::export(&path, since, until, format, &mut w)?;
             w.flush()?;
             summary
@@ -69,9 +84,14 @@ pub fn export(config: &Config, since: Option<&str>, until: Option<&str>, format:
             summary
         }
     };
-    eprintln!("exported {} of {} record(s)", summary.records_exported, summary.records_read);
+    eprintln!(
+        "exported {} of {} record(s)",
+        summary.records_exported, summary.records_read
+    );
     if summary.partial_last_line {
-        eprintln!("warning: the log ends with an unfinished record (a crash mid-write); it was skipped");
+        eprintln!(
+            "warning: the log ends with an unfinished record (a crash mid-write); it was skipped"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "Identity-aware gateway for governed access to infrastructure")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Identity-aware gateway for governed access to infrastructure"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,14 +22,23 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ConfigArg {
     /// Configuration file [default: $GATEHOUSE_CONFIG, else ./gatehouse.yaml]
-    #[arg(long, short = 'c', env = "GATEHOUSE_CONFIG", default_value = "gatehouse.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "GATEHOUSE_CONFIG",
+        default_value = "gatehouse.yaml"
+    )]
     config: PathBuf,
 }
 
 #[derive(Args, Clone)]
 struct ServerArg {
     /// Admin API of a running gateway
-    #[arg(long, env = "GATEHOUSE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "GATEHOUSE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     server: String,
 }
 
@@ -132,7 +145,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(gatehouse_server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -141,27 +156,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
-            println!("{}: OK ({} connection(s))", arg.config.display(), config.connections.len());
+            println!(
+                "{}: OK ({} connection(s))",
+                arg.config.display(),
+                config.connections.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => admin_client::keys(cmd),
-        Command::Sessions(SessionsCommand::List { limit, server }) => admin_client::sessions(&server.server, limit),
-        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load(&arg.config)?),
-        Command::Audit(AuditCommand::Export { config, since, until, format, out }) => {
-            audit_cmd::export(&load(&config.config)?, since.as_deref(), until.as_deref(), format, out.as_deref())
+        Command::Sessions(SessionsCommand::List { limit, server }) => {
+            admin_client::sessions(&server.server, limit)
         }
+        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load(&arg.config)?),
+        Command::Audit(AuditCommand::Export {
+            config,
+            since,
+            until,
+            format,
+            out,
+        }) => audit_cmd::export(
+            &load(&config.config)?,
+            since.as_deref(),
+            until.as_deref(),
+            format,
+            out.as_deref(),
+        ),
     }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<gatehouse_server::config::Config> {
     // The error already names the file, line and key.
-    gatehouse_server::config::load(path).map_err(|e| anyhow::anyhow!("{e}")).context("invalid configuration")
+    gatehouse_server::config::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("invalid configuration")
 }
 
 fn init_logging(config: &gatehouse_server::config::Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new(config.log.level.as_str()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(config.log.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         gatehouse_server::config::LogFormat::Json => builder.json().init(),
         gatehouse_server::config::LogFormat::Text => builder.init(),

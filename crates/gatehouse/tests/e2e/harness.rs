@@ -277,7 +277,9 @@ impl GatewayBuilder {
         let pg_port = free_port();
         let admin_port = free_port();
         let config = format!(
-            "data_dir: ./data\nlog: {{ level: info, format: text }}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  admin_groups: [gatehouse-admins]\npostgres:\n  listen: 127.0.0.1:{pg_port}\n  handshake_timeout: 5s\n{pg_extra}{top}connections:\n{conns}",
+            "data_dir: ./data\nlog: {{ level: info, format: text }}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  admin_groups: [gatehouse-admins]\npostgres:\n  listen: 127.0.0.1:{pg_port}\n{timeout}{pg_extra}{top}connections:\n{conns}",
+            // YAML keys may appear once: an explicit `handshake_timeout` replaces the default.
+            timeout = if self.postgres_extra.contains("handshake_timeout:") { "" } else { "  handshake_timeout: 5s\n" },
             pg_extra = self.postgres_extra,
             top = self.top_extra,
             conns = self.connections.join(""),
