@@ -1,6 +1,6 @@
 //! Protocol-neutral commands and the verdicts the core gives on them.
 
-use gatehouse_inspect::sql::{self, Classification, StatementKind};
+use gatehouse_inspect::sql::{self, Classification, Classifier, StatementKind};
 use std::sync::Arc;
 
 /// One command as an adapter saw it: its text and what inspection made of it.
@@ -15,6 +15,16 @@ impl Command {
     pub fn sql(text: impl Into<Arc<str>>) -> Self {
         let text = text.into();
         let classification = sql::classify(&text);
+        Command {
+            text,
+            classification,
+        }
+    }
+
+    /// A SQL command classified through a session's [`Classifier`] cache.
+    pub fn sql_cached(text: impl Into<Arc<str>>, classifier: &mut Classifier) -> Self {
+        let text = text.into();
+        let classification = classifier.classify(&text);
         Command {
             text,
             classification,

@@ -15,7 +15,7 @@ pub use connection::{
 pub use gate::{ConnectRequest, Denied, Gate, NoIndex, Session, SessionIndex, SessionInfo};
 pub use gatehouse_audit as audit;
 pub use gatehouse_audit::ActorRef;
-pub use gatehouse_inspect::sql::{Classification, StatementKind};
+pub use gatehouse_inspect::sql::{Classification, Classifier, StatementKind};
 pub use identity::{AuthError, AuthMethod, Authenticator, Identity};
 pub use metrics::Metrics;
 pub use secret::Secret;

@@ -1,3 +1,4 @@
 //! Pure inspection of commands: plain functions over strings, no I/O.
 
+pub mod shape;
 pub mod sql;

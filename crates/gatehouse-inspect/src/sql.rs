@@ -45,6 +45,45 @@ pub struct Classification {
     pub parsed: bool,
 }
 
+/// Classifies SQL text, remembering the classification of recent statement shapes (see
+/// [`crate::shape`]) so statements that differ only in literals are parsed once. One per
+/// session: no locking.
+pub struct Classifier {
+    cache: std::collections::HashMap<String, Classification>,
+    capacity: usize,
+}
+
+impl Classifier {
+    pub fn new(capacity: usize) -> Self {
+        Classifier {
+            cache: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn classify(&mut self, sql: &str) -> Classification {
+        let Some(shape) = crate::shape::shape(sql) else {
+            return classify(sql);
+        };
+        if let Some(hit) = self.cache.get(&shape) {
+            return hit.clone();
+        }
+        let classification = classify(sql);
+        if self.cache.len() >= self.capacity {
+            // Workloads repeat a few shapes; starting over is simpler than LRU and bounded.
+            self.cache.clear();
+        }
+        self.cache.insert(shape, classification.clone());
+        classification
+    }
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier::new(512)
+    }
+}
+
 /// Classifies SQL text. Never panics, whatever the input.
 pub fn classify(sql: &str) -> Classification {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
@@ -292,6 +331,27 @@ mod tests {
             let c = classify(sql);
             assert!(!c.parsed, "{sql} should not parse");
             assert_eq!(c.kind, *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn cached_classification_matches_a_fresh_one() {
+        let mut classifier = Classifier::new(4);
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 2",
+            "DELETE FROM t WHERE a = 'x'",
+            "DELETE FROM t WHERE a = 'y'",
+            "SELECT 'a'; DROP TABLE t",
+            "SELECT 'b'",
+            "CREATE TABLE t (a int)",
+            "SELECT $1",
+            "SELECT 'a\\'; DROP TABLE t; --'",
+        ];
+        for _ in 0..3 {
+            for sql in texts {
+                assert_eq!(classifier.classify(sql), classify(sql), "{sql}");
+            }
         }
     }
 

@@ -9,7 +9,9 @@ use crate::stream::PgStream;
 use crate::tracker::{Event, Names, Op, ResponseTracker};
 use bytes::BytesMut;
 use gatehouse_core::audit::{AuditError, Ticket};
-use gatehouse_core::{Command, CommandError, CommandOutcome, Session, StatementKind, Verdict};
+use gatehouse_core::{
+    Classifier, Command, CommandError, CommandOutcome, Session, StatementKind, Verdict,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,6 +165,7 @@ async fn client_loop(
     idle_timeout: Option<Duration>,
 ) -> End {
     let mut names = Names::default();
+    let mut classifier = Classifier::default();
     let mut out = BytesMut::with_capacity(FLUSH_AT);
     // After a blocked Parse/Bind/Execute, the client's messages up to Sync are dropped, as the
     // server itself would after an error.
@@ -200,7 +203,7 @@ async fn client_loop(
                 let Ok((text, _)) = codec::read_cstr(body, "query") else {
                     return End::ClientProtocol("malformed Query message".into());
                 };
-                let command = Arc::new(Command::sql(text));
+                let command = Arc::new(Command::sql_cached(text, &mut classifier));
                 match session.decide(&command) {
                     Verdict::Allow => Some(Op::Query { command, started }),
                     Verdict::Block { rule, reason } => {
@@ -218,7 +221,7 @@ async fn client_loop(
                 let Ok((name, text)) = parsed else {
                     return End::ClientProtocol("malformed Parse message".into());
                 };
-                let command = Arc::new(Command::sql(text));
+                let command = Arc::new(Command::sql_cached(text, &mut classifier));
                 match session.decide(&command) {
                     Verdict::Allow => {
                         names.parsed(name, command.clone());
