@@ -23,6 +23,7 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

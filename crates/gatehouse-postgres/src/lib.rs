@@ -70,6 +70,10 @@ pub enum SetupError {
 /// The PostgreSQL listener's shared state.
 pub struct PgGateway {
     gate: Gate,
+    /// Turns true when the gateway stops: open sessions end themselves, audited.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Connections being served (handshakes and sessions), to wait for at shutdown.
+    active: tokio::sync::watch::Sender<usize>,
     config: PgConfig,
     cancels: CancelRegistry,
     /// Client TLS settings per connection, built once.
@@ -77,7 +81,11 @@ pub struct PgGateway {
 }
 
 impl PgGateway {
-    pub fn new(gate: Gate, config: PgConfig) -> Result<Arc<Self>, SetupError> {
+    pub fn new(
+        gate: Gate,
+        config: PgConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, SetupError> {
         let mut upstream_tls = HashMap::new();
         for connection in gate.connections().iter() {
             let Target::Postgres(target) = &connection.target;
@@ -90,27 +98,41 @@ impl PgGateway {
         }
         Ok(Arc::new(PgGateway {
             gate,
+            shutdown,
+            active: tokio::sync::watch::Sender::new(0),
             config,
             cancels: CancelRegistry::default(),
             upstream_tls,
         }))
     }
 
-    /// Accepts connections until `shutdown` turns true.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Accepts connections until shutdown; then waits (up to `grace`) for the connections it
+    /// served to end, so each session's end is audited before the gateway stops.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, grace: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        self.accept_loop(&listener, &mut shutdown).await;
+        drop(listener);
+        let mut active = self.active.subscribe();
+        let _ = tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await;
+    }
+
+    async fn accept_loop(
+        self: &Arc<Self>,
+        listener: &TcpListener,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let this = self.clone();
-                    tokio::spawn(async move { this.handle(tcp, peer).await });
+                    let guard = ActiveGuard::new(self.clone());
+                    tokio::spawn(async move {
+                        guard.0.clone().handle(tcp, peer).await;
+                        drop(guard);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -159,7 +181,14 @@ impl PgGateway {
                 session.end("client disconnected during startup").await;
                 return;
             }
-            let end = relay::run(&session, client, upstream.stream, self.config.limits).await;
+            let end = relay::run(
+                &session,
+                client,
+                upstream.stream,
+                self.config.limits,
+                self.shutdown.clone(),
+            )
+            .await;
             tracing::info!(reason = %end, "session ended");
             drop(cancel_guard);
             session.end(&end.to_string()).await;
@@ -337,3 +366,19 @@ impl PgGateway {
 }
 
 mod upstream;
+
+/// Counts a connection as active until dropped, even if its task panics.
+struct ActiveGuard(Arc<PgGateway>);
+
+impl ActiveGuard {
+    fn new(gateway: Arc<PgGateway>) -> Self {
+        gateway.active.send_modify(|n| *n += 1);
+        ActiveGuard(gateway)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

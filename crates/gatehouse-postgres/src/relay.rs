@@ -44,6 +44,8 @@ pub enum End {
     UpstreamClosed,
     #[error("idle timeout")]
     IdleTimeout,
+    #[error("gateway shutting down")]
+    Shutdown,
     #[error("client protocol error: {0}")]
     ClientProtocol(String),
     #[error("upstream protocol error: {0}")]
@@ -62,6 +64,7 @@ pub async fn run(
     client: PgStream,
     upstream: PgStream,
     limits: RelayLimits,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> End {
     let (client_r, mut client_w) = tokio::io::split(client);
     let (upstream_r, mut upstream_w) = tokio::io::split(upstream);
@@ -93,6 +96,7 @@ pub async fn run(
         tokio::select! {
             end = requests => end,
             end = responses => end,
+            _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
         }
     };
 
@@ -112,6 +116,15 @@ pub async fn run(
                 Severity::Fatal,
                 sqlstate::CANNOT_CONNECT_NOW,
                 "the gateway's audit log is unavailable; the session is closed",
+            )
+            .await
+        }
+        End::Shutdown => {
+            send_error(
+                &mut client_w,
+                Severity::Fatal,
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because the gateway is shutting down",
             )
             .await
         }

@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// How long open connections get to end after a stop is requested.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A started gateway: its bound addresses and the means to stop it.
 pub struct Running {
     pub admin_addr: SocketAddr,
@@ -125,8 +128,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
         })?;
     let postgres_addr = pg_listener.local_addr()?;
-    let pg = gatehouse_postgres::PgGateway::new(gate.clone(), wiring::pg_config(&config)?)?;
-    tasks.push(tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone())));
+    let pg = gatehouse_postgres::PgGateway::new(
+        gate.clone(),
+        wiring::pg_config(&config)?,
+        shutdown_rx.clone(),
+    )?;
+    tasks.push(tokio::spawn(pg.serve(pg_listener, SHUTDOWN_GRACE)));
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -164,11 +171,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Stops accepting connections, records the stop and closes the audit log.
+    /// Stops accepting connections, ends open sessions (each audited), records the stop and
+    /// closes the audit log.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE + std::time::Duration::from_secs(1), task)
+                .await;
         }
         self.audit
             .record(Event::now(EventKind::GatewayStop, Outcome::success()))

@@ -167,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(SessionsCommand::List { limit, server }) => {
             admin_client::sessions(&server.server, limit)
         }
-        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load(&arg.config)?),
+        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),
         Command::Audit(AuditCommand::Export {
             config,
             since,
@@ -175,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             out,
         }) => audit_cmd::export(
-            &load(&config.config)?,
+            &load_offline(&config.config)?,
             since.as_deref(),
             until.as_deref(),
             format,
@@ -187,6 +187,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn load(path: &std::path::Path) -> anyhow::Result<gatehouse_server::config::Config> {
     // The error already names the file, line and key.
     gatehouse_server::config::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("invalid configuration")
+}
+
+/// The configuration without its secrets, for commands that only read the data directory.
+fn load_offline(path: &std::path::Path) -> anyhow::Result<gatehouse_server::config::Config> {
+    gatehouse_server::config::load_offline(path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("invalid configuration")
 }

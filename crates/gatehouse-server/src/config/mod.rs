@@ -35,6 +35,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Reads and validates the config file at `path` without reading any secret it references:
+/// for offline tools (`audit verify`, `audit export`) that need paths, not credentials.
+pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_inner(&text, path, &|name| std::env::var(name), false)
+}
+
 /// Validates config `text` as if read from `path` (used for messages and to resolve
 /// relative paths). Secret references are resolved from the process environment.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -48,6 +58,15 @@ pub fn parse_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Result<String, VarError>,
 ) -> Result<Config, ConfigError> {
+    parse_inner(text, path, env, true)
+}
+
+fn parse_inner(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Result<String, VarError>,
+    read_secrets: bool,
+) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Invalid {
         issues: vec![Issue::from_yaml(path, &e)],
     })?;
@@ -59,5 +78,7 @@ pub fn parse_with_env(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| source.clone());
-    resolve::Resolver::new(text, path, base, env).resolve(raw, source)
+    let mut resolver = resolve::Resolver::new(text, path, base, env);
+    resolver.read_secrets = read_secrets;
+    resolver.resolve(raw, source)
 }

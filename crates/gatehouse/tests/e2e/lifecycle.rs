@@ -1,0 +1,68 @@
+//! Gateway start and stop as an examiner sees them in the audit log.
+
+use crate::harness::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
+    let (_cluster, mut gateway) = cluster_and_gateway();
+    // A session busy in a long statement when the gateway is asked to stop.
+    let mut busy = Command::new("psql")
+        .args(["-X", "-At"])
+        .arg(gateway.url(&gateway.admin_key, "main"))
+        .args(["-c", "SELECT pg_sleep(20)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    gateway.wait_for_event("the busy session started", |e| e["kind"] == "session.start");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    gateway.stop();
+    let out = busy.wait_with_output().expect("psql exit");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("shutting down"),
+        "client was not told why: {stderr}"
+    );
+
+    let events = gateway.audit_events();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let end = kinds
+        .iter()
+        .position(|k| *k == "session.end")
+        .expect("session.end recorded");
+    let stop = kinds
+        .iter()
+        .position(|k| *k == "gateway.stop")
+        .expect("gateway.stop recorded");
+    assert!(
+        end < stop,
+        "session end must precede the gateway stop: {kinds:?}"
+    );
+    assert_eq!(kinds.first(), Some(&"gateway.start"));
+    assert_eq!(kinds.last(), Some(&"gateway.stop"));
+    let ended = &events[end];
+    assert_eq!(ended["outcome"]["reason"], "gateway shutting down");
+    // The statement cut short is recorded as unfinished, not lost.
+    let cut = events
+        .iter()
+        .find(|e| e["kind"] == "statement" && e["what"]["statement"] == "SELECT pg_sleep(20)")
+        .expect("interrupted statement recorded");
+    assert_eq!(cut["outcome"]["status"], "failure");
+
+    let verify = gateway.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
