@@ -210,4 +210,110 @@ mod tests {
         let mut f = Framer::new(&input[..input.len() - 2], 1024, streamable);
         assert!(matches!(f.next().await, Err(FrameError::Truncated)));
     }
+
+    /// A reader that hands out the input in pseudo-random small pieces.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        rng: u64,
+    }
+
+    impl Trickle {
+        fn next_len(&mut self) -> usize {
+            // xorshift64: deterministic, dependency-free.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            1 + (self.rng % 7000) as usize
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self
+                .next_len()
+                .min(buf.remaining())
+                .min(self.data.len() - self.pos);
+            let pos = self.pos;
+            buf.put_slice(&self.data[pos..pos + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn any_read_split_reproduces_the_stream_exactly() {
+        for seed in 1..40u64 {
+            let mut input = Vec::new();
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for i in 0..200 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let len = match rng % 10 {
+                    0 => 150_000 + (rng % 50_000) as usize, // large, streamed
+                    1 => 0,
+                    _ => (rng % 300) as usize,
+                };
+                let tag = if i % 3 == 0 { b'D' } else { b'C' };
+                let body: Vec<u8> = (0..len).map(|j| (j as u8).wrapping_mul(31)).collect();
+                if tag == b'C' && len > 1024 {
+                    continue;
+                }
+                input.extend(msg(tag, &body));
+            }
+            let reader = Trickle {
+                data: input.clone(),
+                pos: 0,
+                rng: seed,
+            };
+            let mut f = Framer::new(reader, 1024, streamable);
+            let mut out = Vec::new();
+            while let Some(piece) = f.next().await.unwrap() {
+                match piece {
+                    Piece::Whole { raw, .. } => {
+                        let len = i32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
+                        assert_eq!(raw.len(), 1 + len, "a whole message is exactly one message");
+                        out.extend_from_slice(&raw);
+                    }
+                    Piece::Head { raw, .. } | Piece::Chunk(raw) => out.extend_from_slice(&raw),
+                }
+            }
+            assert_eq!(out, input, "seed {seed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn random_bytes_never_panic() {
+        for seed in 1..200u64 {
+            let mut rng = seed;
+            let data: Vec<u8> = (0..4096)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng as u8
+                })
+                .collect();
+            let mut f = Framer::new(
+                Trickle {
+                    data,
+                    pos: 0,
+                    rng: seed,
+                },
+                1024,
+                streamable,
+            );
+            for _ in 0..10_000 {
+                match f.next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
 }
