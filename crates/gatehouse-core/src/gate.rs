@@ -274,6 +274,15 @@ impl Gate {
     }
 }
 
+/// How a session ended, for its `session.end` record.
+#[derive(Debug, Clone, Default)]
+pub struct SessionEnd {
+    pub reason: String,
+    /// The session ended in error (protocol violation, upstream failure, audit failure).
+    pub failed: bool,
+    pub detail: Option<serde_json::Value>,
+}
+
 /// An authenticated, authorised, audited session on one connection.
 pub struct Session {
     id: String,
@@ -375,6 +384,23 @@ impl Session {
         })
     }
 
+    /// Records malformed or hostile input from an authenticated client.
+    pub async fn protocol_error(&self, reason: &str) {
+        self.gate
+            .inner
+            .metrics
+            .protocol_errors_total
+            .get_or_create(&Metrics::protocol(self.protocol.as_str()))
+            .inc();
+        let _ = self
+            .record_event(
+                EventKind::ProtocolError,
+                What::default(),
+                Outcome::failure(reason),
+            )
+            .await;
+    }
+
     /// Records a command the verdict blocked; durable before the client hears of it.
     pub async fn record_blocked(
         &self,
@@ -418,16 +444,34 @@ impl Session {
     }
 
     /// Ends the session: audits its end with the statement count and duration.
-    pub async fn end(mut self, reason: &str) {
+    pub async fn end(self, reason: &str) {
+        self.end_with(SessionEnd {
+            reason: reason.to_owned(),
+            failed: false,
+            detail: None,
+        })
+        .await
+    }
+
+    /// Ends the session with a failure status and optional details (never secrets).
+    pub async fn end_with(mut self, end: SessionEnd) {
         self.ended = true;
+        let reason = end.reason.as_str();
         let statements = self.statements.load(Ordering::Relaxed);
-        let mut outcome = Outcome::success();
+        let mut outcome = if end.failed {
+            Outcome::failure(reason)
+        } else {
+            Outcome::success()
+        };
         outcome.reason = Some(reason.to_owned());
-        outcome.rows = None;
         outcome.duration_ns =
             Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let mut detail = serde_json::json!({ "statements": statements });
+        if let (Some(extra), Some(map)) = (end.detail, detail.as_object_mut()) {
+            map.insert("cause".to_owned(), extra);
+        }
         let what = What {
-            detail: Some(serde_json::json!({ "statements": statements })),
+            detail: Some(detail),
             ..What::default()
         };
         if let Err(err) = self

@@ -23,7 +23,7 @@ use crate::startup::{HandshakeError, Startup};
 use crate::stream::PgStream;
 use bytes::BytesMut;
 use gatehouse_core::audit::{Event, EventKind, Outcome, What, Who};
-use gatehouse_core::{ConnectRequest, Denied, Gate, Protocol, Target};
+use gatehouse_core::{ConnectRequest, Denied, Gate, Protocol, SessionEnd, Target};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +65,15 @@ pub enum SetupError {
         connection: String,
         source: tls::TlsSetupError,
     },
+}
+
+/// A client past its startup packet and password, not yet authenticated.
+struct Greeted {
+    client: PgStream,
+    params: Vec<(String, String)>,
+    user: String,
+    connection: String,
+    credential: String,
 }
 
 /// The PostgreSQL listener's shared state.
@@ -145,9 +154,13 @@ impl PgGateway {
 
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
-        let handshake =
-            tokio::time::timeout(self.config.handshake_timeout, self.handshake(tcp, peer)).await;
-        let (mut client, session, upstream, cancel_guard) = match handshake {
+        // Phase 1, bounded by the handshake timeout: startup packet and password. Nothing has
+        // been authenticated yet, so an abandoned handshake leaves no session behind.
+        let greeted =
+            tokio::time::timeout(self.config.handshake_timeout, self.greet(tcp, peer)).await;
+        let mut greeted = match greeted {
+            Ok(Ok(Some(greeted))) => greeted,
+            Ok(Ok(None)) => return,
             Err(_) => {
                 return self
                     .gate
@@ -166,52 +179,134 @@ impl PgGateway {
                     .protocol_error(Protocol::Postgres, peer, &e.to_string())
                     .await
             }
-            Ok(Ok(None)) => return,
-            Ok(Ok(Some(ready))) => ready,
         };
-        let span = session.span();
-        async {
-            tracing::info!(source = %peer, "session started");
-            let mut greeting = BytesMut::new();
-            codec::auth_ok(&mut greeting);
-            greeting.extend_from_slice(&upstream.startup_messages);
-            codec::backend_key_data(&mut greeting, cancel_guard.key.0, cancel_guard.key.1);
-            codec::ready_for_query(&mut greeting, b'I');
-            if client.write_all(&greeting).await.is_err() {
-                session.end("client disconnected during startup").await;
+        // Phase 2: authenticate and open the session. Each authenticator bounds its own I/O;
+        // no outer timeout may cut an opened, audited session short.
+        let request = ConnectRequest {
+            protocol: Protocol::Postgres,
+            connection: &greeted.connection,
+            credential: &greeted.credential,
+            claimed_user: Some(&greeted.user),
+            source: peer,
+        };
+        let session = match self.gate.open(request).await {
+            Ok(session) => session,
+            Err(denied) => {
+                let code = match denied {
+                    Denied::BadCredential(_) => sqlstate::INVALID_PASSWORD,
+                    Denied::NotPermitted => sqlstate::INVALID_AUTHORIZATION,
+                    Denied::Unavailable(_) => sqlstate::CANNOT_CONNECT_NOW,
+                };
+                let text = denied.client_message(&greeted.connection);
+                startup::send_error(&mut greeted.client, Severity::Fatal, code, &text).await;
                 return;
             }
-            let end = relay::run(
-                &session,
-                client,
-                upstream.stream,
-                self.config.limits,
-                self.shutdown.clone(),
-            )
-            .await;
-            tracing::info!(reason = %end, "session ended");
-            drop(cancel_guard);
-            session.end(&end.to_string()).await;
-        }
-        .instrument(span)
-        .await
+        };
+        greeted.credential.clear();
+        // Phase 3: the upstream and the relay, ending the session exactly once.
+        let span = session.span();
+        self.run_session(greeted, session).instrument(span).await
     }
 
-    /// Everything up to an open session with its upstream; `None` when the connection was a
-    /// cancel request (handled here).
-    async fn handshake(
+    async fn run_session(&self, greeted: Greeted, session: gatehouse_core::Session) {
+        let Greeted {
+            mut client, params, ..
+        } = greeted;
+        let Target::Postgres(target) = &session.connection().target;
+        let tls = self
+            .upstream_tls
+            .get(&session.connection().name)
+            .cloned()
+            .flatten();
+        let forwarded: Vec<(String, String)> = params
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
+            .collect();
+        let upstream = match upstream::connect(
+            target,
+            tls.as_ref(),
+            &forwarded,
+            self.config.handshake_timeout,
+        )
+        .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream connection failed");
+                let (code, text) = match e {
+                    upstream::UpstreamError::StartupTooLarge(_) => (
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "startup parameters too large once the target's user and database are substituted".to_owned(),
+                    ),
+                    _ => (
+                        sqlstate::SQLCLIENT_UNABLE,
+                        format!("could not connect to the target of connection \"{}\"", session.connection().name),
+                    ),
+                };
+                startup::send_error(&mut client, Severity::Fatal, code, &text).await;
+                session
+                    .end_with(SessionEnd {
+                        reason: "upstream connection failed".to_owned(),
+                        failed: true,
+                        detail: Some(serde_json::json!({ "upstream_error": e.to_string() })),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let cancel_guard = self.cancels.register(CancelTarget {
+            session: session.id().to_owned(),
+            connection: session.connection().name.clone(),
+            target: target.clone(),
+            tls,
+            upstream_key: upstream.key.unwrap_or_default(),
+        });
+        tracing::info!("session started");
+        let mut greeting = BytesMut::new();
+        codec::auth_ok(&mut greeting);
+        greeting.extend_from_slice(&upstream.startup_messages);
+        codec::backend_key_data(&mut greeting, cancel_guard.key.0, cancel_guard.key.1);
+        codec::ready_for_query(&mut greeting, b'I');
+        if client.write_all(&greeting).await.is_err() {
+            session.end("client disconnected during startup").await;
+            return;
+        }
+        let end = relay::run(
+            &session,
+            client,
+            upstream.stream,
+            self.config.limits,
+            self.shutdown.clone(),
+        )
+        .await;
+        tracing::info!(reason = %end, "session ended");
+        drop(cancel_guard);
+        if let relay::End::ClientProtocol(reason) = &end {
+            session.protocol_error(reason).await;
+        }
+        let failed = !matches!(
+            end,
+            relay::End::ClientTerminated
+                | relay::End::ClientClosed
+                | relay::End::IdleTimeout
+                | relay::End::Shutdown
+        );
+        session
+            .end_with(SessionEnd {
+                reason: end.to_string(),
+                failed,
+                detail: None,
+            })
+            .await;
+    }
+
+    /// The startup sequence up to the password; `None` when the connection was a cancel
+    /// request (handled here).
+    async fn greet(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-    ) -> Result<
-        Option<(
-            PgStream,
-            gatehouse_core::Session,
-            upstream::Upstream,
-            cancel::CancelGuard,
-        )>,
-        HandshakeError,
-    > {
+    ) -> Result<Option<Greeted>, HandshakeError> {
         let startup =
             startup::read_startup(tcp, peer, self.config.tls.as_ref(), self.config.require_tls)
                 .await?;
@@ -246,89 +341,13 @@ impl PgGateway {
             .unwrap_or(&user)
             .to_owned();
         let credential = startup::read_password(&mut client).await?;
-
-        let request = ConnectRequest {
-            protocol: Protocol::Postgres,
-            connection: &connection,
-            credential: &credential,
-            claimed_user: Some(&user),
-            source: peer,
-        };
-        let session = match self.gate.open(request).await {
-            Ok(session) => session,
-            Err(denied) => {
-                let code = match denied {
-                    Denied::BadCredential(_) => sqlstate::INVALID_PASSWORD,
-                    Denied::NotPermitted => sqlstate::INVALID_AUTHORIZATION,
-                    Denied::Unavailable(_) => sqlstate::CANNOT_CONNECT_NOW,
-                };
-                startup::send_error(
-                    &mut client,
-                    Severity::Fatal,
-                    code,
-                    &denied.client_message(&connection),
-                )
-                .await;
-                return Ok(None);
-            }
-        };
-        drop(credential);
-
-        let Target::Postgres(target) = &session.connection().target;
-        let tls = self
-            .upstream_tls
-            .get(&session.connection().name)
-            .cloned()
-            .flatten();
-        let forwarded: Vec<(String, String)> = params
-            .into_iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
-            .collect();
-        let upstream = match upstream::connect(
-            target,
-            tls.as_ref(),
-            &forwarded,
-            self.config.handshake_timeout,
-        )
-        .await
-        {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                tracing::warn!(session = session.id(), error = %e, "upstream connection failed");
-                let what = What {
-                    detail: Some(serde_json::json!({ "upstream_error": e.to_string() })),
-                    ..What::default()
-                };
-                let _ = session
-                    .record_event(
-                        EventKind::SessionEnd,
-                        what,
-                        Outcome::failure("upstream connection failed"),
-                    )
-                    .await;
-                let text = format!(
-                    "could not connect to the target of connection \"{}\"",
-                    session.connection().name
-                );
-                startup::send_error(
-                    &mut client,
-                    Severity::Fatal,
-                    sqlstate::SQLCLIENT_UNABLE,
-                    &text,
-                )
-                .await;
-                session.end("upstream connection failed").await;
-                return Ok(None);
-            }
-        };
-        let guard = self.cancels.register(CancelTarget {
-            session: session.id().to_owned(),
-            connection: session.connection().name.clone(),
-            target: target.clone(),
-            tls,
-            upstream_key: upstream.key.unwrap_or_default(),
-        });
-        Ok(Some((client, session, upstream, guard)))
+        Ok(Some(Greeted {
+            client,
+            params,
+            user,
+            connection,
+            credential,
+        }))
     }
 
     /// Forwards a cancel request with the upstream's key. Like PostgreSQL, never answers.

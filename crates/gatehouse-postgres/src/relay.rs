@@ -58,6 +58,33 @@ pub enum End {
     Audit(AuditError),
 }
 
+/// When the session last did anything, for the idle timeout: client input and upstream output
+/// both count, so idleness is measured from the end of the last statement.
+struct Activity {
+    base: Instant,
+    last_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_nanos: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_nanos.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_nanos(
+            self.last_nanos.load(Ordering::Relaxed),
+        ))
+    }
+}
+
 /// Runs the session until either side ends it; then records statements left unfinished.
 pub async fn run(
     session: &Session,
@@ -75,6 +102,7 @@ pub async fn run(
     let (ops_tx, mut ops_rx) = mpsc::channel(MAX_OPS_IN_FLIGHT);
     let mut tracker = ResponseTracker::default();
     let in_flight = AtomicUsize::new(0);
+    let activity = Activity::new();
 
     let end = {
         let requests = client_loop(
@@ -83,6 +111,7 @@ pub async fn run(
             &mut upstream_w,
             ops_tx,
             &in_flight,
+            &activity,
             limits.idle_timeout,
         );
         let responses = upstream_loop(
@@ -92,6 +121,7 @@ pub async fn run(
             &mut ops_rx,
             &mut tracker,
             &in_flight,
+            &activity,
         );
         tokio::select! {
             end = requests => end,
@@ -175,6 +205,7 @@ async fn client_loop(
     upstream: &mut WriteHalf<PgStream>,
     ops: mpsc::Sender<Op>,
     in_flight: &AtomicUsize,
+    activity: &Activity,
     idle_timeout: Option<Duration>,
 ) -> End {
     let mut names = Names::default();
@@ -190,10 +221,12 @@ async fn client_loop(
             if let Err(e) = write_out(upstream, &mut out).await {
                 return End::UpstreamIo(e);
             }
-            match next_or_idle(client, idle_timeout, in_flight).await {
+            let piece = match next_or_idle(client, idle_timeout, in_flight, activity).await {
                 Some(piece) => piece,
                 None => return End::IdleTimeout,
-            }
+            };
+            activity.touch();
+            piece
         };
         let (tag, raw) = match piece {
             Ok(None) => return End::ClientClosed,
@@ -382,14 +415,21 @@ async fn next_or_idle(
     client: &mut Framer<ReadHalf<PgStream>>,
     idle_timeout: Option<Duration>,
     in_flight: &AtomicUsize,
+    activity: &Activity,
 ) -> Option<Result<Option<Piece>, FrameError>> {
     let Some(limit) = idle_timeout else {
         return Some(client.next().await);
     };
     loop {
-        match tokio::time::timeout(limit, client.next()).await {
+        // Wait for what is left of the limit since the last activity on either side.
+        let wait = limit
+            .saturating_sub(activity.idle_for())
+            .max(Duration::from_millis(1));
+        match tokio::time::timeout(wait, client.next()).await {
             Ok(piece) => return Some(piece),
-            Err(_) if in_flight.load(Ordering::Relaxed) == 0 => return None,
+            Err(_) if in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limit => {
+                return None
+            }
             Err(_) => {}
         }
     }
@@ -412,6 +452,7 @@ async fn upstream_loop(
     ops: &mut mpsc::Receiver<Op>,
     tracker: &mut ResponseTracker,
     in_flight: &AtomicUsize,
+    activity: &Activity,
 ) -> End {
     let mut out = BytesMut::with_capacity(FLUSH_AT);
     // The newest audit record whose outcome sits in `out`: it must be durable before `out` is
@@ -435,6 +476,7 @@ async fn upstream_loop(
             if let Err(end) = flush_to_client(session, client, &mut out, &mut barrier).await {
                 return end;
             }
+            activity.touch();
             tokio::select! {
                 biased;
                 piece = upstream.next() => piece,
@@ -453,6 +495,11 @@ async fn upstream_loop(
                 return End::UpstreamClosed;
             }
             Ok(Some(Piece::Whole { tag, raw })) => {
+                // The op for this response was queued before its request went upstream, so it
+                // is in the channel now even if the select above woke for the upstream first.
+                while let Ok(op) = ops.try_recv() {
+                    tracker.push(op);
+                }
                 let before = tracker.pending();
                 let event = tracker.on_message(tag, &raw[5..]);
                 in_flight.fetch_sub(before - tracker.pending(), Ordering::Relaxed);
@@ -465,6 +512,9 @@ async fn upstream_loop(
                 out.extend_from_slice(&raw);
             }
             Ok(Some(Piece::Head { tag, raw })) => {
+                while let Ok(op) = ops.try_recv() {
+                    tracker.push(op);
+                }
                 tracker.on_message(tag, &[]);
                 out.extend_from_slice(&raw);
             }

@@ -33,6 +33,8 @@ pub enum UpstreamError {
     UnsupportedAuth(String),
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    #[error("the startup packet for the upstream would be {0} bytes, over PostgreSQL's limit")]
+    StartupTooLarge(usize),
 }
 
 impl From<FrameError> for UpstreamError {
@@ -123,6 +125,9 @@ async fn connect_inner(
     .into_iter()
     .chain(client_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     frontend::startup_message(params, &mut out)?;
+    if out.len() > codec::MAX_STARTUP_PACKET {
+        return Err(UpstreamError::StartupTooLarge(out.len()));
+    }
     stream.write_all(&out).await?;
 
     let mut framer = Framer::new(stream, 1024 * 1024, |_| false);

@@ -338,9 +338,9 @@ impl Gateway {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("gatehouse exited with {status}:\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok()
-                && self.http_get("/healthz").0 == 200
-            {
+            // The PostgreSQL listener is bound before the admin API, so a healthy admin API
+            // means both are up (a raw probe of the PostgreSQL port would be audited).
+            if self.http_get("/healthz").0 == 200 {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -559,4 +559,33 @@ pub fn cluster_and_gateway() -> (PgCluster, Gateway) {
         )
         .start();
     (cluster, gateway)
+}
+
+/// Connects with tokio-postgres (on a small runtime of its own; call it outside async code) and
+/// runs `SELECT 1`. On failure: the server's error as (severity, SQLSTATE, message), or empty
+/// severity and code with the client library's text when the server sent no error.
+pub fn pg_try(conninfo: &str) -> Result<(), (String, String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let to_tuple = |e: tokio_postgres::Error| match e.as_db_error() {
+            Some(db) => (
+                db.severity().to_owned(),
+                db.code().code().to_owned(),
+                db.message().to_owned(),
+            ),
+            None => (String::new(), String::new(), e.to_string()),
+        };
+        let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+            .await
+            .map_err(to_tuple)?;
+        tokio::spawn(connection);
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(to_tuple)
+    })
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
     let (_cluster, mut gateway) = cluster_and_gateway();
     // A session busy in a long statement when the gateway is asked to stop.
-    let mut busy = Command::new("psql")
+    let busy = Command::new("psql")
         .args(["-X", "-At"])
         .arg(gateway.url(&gateway.admin_key, "main"))
         .args(["-c", "SELECT pg_sleep(20)"])

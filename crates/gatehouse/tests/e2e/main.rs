@@ -1,4 +1,11 @@
 //! End-to-end tests: real PostgreSQL, real clients, the real `gatehouse` binary.
 
+mod audit_cli;
+mod bad_input;
 mod harness;
+mod identity;
+mod lifecycle;
+mod memory;
+mod protocol;
 mod smoke;
+mod upstream_auth;
