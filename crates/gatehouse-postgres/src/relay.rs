@@ -421,10 +421,14 @@ async fn next_or_idle(
         return Some(client.next().await);
     };
     loop {
-        // Wait for what is left of the limit since the last activity on either side.
-        let wait = limit
-            .saturating_sub(activity.idle_for())
-            .max(Duration::from_millis(1));
+        // Wait for what is left of the limit since the last activity on either side; while a
+        // statement runs, check back at a modest pace instead of spinning.
+        let floor = if in_flight.load(Ordering::Relaxed) > 0 {
+            Duration::from_millis(50).min(limit)
+        } else {
+            Duration::from_millis(1)
+        };
+        let wait = limit.saturating_sub(activity.idle_for()).max(floor);
         match tokio::time::timeout(wait, client.next()).await {
             Ok(piece) => return Some(piece),
             Err(_) if in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limit => {
@@ -502,7 +506,12 @@ async fn upstream_loop(
                 }
                 let before = tracker.pending();
                 let event = tracker.on_message(tag, &raw[5..]);
-                in_flight.fetch_sub(before - tracker.pending(), Ordering::Relaxed);
+                let finished = before - tracker.pending();
+                if finished > 0 {
+                    // Idleness starts when the last op finishes, never before it.
+                    activity.touch();
+                    in_flight.fetch_sub(finished, Ordering::Relaxed);
+                }
                 if let Event::Completed(done) = event {
                     match session.record(&done.command, &done.outcome) {
                         Ok(ticket) => barrier = Some(ticket),

@@ -1,0 +1,669 @@
+//! The gateway's side of the hop to the upstream: SCRAM and md5 with the password it holds,
+//! upstream TLS modes and verification, clean failures, client TLS to the gateway, and that
+//! held secrets never show up anywhere a client or operator can read.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// psql through the gateway with the admin key; panics with stderr unless it succeeds.
+fn query(gateway: &Gateway, connection: &str, sql: &str) -> String {
+    let out = gateway.psql_raw(&gateway.admin_key, connection, &["-c", sql]);
+    assert!(
+        out.status.success(),
+        "psql on {connection} failed: {}\n{}",
+        text(&out.stderr),
+        gateway.log()
+    );
+    text(&out.stdout)
+}
+
+/// A connection to `tls_only` with explicit TLS settings (`ca_file` and `server_name` only
+/// when given).
+fn tls_only_connection(
+    name: &str,
+    cluster: &PgCluster,
+    mode: &str,
+    ca_file: Option<&Path>,
+    server_name: Option<&str>,
+) -> String {
+    let mut tls = format!("mode: {mode}");
+    if let Some(ca) = ca_file {
+        tls.push_str(&format!(", ca_file: {}", ca.display()));
+    }
+    if let Some(sn) = server_name {
+        tls.push_str(&format!(", server_name: {sn}"));
+    }
+    format!(
+        "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: tls_only\n      password: ${{env:GH_TLS_ONLY_PW}}\n      tls: {{ {tls} }}\n    allow:\n      groups: [developers, gatehouse-admins]\n",
+        port = cluster.port,
+    )
+}
+
+/// The failed session's audit records, found by connection name.
+fn upstream_failure(gateway: &Gateway, connection: &str) -> Value {
+    gateway.wait_for_event("upstream failure", |e| {
+        e["kind"] == "session.end"
+            && e["what"]["connection"] == connection
+            && e["outcome"]["status"] == "failure"
+    })
+}
+
+/// Asserts the client saw only the gateway's own FATAL about the target, nothing of the
+/// upstream's error, with psql and with tokio-postgres.
+fn assert_clean_target_failure(gateway: &Gateway, connection: &str, upstream_words: &[&str]) {
+    let out = gateway.psql_raw(&gateway.admin_key, connection, &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "FATAL:  could not connect to the target of connection \"{connection}\""
+        )),
+        "psql stderr: {stderr}"
+    );
+    for word in upstream_words {
+        assert!(
+            !stderr.contains(word),
+            "the client must not see the upstream's error ({word:?}): {stderr}"
+        );
+    }
+    let (severity, code, message) =
+        pg_try(&gateway.conninfo(&gateway.admin_key, connection)).expect_err("connection fails");
+    assert_eq!(severity, "FATAL");
+    assert_eq!(code, "08001");
+    assert_eq!(
+        message,
+        format!("could not connect to the target of connection \"{connection}\"")
+    );
+}
+
+#[test]
+fn scram_and_md5_upstreams_with_the_held_password() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "scram",
+            &cluster,
+            "scram_user",
+            Some(SCRAM_PASSWORD),
+            "disable",
+        )
+        .pg_connection("md5", &cluster, "md5_user", Some(MD5_PASSWORD), "disable")
+        .start();
+    // The stored verifiers (and pg_hba.conf) force SCRAM for one role and md5 for the other.
+    assert_eq!(
+        cluster.psql_admin(
+            "SELECT rolname, CASE WHEN rolpassword LIKE 'SCRAM-SHA-256$%' THEN 'scram' \
+             WHEN rolpassword LIKE 'md5%' THEN 'md5' END FROM pg_authid \
+             WHERE rolname IN ('scram_user', 'md5_user') ORDER BY 1"
+        ),
+        "md5_user|md5\nscram_user|scram\n"
+    );
+
+    // The client claims user "tester"; the upstream role is the connection's.
+    assert_eq!(
+        query(&gateway, "scram", "SELECT current_user, session_user"),
+        "scram_user|scram_user\n"
+    );
+    assert_eq!(
+        query(&gateway, "md5", "SELECT current_user, session_user"),
+        "md5_user|md5_user\n"
+    );
+
+    let stmts: Vec<Value> = gateway
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["kind"] == "statement")
+        .collect();
+    assert_eq!(stmts.len(), 2);
+    for (e, conn) in stmts.iter().zip(["scram", "md5"]) {
+        assert_eq!(e["what"]["connection"], conn);
+        assert_eq!(e["who"]["claimed_user"], "tester");
+        assert_eq!(e["who"]["subject"], "key:bootstrap-admin");
+        assert_eq!(e["outcome"]["status"], "success");
+    }
+}
+
+#[test]
+fn upstream_tls_verify_full_require_and_prefer() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "vfull",
+            &cluster,
+            "tls_only",
+            Some(SCRAM_PASSWORD),
+            "verify-full",
+        )
+        .pg_connection("req", &cluster, "tls_only", Some(SCRAM_PASSWORD), "require")
+        .pg_connection("pref", &cluster, "tls_only", Some(SCRAM_PASSWORD), "prefer")
+        .env("GH_TLS_ONLY_PW", SCRAM_PASSWORD)
+        // The certificate is for localhost and 127.0.0.1: naming it explicitly works too.
+        .raw_connection(&tls_only_connection(
+            "vfull-named",
+            &cluster,
+            "verify-full",
+            Some(&cluster.cert_file),
+            Some("localhost"),
+        ))
+        .start();
+    for conn in ["vfull", "req", "pref", "vfull-named"] {
+        assert_eq!(
+            query(
+                &gateway,
+                conn,
+                "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ),
+            "tls_only|t\n",
+            "{conn}"
+        );
+    }
+}
+
+/// A cancel request reaches an upstream that is only reachable over verified TLS.
+#[test]
+fn cancel_reaches_a_tls_upstream() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "vfull",
+            &cluster,
+            "tls_only",
+            Some(SCRAM_PASSWORD),
+            "verify-full",
+        )
+        .start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &gateway.conninfo(&gateway.admin_key, "vfull"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect");
+        tokio::spawn(connection);
+        let token = client.cancel_token();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            token.cancel_query(tokio_postgres::NoTls).await
+        });
+        let started = std::time::Instant::now();
+        let err = client
+            .simple_query("SELECT pg_sleep(20)")
+            .await
+            .expect_err("cancelled");
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    });
+    let cancel = gateway.wait_for_event("cancel", |e| e["kind"] == "cancel");
+    assert_eq!(cancel["outcome"]["status"], "success", "{cancel:#}");
+    assert_eq!(cancel["what"]["connection"], "vfull");
+}
+
+#[test]
+fn upstream_tls_disable_to_a_tls_only_role_fails_cleanly() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "plain",
+            &cluster,
+            "tls_only",
+            Some(SCRAM_PASSWORD),
+            "disable",
+        )
+        .pg_connection(
+            "main",
+            &cluster,
+            "postgres",
+            Some(SUPER_PASSWORD),
+            "disable",
+        )
+        .start();
+    assert_clean_target_failure(
+        &gateway,
+        "plain",
+        &["pg_hba", "no encryption", "tls_only", "28000"],
+    );
+
+    let end = upstream_failure(&gateway, "plain");
+    assert_eq!(
+        end["outcome"]["reason"], "upstream connection failed",
+        "{end:#}"
+    );
+    let detail = end["what"]["detail"]["cause"]["upstream_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("pg_hba.conf") && detail.contains("no encryption"),
+        "the audit keeps the upstream's reason: {end:#}"
+    );
+    // The caller was authenticated; the failure is the target's.
+    let session = end["session"].clone();
+    assert!(gateway
+        .audit_events()
+        .iter()
+        .any(|e| e["kind"] == "auth.success" && e["session"] == session));
+    // The gateway keeps serving other connections.
+    assert_eq!(query(&gateway, "main", "SELECT 7"), "7\n");
+}
+
+#[test]
+fn upstream_tls_verify_full_checks_the_name_and_the_issuer() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .env("GH_TLS_ONLY_PW", SCRAM_PASSWORD)
+        .raw_connection(&tls_only_connection(
+            "wrong-name",
+            &cluster,
+            "verify-full",
+            Some(&cluster.cert_file),
+            Some("db.wrong.example"),
+        ))
+        .raw_connection(&tls_only_connection(
+            "no-ca",
+            &cluster,
+            "verify-full",
+            None,
+            None,
+        ))
+        .start();
+
+    assert_clean_target_failure(
+        &gateway,
+        "wrong-name",
+        &["certificate", "TLS", "db.wrong.example"],
+    );
+    let end = upstream_failure(&gateway, "wrong-name");
+    let detail = end["what"]["detail"]["cause"]["upstream_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with("TLS handshake with the upstream server failed")
+            && detail.contains("not valid for name"),
+        "{end:#}"
+    );
+
+    // Without the CA, the self-signed certificate is not trusted.
+    assert_clean_target_failure(&gateway, "no-ca", &["certificate", "TLS", "UnknownIssuer"]);
+    let end = upstream_failure(&gateway, "no-ca");
+    let detail = end["what"]["detail"]["cause"]["upstream_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with("TLS handshake with the upstream server failed")
+            && detail.contains("UnknownIssuer"),
+        "{end:#}"
+    );
+}
+
+#[test]
+fn wrong_or_missing_held_password_fails_cleanly() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "bad-scram",
+            &cluster,
+            "scram_user",
+            Some("Wrong-Held-Pw-0000"),
+            "disable",
+        )
+        .pg_connection(
+            "bad-md5",
+            &cluster,
+            "md5_user",
+            Some("Wrong-Held-Pw-0000"),
+            "disable",
+        )
+        .pg_connection("no-pw", &cluster, "scram_user", None, "disable")
+        .start();
+
+    assert_clean_target_failure(
+        &gateway,
+        "bad-scram",
+        &["password authentication", "28P01", "scram_user"],
+    );
+    let end = upstream_failure(&gateway, "bad-scram");
+    assert_eq!(
+        end["what"]["detail"]["cause"]["upstream_error"],
+        "the upstream server refused the connection: 28P01 password authentication failed for user \"scram_user\"",
+        "{end:#}"
+    );
+
+    assert_clean_target_failure(
+        &gateway,
+        "bad-md5",
+        &["password authentication", "28P01", "md5_user"],
+    );
+    let end = upstream_failure(&gateway, "bad-md5");
+    assert_eq!(
+        end["what"]["detail"]["cause"]["upstream_error"],
+        "the upstream server refused the connection: 28P01 password authentication failed for user \"md5_user\"",
+        "{end:#}"
+    );
+
+    assert_clean_target_failure(&gateway, "no-pw", &["password"]);
+    let end = upstream_failure(&gateway, "no-pw");
+    assert_eq!(
+        end["what"]["detail"]["cause"]["upstream_error"],
+        "the upstream server asked for a password and the connection has none configured"
+    );
+}
+
+/// Each session that could not reach its target ends once, as a failure.
+#[test]
+fn an_upstream_failure_ends_the_session_once_as_a_failure() {
+    // Regression: on an upstream connection failure the handshake used to record a failed
+    // `session.end` and then a second one with status success.
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "bad-scram",
+            &cluster,
+            "scram_user",
+            Some("Wrong-Held-Pw-0000"),
+            "disable",
+        )
+        .start();
+    let out = gateway.psql_raw(&gateway.admin_key, "bad-scram", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    let first = upstream_failure(&gateway, "bad-scram");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ends: Vec<Value> = gateway
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["kind"] == "session.end" && e["session"] == first["session"])
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    assert_eq!(ends[0]["outcome"]["status"], "failure");
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn held_secrets_never_leak() {
+    const WRONG: &str = "Wrong-Held-Pw-0000";
+    let secrets = [SUPER_PASSWORD, SCRAM_PASSWORD, MD5_PASSWORD, WRONG];
+    let cluster = PgCluster::start();
+    let mut gateway = Gateway::builder()
+        .pg_connection(
+            "super",
+            &cluster,
+            "postgres",
+            Some(SUPER_PASSWORD),
+            "disable",
+        )
+        .pg_connection(
+            "scram",
+            &cluster,
+            "scram_user",
+            Some(SCRAM_PASSWORD),
+            "require",
+        )
+        .pg_connection("md5", &cluster, "md5_user", Some(MD5_PASSWORD), "disable")
+        .pg_connection(
+            "vfull",
+            &cluster,
+            "tls_only",
+            Some(SCRAM_PASSWORD),
+            "verify-full",
+        )
+        .pg_connection(
+            "plain",
+            &cluster,
+            "tls_only",
+            Some(SCRAM_PASSWORD),
+            "disable",
+        )
+        .pg_connection("wrong", &cluster, "scram_user", Some(WRONG), "disable")
+        .env("GH_TLS_ONLY_PW", SCRAM_PASSWORD)
+        .raw_connection(&tls_only_connection(
+            "wrong-name",
+            &cluster,
+            "verify-full",
+            Some(&cluster.cert_file),
+            Some("db.wrong.example"),
+        ))
+        // As much logging as there is.
+        .env("GATEHOUSE_LOG", "trace")
+        .start();
+
+    let mut client_output = String::new();
+    let mut run = |gateway: &Gateway, conn: &str, sql: &str| -> Output {
+        let out = gateway.psql_raw(&gateway.admin_key, conn, &["-c", sql]);
+        client_output.push_str(&text(&out.stdout));
+        client_output.push_str(&text(&out.stderr));
+        out
+    };
+    for conn in ["super", "scram", "md5", "vfull"] {
+        assert!(
+            run(&gateway, conn, "SELECT current_user").status.success(),
+            "{conn}"
+        );
+        assert!(!run(&gateway, conn, "SELECT 1/0").status.success());
+    }
+    for conn in ["plain", "wrong", "wrong-name"] {
+        assert!(!run(&gateway, conn, "SELECT 1").status.success(), "{conn}");
+    }
+    // A failed client authentication too.
+    let bad = gateway.psql_raw("not-a-key", "super", &["-c", "SELECT 1"]);
+    client_output.push_str(&text(&bad.stderr));
+    let keys = gateway.cli(&["keys", "list"]);
+    client_output.push_str(&text(&keys.stdout));
+    client_output.push_str(&text(&keys.stderr));
+    let csv = gateway.cli(&["audit", "export", "--format", "csv"]);
+    assert!(csv.status.success(), "{}", text(&csv.stderr));
+    let jsonl = gateway.cli(&["audit", "export", "--format", "jsonl"]);
+    assert!(jsonl.status.success(), "{}", text(&jsonl.stderr));
+    assert!(
+        text(&csv.stdout).contains("SELECT current_user"),
+        "the export has the statements"
+    );
+    gateway.stop();
+
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("psql output".into(), client_output.into_bytes()),
+        ("audit export csv".into(), csv.stdout),
+        ("audit export jsonl".into(), jsonl.stdout),
+        (
+            "gateway log".into(),
+            std::fs::read(&gateway.log_path).expect("log"),
+        ),
+        (
+            "config file".into(),
+            std::fs::read(gateway.config_path()).expect("config"),
+        ),
+    ];
+    let mut files = Vec::new();
+    all_files(&gateway.data_dir(), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("state.db")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("audit/audit.log")),
+        "{files:?}"
+    );
+    for f in files {
+        places.push((
+            f.display().to_string(),
+            std::fs::read(&f).expect("data file"),
+        ));
+    }
+    let log = text(&places[3].1);
+    assert!(log.contains("DEBUG"), "GATEHOUSE_LOG=trace took effect");
+    assert!(
+        log.contains("upstream connection failed"),
+        "the log does record the failures"
+    );
+    for (place, bytes) in &places {
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret:?} found in {place}"
+            );
+        }
+    }
+}
+
+fn client_tls_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("cert");
+    let cert_file = dir.join("gateway.crt");
+    let key_file = dir.join("gateway.key");
+    std::fs::write(&cert_file, cert.cert.pem()).expect("cert");
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key");
+    (cert_file, key_file)
+}
+
+fn psql_url(gateway: &Gateway, params: &str, sql: &str) -> Output {
+    let url = format!(
+        "postgresql://tester:{}@127.0.0.1:{}/main?{params}",
+        percent(&gateway.admin_key),
+        gateway.pg_port
+    );
+    Command::new("psql")
+        .args(["-X", "-At"])
+        .arg(url)
+        .args(["-c", sql])
+        .output()
+        .expect("psql")
+}
+
+#[test]
+fn clients_can_use_tls_to_the_gateway() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = client_tls_files(dir.path());
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "main",
+            &cluster,
+            "postgres",
+            Some(SUPER_PASSWORD),
+            "disable",
+        )
+        .postgres(&format!(
+            "  tls: {{ cert_file: {}, key_file: {} }}\n",
+            cert.display(),
+            key.display()
+        ))
+        .start();
+
+    let out = psql_url(&gateway, "sslmode=require", "SELECT 40 + 2");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    let out = psql_url(&gateway, "sslmode=require", "\\conninfo");
+    assert!(
+        text(&out.stdout).contains("SSL connection (protocol: TLSv1."),
+        "{}",
+        text(&out.stdout)
+    );
+    // The certificate the gateway presents is the configured one (verified by libpq).
+    let out = psql_url(
+        &gateway,
+        &format!("sslmode=verify-full&sslrootcert={}", cert.display()),
+        "SELECT 'verified'",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "verified\n");
+    // With the default require_tls (non_loopback), loopback plaintext still works.
+    let out = psql_url(&gateway, "sslmode=disable", "SELECT 'plain'");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn require_tls_always_refuses_plaintext() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = client_tls_files(dir.path());
+    let gateway = Gateway::builder()
+        .pg_connection(
+            "main",
+            &cluster,
+            "postgres",
+            Some(SUPER_PASSWORD),
+            "disable",
+        )
+        .postgres(&format!(
+            "  tls: {{ cert_file: {}, key_file: {} }}\n  require_tls: always\n",
+            cert.display(),
+            key.display()
+        ))
+        .start();
+
+    let out = psql_url(&gateway, "sslmode=disable", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("FATAL:  TLS is required: connect with sslmode=require"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (severity, code, message) =
+        pg_try(&gateway.conninfo(&gateway.admin_key, "main")).expect_err("plaintext refused");
+    assert_eq!(
+        (severity.as_str(), code.as_str(), message.as_str()),
+        (
+            "FATAL",
+            "28000",
+            "TLS is required: connect with sslmode=require"
+        )
+    );
+
+    // Audited as a protocol error, before any credential was asked for. (The harness's
+    // readiness probe, a bare TCP connect, is a protocol error of its own: "closed before
+    // startup".) A refusal before any session may be recorded just after the client hears it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refusals: Vec<Value> = loop {
+        let refusals: Vec<Value> = gateway
+            .audit_events()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "protocol.error" && e["outcome"]["reason"] != "closed before startup"
+            })
+            .collect();
+        if refusals.len() >= 2 || std::time::Instant::now() > deadline {
+            break refusals;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(refusals.len(), 2, "{refusals:#?}");
+    for e in &refusals {
+        assert_eq!(e["outcome"]["status"], "failure");
+        assert_eq!(
+            e["outcome"]["reason"],
+            "TLS is required: connect with sslmode=require"
+        );
+        assert!(e["who"]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")));
+    }
+    assert!(
+        !gateway
+            .audit_events()
+            .iter()
+            .any(|e| e["kind"] == "auth.success" || e["kind"] == "auth.failure"),
+        "no credential was read over plaintext"
+    );
+
+    let out = psql_url(&gateway, "sslmode=require", "SELECT 'over tls'");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over tls\n");
+}
