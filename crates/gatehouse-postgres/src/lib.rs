@@ -67,6 +67,9 @@ pub enum SetupError {
     },
 }
 
+/// Connections at most in their unauthenticated handshake at once (across workers).
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// A client past its startup packet and password, not yet authenticated.
 struct Greeted {
     client: PgStream,
@@ -81,6 +84,8 @@ pub struct PgGateway {
     gate: Gate,
     /// Turns true when the gateway stops: open sessions end themselves, audited.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Slots for connections still in their unauthenticated handshake.
+    handshakes: Arc<tokio::sync::Semaphore>,
     /// Connections being served (handshakes and sessions), to wait for at shutdown.
     active: tokio::sync::watch::Sender<usize>,
     config: PgConfig,
@@ -109,6 +114,7 @@ impl PgGateway {
             gate,
             shutdown,
             active: tokio::sync::watch::Sender::new(0),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             config,
             cancels: CancelRegistry::default(),
             upstream_tls,
@@ -131,19 +137,25 @@ impl PgGateway {
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
+            // A connection is only accepted with a handshake slot free: a flood of connections
+            // that never authenticate waits in the kernel's backlog, not in our memory.
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = async {
+                    let slot = self.handshakes.clone().acquire_owned().await;
+                    (listener.accept().await, slot)
+                } => accepted,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             match accepted {
-                Ok((tcp, peer)) => {
+                (Ok((tcp, peer)), Ok(slot)) => {
                     let guard = ActiveGuard::new(self.clone());
                     tokio::spawn(async move {
-                        guard.0.clone().handle(tcp, peer).await;
+                        guard.0.clone().handle(tcp, peer, slot).await;
                         drop(guard);
                     });
                 }
-                Err(e) => {
+                (Ok(_), Err(_)) => return,
+                (Err(e), _) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,7 +164,12 @@ impl PgGateway {
         }
     }
 
-    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+    async fn handle(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let _ = tcp.set_nodelay(true);
         // Phase 1, bounded by the handshake timeout: startup packet and password. Nothing has
         // been authenticated yet, so an abandoned handshake leaves no session behind.
@@ -180,6 +197,7 @@ impl PgGateway {
                     .await
             }
         };
+        drop(slot);
         // Phase 2: authenticate and open the session. Each authenticator bounds its own I/O;
         // no outer timeout may cut an opened, audited session short.
         let request = ConnectRequest {

@@ -2,7 +2,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::{bootstrap, index, wiring};
+use crate::{bootstrap, index, listeners, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
 use gatehouse_core::{Authenticator, Gate, Metrics};
@@ -25,6 +25,7 @@ pub struct Running {
     audit: AuditLog,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    pg_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -119,21 +120,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let pg_listener = TcpListener::bind(config.postgres.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the PostgreSQL listener on {}",
-                config.postgres.listen
-            )
-        })?;
-    let postgres_addr = pg_listener.local_addr()?;
     let pg = gatehouse_postgres::PgGateway::new(
         gate.clone(),
         wiring::pg_config(&config)?,
         shutdown_rx.clone(),
     )?;
-    tasks.push(tokio::spawn(pg.serve(pg_listener, SHUTDOWN_GRACE)));
+    let (postgres_addr, pg_threads) = listeners::spawn_postgres(
+        pg,
+        config.postgres.listen,
+        config.postgres.workers,
+        SHUTDOWN_GRACE,
+    )?;
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -167,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         audit,
         shutdown,
         tasks,
+        pg_threads,
     })
 }
 
@@ -175,6 +173,14 @@ impl Running {
     /// closes the audit log.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        let pg_threads = self.pg_threads;
+        // The workers end once their sessions have ended (or the grace period is over).
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in pg_threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         for task in self.tasks {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE + std::time::Duration::from_secs(1), task)
                 .await;

@@ -162,6 +162,8 @@ pub struct PostgresConfig {
     pub handshake_timeout: Duration,
     /// `None`: idle sessions are never closed.
     pub idle_timeout: Option<Duration>,
+    /// Threads serving PostgreSQL sessions, each a single-threaded runtime sharing the port.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,6 +100,7 @@ pub(crate) struct RawPostgres {
     pub require_tls: Option<RequireTls>,
     pub handshake_timeout: Option<ConfigDuration>,
     pub idle_timeout: Option<ConfigDuration>,
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

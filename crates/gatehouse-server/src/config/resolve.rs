@@ -335,7 +335,13 @@ impl<'a> Resolver<'a> {
             );
         }
         let idle_timeout = raw.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = raw.workers.unwrap_or(cores);
+        if !(1..=256).contains(&workers) {
+            self.error(&["postgres", "workers"], "must be between 1 and 256");
+        }
         PostgresConfig {
+            workers: workers.clamp(1, 256),
             listen,
             tls,
             require_tls,
