@@ -1,10 +1,10 @@
 //! Thread-per-core serving for the PostgreSQL listener.
 //!
-//! Each worker thread runs a single-threaded runtime with its own listening socket on the
-//! shared port (`SO_REUSEPORT`); the kernel spreads new connections across them. A session's
-//! sockets, relay and wake-ups then all live on one thread: no work stealing, no cross-thread
-//! wake-ups on the statement path. Everything the sessions share (the gate, the audit log,
-//! the cancel registry) is thread-safe.
+//! One listening socket is bound normally (so a port already in use fails the start, and no
+//! other process can share it), then duplicated into each worker thread's single-threaded
+//! runtime; whichever worker is free accepts. A session's sockets, relay and wake-ups then all
+//! live on one thread: no work stealing and no cross-thread wake-ups on the statement path.
+//! Everything sessions share (the gate, the audit log, the cancel registry) is thread-safe.
 
 use anyhow::Context;
 use gatehouse_postgres::PgGateway;
@@ -12,27 +12,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpListener, TcpSocket};
 
-/// Binds `workers` sockets to `addr` (all to the same port, also when `addr` asks for port 0)
-/// and starts a serving thread for each. Returns the bound address and the threads, which end
-/// once the gateway's shutdown has been served.
+/// Binds `addr` and starts `workers` serving threads. Must be called inside a Tokio runtime
+/// (the socket is created there, then handed over). Returns the bound address and the
+/// threads, which end once the gateway's shutdown has been served.
 pub fn spawn_postgres(
     gateway: Arc<PgGateway>,
     addr: SocketAddr,
     workers: usize,
     grace: Duration,
 ) -> anyhow::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
-    let mut sockets = Vec::with_capacity(workers);
-    let mut bound = addr;
-    for _ in 0..workers.max(1) {
-        let socket = reuse_port_socket(bound)
-            .with_context(|| format!("binding the PostgreSQL listener on {bound}"))?;
-        bound = socket.local_addr()?;
-        sockets.push(socket);
-    }
-    let mut threads = Vec::with_capacity(sockets.len());
-    for (i, socket) in sockets.into_iter().enumerate() {
+    let listener =
+        bind(addr).with_context(|| format!("binding the PostgreSQL listener on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers.max(1) {
+        let listener = listener.try_clone()?;
         let gateway = gateway.clone();
         let thread = std::thread::Builder::new()
             .name(format!("gatehouse-pg-{i}"))
@@ -47,7 +43,7 @@ pub fn spawn_postgres(
                     }
                 };
                 runtime.block_on(async move {
-                    match socket.listen(1024) {
+                    match TcpListener::from_std(listener) {
                         Ok(listener) => gateway.serve(listener, grace).await,
                         Err(e) => tracing::error!(error = %e, "cannot listen"),
                     }
@@ -58,15 +54,17 @@ pub fn spawn_postgres(
     Ok((bound, threads))
 }
 
-fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+/// A non-blocking listening socket with a deep backlog.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    // SO_REUSEADDR only allows rebinding over TIME_WAIT; it never lets two listeners share.
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
-    Ok(socket)
+    // Registered with the calling runtime only long enough to be handed to the workers.
+    socket.listen(1024)?.into_std()
 }

@@ -66,3 +66,36 @@ fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+#[test]
+fn a_second_gateway_on_the_same_port_refuses_to_start() {
+    let (_cluster, gateway) = cluster_and_gateway();
+    // Same PostgreSQL port, its own admin port and data directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = std::fs::read_to_string(gateway.config_path()).expect("config");
+    let config = config.replace(
+        &format!("127.0.0.1:{}", gateway.admin_port),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    let path = dir.path().join("second.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("GH_TEST_PW_MAIN", SUPER_PASSWORD)
+        .output()
+        .expect("second gateway");
+    assert!(
+        !out.status.success(),
+        "a second gateway started on a port in use"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("binding the PostgreSQL listener"),
+        "{stderr}"
+    );
+    // The first one still serves every connection.
+    for _ in 0..20 {
+        assert_eq!(gateway.psql("main", "SELECT 1").trim(), "1");
+    }
+}
