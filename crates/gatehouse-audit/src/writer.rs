@@ -533,18 +533,19 @@ impl Syncer {
             }
             if closing {
                 // Appends stop at Closing, so everything written is now synced.
-                if let Err(e) = self.file.sync_data() {
-                    poison(
-                        &self.shared,
-                        format!("sync of {} failed: {e}", self.path.display()),
-                    );
-                } else {
-                    self.shared.progress.send_modify(|p| p.finished = true);
-                }
+                final_sync(&self.shared, &self.file, &self.path);
                 guard.armed = false;
                 return;
             }
         }
+    }
+}
+
+/// The last sync at close: on success the log is finished, otherwise poisoned.
+fn final_sync(shared: &Shared, file: &File, path: &Path) {
+    match file.sync_data() {
+        Ok(()) => shared.progress.send_modify(|p| p.finished = true),
+        Err(e) => poison(shared, format!("sync of {} failed: {e}", path.display())),
     }
 }
 
@@ -617,14 +618,7 @@ impl Writer {
             return;
         }
         // Closing and drained. A last sync matters only for FsyncMode::Never, but is cheap.
-        if let Err(e) = self.file.sync_data() {
-            poison(
-                &self.shared,
-                format!("sync of {} failed: {e}", self.path.display()),
-            );
-        } else {
-            self.shared.progress.send_modify(|p| p.finished = true);
-        }
+        final_sync(&self.shared, &self.file, &self.path);
         guard.armed = false;
     }
 

@@ -347,21 +347,15 @@ async fn create_key(
         }
         other => other?,
     }
-    let mut event = Event::now(EventKind::KeyCreated, Outcome::success());
-    event.who = caller.who.clone();
-    event.what = What {
-        protocol: Some("admin-api".to_owned()),
-        resource: Some(format!("key:{}", body.name)),
-        detail: Some(serde_json::json!({ "groups": body.groups })),
-        ..What::default()
-    };
-    state.audit.record(event).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log is unavailable",
-        )
-    })?;
+    let detail = serde_json::json!({ "groups": body.groups });
+    record_key_event(
+        &state,
+        &caller,
+        EventKind::KeyCreated,
+        &body.name,
+        Some(detail),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": body.name, "groups": body.groups, "key": key })),
@@ -386,20 +380,7 @@ async fn revoke_key(
             format!("no key named {name:?}"),
         ));
     };
-    let mut event = Event::now(EventKind::KeyRevoked, Outcome::success());
-    event.who = caller.who.clone();
-    event.what = What {
-        protocol: Some("admin-api".to_owned()),
-        resource: Some(format!("key:{name}")),
-        ..What::default()
-    };
-    state.audit.record(event).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log is unavailable",
-        )
-    })?;
+    record_key_event(&state, &caller, EventKind::KeyRevoked, &name, None).await?;
     Ok(Json(record.into()))
 }
 
@@ -429,4 +410,29 @@ async fn list_sessions(
         })
         .collect();
     Ok(Json(serde_json::Value::Array(list)))
+}
+
+/// Audits a change to a key, durably, before the response is sent.
+async fn record_key_event(
+    state: &AdminState,
+    caller: &Caller,
+    kind: EventKind,
+    name: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<(), ApiError> {
+    let mut event = Event::now(kind, Outcome::success());
+    event.who = caller.who.clone();
+    event.what = What {
+        protocol: Some("admin-api".to_owned()),
+        resource: Some(format!("key:{name}")),
+        detail,
+        ..What::default()
+    };
+    state.audit.record(event).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable",
+        )
+    })
 }
