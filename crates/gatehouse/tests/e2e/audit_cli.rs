@@ -8,28 +8,10 @@ use crate::harness::*;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn verify(gw: &Gateway) -> Output {
-    gw.cli(&[
-        "audit",
-        "verify",
-        "--config",
-        gw.config_path.to_str().unwrap(),
-    ])
-}
+use std::time::Duration;
 
 fn assert_intact(gw: &Gateway, records: usize) -> String {
-    let out = verify(gw);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "audit verify failed: {stdout}{}",
-        text(&out.stderr)
-    );
+    let stdout = gw.assert_audit_verifies();
     assert!(stdout.contains("intact"), "{stdout}");
     assert!(stdout.contains(&format!("{records} record(s)")), "{stdout}");
     stdout
@@ -39,7 +21,7 @@ fn assert_intact(gw: &Gateway, records: usize) -> String {
 /// failure, after checking the exit status.
 fn verify_tampered(gw: &Gateway, what: &str, tampered: &[u8]) -> String {
     std::fs::write(gw.audit_path(), tampered).unwrap();
-    let out = verify(gw);
+    let out = gw.audit_verify();
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
         !out.status.success(),
@@ -98,28 +80,14 @@ fn replace_once(line: &mut [u8], from: &[u8], to: &[u8]) {
 
 /// Runs statements in separate psql sessions and waits until each session's end is audited.
 fn run_sessions(gw: &Gateway, statements: &[&str]) {
-    let before = gw
-        .audit_events()
-        .iter()
-        .filter(|e| e["kind"] == "session.end")
-        .count();
+    let ends = |events: &[Value]| events.iter().filter(|e| e["kind"] == "session.end").count();
+    let before = ends(&gw.audit_events());
     for sql in statements {
         gw.psql("main", sql);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gw
-        .audit_events()
-        .iter()
-        .filter(|e| e["kind"] == "session.end")
-        .count()
-        < before + statements.len()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "session ends not audited"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let all_ended = |events: &[Value]| ends(events) >= before + statements.len();
+    let events = gw.audit_events_until(Duration::from_secs(10), all_ended);
+    assert!(all_ended(&events), "session ends not audited");
 }
 
 #[test]
@@ -292,6 +260,9 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
     run_sessions(&gw, &["SELECT 2"]);
     gw.stop();
     let config = gw.config_path.to_str().unwrap().to_owned();
+    let export = |args: &[&str]| -> Output {
+        gw.cli(&[&["audit", "export", "--config", &config], args].concat())
+    };
     let stored = std::fs::read_to_string(gw.audit_path()).unwrap();
     let records: Vec<Value> = stored
         .lines()
@@ -300,7 +271,7 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
     let time = |i: usize| records[i]["time"].as_str().unwrap().to_owned();
 
     // JSONL: the stored lines, byte for byte (stdout and --out alike).
-    let out = gw.cli(&["audit", "export", "--config", &config, "--format", "jsonl"]);
+    let out = export(&["--format", "jsonl"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), stored);
     assert!(
@@ -309,14 +280,7 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
         text(&out.stderr)
     );
     let file = gw.dir.path().join("export.jsonl");
-    let out = gw.cli(&[
-        "audit",
-        "export",
-        "--config",
-        &config,
-        "--out",
-        file.to_str().unwrap(),
-    ]);
+    let out = export(&["--out", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), stored);
 
@@ -329,18 +293,7 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
             w[1]
         );
     }
-    let out = gw.cli(&[
-        "audit",
-        "export",
-        "--config",
-        &config,
-        "--format",
-        "csv",
-        "--since",
-        &time(2),
-        "--until",
-        &time(5),
-    ]);
+    let out = export(&["--format", "csv", "--since", &time(2), "--until", &time(5)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows = parse_csv(&text(&out.stdout));
     let header = &rows[0];
@@ -366,11 +319,7 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
         .iter()
         .position(|r| r["kind"] == "statement" && r["what"]["statement"] == tricky)
         .expect("tricky statement audited");
-    let out = gw.cli(&[
-        "audit",
-        "export",
-        "--config",
-        &config,
+    let out = export(&[
         "--format",
         "csv",
         "--since",
@@ -398,14 +347,7 @@ fn audit_export_is_exact_in_jsonl_and_csv() {
     );
 
     // A time that is not RFC 3339 is an error, not an empty export.
-    let out = gw.cli(&[
-        "audit",
-        "export",
-        "--config",
-        &config,
-        "--since",
-        "yesterday",
-    ]);
+    let out = export(&["--since", "yesterday"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("RFC 3339"),

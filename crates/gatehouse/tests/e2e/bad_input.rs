@@ -7,263 +7,14 @@
 //! audit log with the attacker's source address.
 
 use crate::harness::*;
+use crate::proto::*;
 use serde_json::Value;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// ---------------------------------------------------------------------------------------------
-// Hand-built protocol bytes (shared with memory.rs).
-
-/// Protocol version 3.0.
-pub(crate) const V3: i32 = 196_608;
 const MIB: usize = 1024 * 1024;
-
-/// A StartupMessage for `version` with `params` (length-prefixed, no type byte).
-pub(crate) fn startup_packet(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = i32::try_from(body.len() + 4)
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(&body);
-    out
-}
-
-/// A regular (typed) message with a correct length.
-pub(crate) fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// Just a message header claiming `len` (which counts itself, as on the wire).
-pub(crate) fn header(tag: u8, len: i32) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&len.to_be_bytes());
-    out
-}
-
-pub(crate) fn password_message(password: &str) -> Vec<u8> {
-    let mut body = password.as_bytes().to_vec();
-    body.push(0);
-    message(b'p', &body)
-}
-
-pub(crate) fn query_message(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
-
-/// How reading from the gateway ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// Orderly close (EOF between messages).
-    Closed,
-    /// Connection reset (the gateway closed with unread input: still a close).
-    Reset,
-    /// EOF in the middle of a message.
-    Truncated,
-    /// Nothing arrived within the read timeout: the connection is still open.
-    TimedOut,
-}
-
-/// One backend message, or how the stream ended.
-#[derive(Debug)]
-pub(crate) enum Backend {
-    Msg(u8, Vec<u8>),
-    End(End),
-}
-
-fn classify(e: &std::io::Error) -> End {
-    match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => End::TimedOut,
-        ErrorKind::UnexpectedEof => End::Truncated,
-        _ => End::Reset,
-    }
-}
-
-/// Fills `buf`; `Ok(false)` on EOF before the first byte.
-fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> Result<bool, End> {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(End::Truncated),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(classify(&e)),
-        }
-    }
-    Ok(true)
-}
-
-/// Reads one backend message (bodies up to 64 MiB; larger ones are a test failure).
-pub(crate) fn read_message(s: &mut TcpStream) -> Backend {
-    let mut head = [0u8; 5];
-    match read_full(s, &mut head) {
-        Ok(true) => {}
-        Ok(false) => return Backend::End(End::Closed),
-        Err(end) => return Backend::End(end),
-    }
-    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-    assert!(
-        (4..=64 * 1024 * 1024).contains(&len),
-        "backend sent message {:?} with length {len}",
-        char::from(head[0])
-    );
-    let mut body = vec![0u8; len as usize - 4];
-    match read_full(s, &mut body) {
-        Ok(true) => Backend::Msg(head[0], body),
-        Ok(false) if body.is_empty() => Backend::Msg(head[0], body),
-        Ok(false) => Backend::End(End::Truncated),
-        Err(end) => Backend::End(end),
-    }
-}
-
-/// Everything the gateway sends until it closes the connection (or the read timeout passes).
-pub(crate) fn read_until_close(s: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, End) {
-    let mut msgs = Vec::new();
-    loop {
-        match read_message(s) {
-            Backend::Msg(tag, body) => msgs.push((tag, body)),
-            Backend::End(end) => return (msgs, end),
-        }
-    }
-}
-
-/// Messages up to and including the first ReadyForQuery, or up to the end of the stream.
-fn read_until_ready(s: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, Option<End>) {
-    let mut msgs = Vec::new();
-    loop {
-        match read_message(s) {
-            Backend::Msg(tag, body) => {
-                msgs.push((tag, body));
-                if tag == b'Z' {
-                    return (msgs, None);
-                }
-            }
-            Backend::End(end) => return (msgs, Some(end)),
-        }
-    }
-}
-
-/// The fields of an ErrorResponse body, by field code.
-pub(crate) fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let [code, tail @ ..] = rest {
-        if *code == 0 {
-            break;
-        }
-        let end = tail
-            .iter()
-            .position(|&b| b == 0)
-            .expect("error field without NUL");
-        out.push((*code, String::from_utf8_lossy(&tail[..end]).into_owned()));
-        rest = &tail[end + 1..];
-    }
-    out
-}
-
-pub(crate) fn field(fields: &[(u8, String)], code: u8) -> String {
-    fields
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-/// A socket to the gateway's PostgreSQL listener with generous timeouts.
-pub(crate) fn connect(gw: &Gateway) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", gw.pg_port)).expect("connect to the gateway");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    let _ = s.set_nodelay(true);
-    s
-}
-
-/// Startup and cleartext password with the admin key, up to the first ReadyForQuery.
-pub(crate) fn authenticated(gw: &Gateway) -> TcpStream {
-    let mut s = connect(gw);
-    s.write_all(&startup_packet(
-        V3,
-        &[("user", "tester"), ("database", "main")],
-    ))
-    .unwrap();
-    expect_auth_request(&mut s);
-    s.write_all(&password_message(&gw.admin_key)).unwrap();
-    loop {
-        match read_message(&mut s) {
-            Backend::Msg(b'Z', _) => return s,
-            Backend::Msg(b'E', body) => panic!(
-                "authentication failed: {:?}\n{}",
-                error_fields(&body),
-                gw.log()
-            ),
-            Backend::Msg(..) => {}
-            Backend::End(end) => panic!(
-                "connection ended during authentication: {end:?}\n{}",
-                gw.log()
-            ),
-        }
-    }
-}
-
-/// Reads the AuthenticationCleartextPassword request.
-fn expect_auth_request(s: &mut TcpStream) {
-    match read_message(s) {
-        Backend::Msg(b'R', body) => assert_eq!(
-            body,
-            3i32.to_be_bytes(),
-            "expected a cleartext password request"
-        ),
-        other => panic!("expected an authentication request, got {other:?}"),
-    }
-}
-
-/// Reads a simple query's response up to ReadyForQuery: (data rows' first column, error).
-pub(crate) fn read_query_result(s: &mut TcpStream) -> (Vec<String>, Option<Vec<(u8, String)>>) {
-    let mut rows = Vec::new();
-    let mut error = None;
-    loop {
-        match read_message(s) {
-            Backend::Msg(b'D', body) => {
-                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
-                rows.push(if len < 0 {
-                    "NULL".into()
-                } else {
-                    String::from_utf8_lossy(&body[6..6 + len as usize]).into_owned()
-                });
-            }
-            Backend::Msg(b'E', body) => error = Some(error_fields(&body)),
-            Backend::Msg(b'Z', _) => return (rows, error),
-            Backend::Msg(..) => {}
-            Backend::End(end) => panic!("connection ended before ReadyForQuery: {end:?}"),
-        }
-    }
-}
-
-/// Resident/virtual memory figures of a process from /proc, in KiB.
-pub(crate) fn proc_kib(pid: u32, name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Assertions shared by the attacks.
@@ -322,20 +73,67 @@ fn audited_session_end(gw: &Gateway, what: &str, source: &str, reason_part: &str
 
 /// Connects, sends `bytes` (the gateway may close before taking them all), reads to the end.
 fn attack(gw: &Gateway, bytes: &[u8]) -> (String, Vec<(u8, Vec<u8>)>, End) {
-    let mut s = connect(gw);
+    send_and_read_to_end(connect(gw), bytes)
+}
+
+/// Same, on an authenticated session.
+fn attack_session(gw: &Gateway, bytes: &[u8]) -> (String, Vec<(u8, Vec<u8>)>, End) {
+    send_and_read_to_end(authenticated(gw), bytes)
+}
+
+/// Sends `bytes` on `s` and reads to the end: (the client's source address, messages, end).
+fn send_and_read_to_end(mut s: TcpStream, bytes: &[u8]) -> (String, Vec<(u8, Vec<u8>)>, End) {
     let source = s.local_addr().unwrap().to_string();
     let _ = s.write_all(bytes);
     let (msgs, end) = read_until_close(&mut s);
     (source, msgs, end)
 }
 
-/// Same, on an authenticated session.
-fn attack_session(gw: &Gateway, bytes: &[u8]) -> (String, Vec<(u8, Vec<u8>)>, End) {
-    let mut s = authenticated(gw);
-    let source = s.local_addr().unwrap().to_string();
-    let _ = s.write_all(bytes);
-    let (msgs, end) = read_until_close(&mut s);
-    (source, msgs, end)
+/// The gateway's peak resident and virtual memory (VmHWM, VmPeak) in KiB.
+fn peaks(pid: u32) -> (u64, u64) {
+    (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"))
+}
+
+/// Since `before` (from `peaks`), the resident peak grew by less than 16 MiB and the virtual
+/// one by less than a GiB: nothing was allocated for a claimed length.
+fn assert_peaks_grew_little(what: &str, pid: u32, before: (u64, u64)) {
+    let (peak_before, virt_before) = before;
+    let (peak_after, virt_after) = peaks(pid);
+    eprintln!(
+        "{what}: VmHWM {peak_before} -> {peak_after} KiB, VmPeak {virt_before} -> {virt_after} KiB"
+    );
+    assert!(
+        peak_after < peak_before + 16 * 1024,
+        "resident peak grew to {peak_after} KiB"
+    );
+    assert!(
+        virt_after < virt_before + 1024 * 1024,
+        "virtual peak grew by a GiB or more: {virt_after} KiB"
+    );
+}
+
+/// Writes `bytes` on a clone of `s` from a thread, so a stall shows as a timeout rather than a
+/// hang: whether all were written within 30 s, and the writer.
+fn write_behind(
+    s: &TcpStream,
+    bytes: Vec<u8>,
+) -> (bool, std::thread::JoinHandle<std::io::Result<()>>) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let r = w.write_all(&bytes);
+        let _ = done_tx.send(());
+        r
+    });
+    let wrote_all = done_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    (wrote_all, writer)
+}
+
+/// A connection `name` to `port` as the superuser without a password or TLS.
+fn passwordless_connection(name: &str, port: u16) -> String {
+    format!(
+        "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      tls: {{ mode: disable }}\n    allow:\n      groups: [developers, gatehouse-admins]\n"
+    )
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -415,17 +213,7 @@ fn garbage_instead_of_a_startup_packet_is_refused_and_audited() {
 
 #[test]
 fn truncated_startup_packets_and_the_handshake_timeout() {
-    let cluster = PgCluster::start();
-    let mut gw = Gateway::builder()
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
-        .postgres("  handshake_timeout: 1s\n")
-        .start();
+    let (_cluster, mut gw) = cluster_and_gateway_with(|b| b.postgres("  handshake_timeout: 1s\n"));
     let full = startup_packet(
         V3,
         &[
@@ -506,7 +294,7 @@ fn a_2_gib_startup_length_is_refused_without_allocating() {
     let (_cluster, mut gw) = cluster_and_gateway();
     assert_serves(&mut gw);
     let pid = gw.pid();
-    let (peak_before, virt_before) = (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"));
+    let before = peaks(pid);
     let mut bytes = 0x7fff_ffffi32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&V3.to_be_bytes());
     bytes.extend(std::iter::repeat_n(b'a', 8 * MIB));
@@ -514,16 +302,7 @@ fn a_2_gib_startup_length_is_refused_without_allocating() {
     let text = assert_fatal("2 GiB startup length", &msgs, end, "08P01");
     assert!(text.contains("2147483647"), "{text}");
     audited_rejection(&gw, "2 GiB startup length", &source);
-    let (peak_after, virt_after) = (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"));
-    eprintln!("2 GiB startup length: VmHWM {peak_before} -> {peak_after} KiB, VmPeak {virt_before} -> {virt_after} KiB");
-    assert!(
-        peak_after < peak_before + 16 * 1024,
-        "resident peak grew to {peak_after} KiB"
-    );
-    assert!(
-        virt_after < virt_before + 1024 * 1024,
-        "virtual peak grew by a GiB or more: {virt_after} KiB"
-    );
+    assert_peaks_grew_little("2 GiB startup length", pid, before);
     assert_serves(&mut gw);
 }
 
@@ -532,23 +311,14 @@ fn a_2_gib_message_length_after_authentication_is_refused_without_allocating() {
     let (_cluster, mut gw) = cluster_and_gateway();
     assert_serves(&mut gw);
     let pid = gw.pid();
-    let (peak_before, virt_before) = (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"));
+    let before = peaks(pid);
     let mut bytes = header(b'Q', 0x7fff_ffff);
     bytes.extend(std::iter::repeat_n(b'x', 8 * MIB));
     let (source, msgs, end) = attack_session(&gw, &bytes);
     let text = assert_fatal("2 GiB Query", &msgs, end, "08P01");
     assert!(text.contains("over the 16777216-byte limit"), "{text}");
     audited_session_end(&gw, "2 GiB Query", &source, "over the 16777216-byte limit");
-    let (peak_after, virt_after) = (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"));
-    eprintln!("2 GiB Query length: VmHWM {peak_before} -> {peak_after} KiB, VmPeak {virt_before} -> {virt_after} KiB");
-    assert!(
-        peak_after < peak_before + 16 * 1024,
-        "resident peak grew to {peak_after} KiB"
-    );
-    assert!(
-        virt_after < virt_before + 1024 * 1024,
-        "virtual peak grew by a GiB or more: {virt_after} KiB"
-    );
+    assert_peaks_grew_little("2 GiB Query length", pid, before);
     assert_serves(&mut gw);
 
     // CopyData is streamed rather than buffered, so a 2 GiB CopyData outside COPY is passed
@@ -571,16 +341,7 @@ fn a_2_gib_message_length_after_authentication_is_refused_without_allocating() {
     gw.wait_for_event("2 GiB CopyData: session.end", |e| {
         e["kind"] == "session.end" && e["who"]["source"] == source.as_str()
     });
-    let (peak_after, virt_after) = (proc_kib(pid, "VmHWM:"), proc_kib(pid, "VmPeak:"));
-    eprintln!("2 GiB CopyData: VmHWM {peak_before} -> {peak_after} KiB, VmPeak {virt_before} -> {virt_after} KiB");
-    assert!(
-        peak_after < peak_before + 16 * 1024,
-        "resident peak grew to {peak_after} KiB"
-    );
-    assert!(
-        virt_after < virt_before + 1024 * 1024,
-        "virtual peak grew by a GiB or more: {virt_after} KiB"
-    );
+    assert_peaks_grew_little("2 GiB CopyData", pid, before);
     assert_serves(&mut gw);
 }
 
@@ -673,13 +434,7 @@ fn startup_parameter_abuse() {
     // Protocol 2.0 (and 1.0, 4.0): an error, never a session.
     for (major, minor) in [(2, 0), (1, 0), (4, 0)] {
         let what = format!("protocol {major}.{minor}");
-        let (source, msgs, end) = attack(
-            &gw,
-            &startup_packet(
-                (major << 16) | minor,
-                &[("user", "tester"), ("database", "main")],
-            ),
-        );
+        let (source, msgs, end) = attack(&gw, &startup_packet((major << 16) | minor, &MAIN));
         let Some((b'E', body)) = msgs.last() else {
             panic!("{what}: no error: {msgs:?} {end:?}")
         };
@@ -695,7 +450,7 @@ fn startup_parameter_abuse() {
 
     // 1000 parameters (fits in 10000 bytes).
     let names: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
-    let mut params: Vec<(&str, &str)> = vec![("user", "tester"), ("database", "main")];
+    let mut params: Vec<(&str, &str)> = MAIN.to_vec();
     params.extend(names.iter().map(|n| (n.as_str(), "")));
     let packet = startup_packet(V3, &params);
     assert!(packet.len() <= 10_000, "{}", packet.len());
@@ -797,27 +552,10 @@ fn a_maximal_startup_packet_gets_a_clear_error_and_a_smaller_one_works() {
         .map(|(_, b)| error_fields(b))
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    let field = |code: u8| {
-        errors[0]
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    assert_eq!(field(b'C'), "08P01", "{errors:?}");
-    assert!(field(b'M').contains("too large"), "{errors:?}");
+    assert_eq!(field(&errors[0], b'C'), "08P01", "{errors:?}");
+    assert!(field(&errors[0], b'M').contains("too large"), "{errors:?}");
     let start = gw.wait_for_event("session.start", |e| e["kind"] == "session.start");
-    let session = start["session"].clone();
-    gw.wait_for_event("session.end", |e| {
-        e["kind"] == "session.end" && e["session"] == session
-    });
-    let ends: Vec<_> = gw
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "session.end" && e["session"] == session)
-        .collect();
-    assert_eq!(ends.len(), 1, "{ends:#?}");
-    assert_eq!(ends[0]["outcome"]["status"], "failure");
+    gw.assert_session_ended_once_as_failure(&start["session"], Duration::ZERO);
 
     let mut s = connect(&gw);
     s.write_all(&sized_startup(9_000)).unwrap();
@@ -836,40 +574,20 @@ fn a_maximal_startup_packet_gets_a_clear_error_and_a_smaller_one_works() {
 #[test]
 
 fn an_upstream_connection_failure_ends_the_session_once() {
-    let cluster = PgCluster::start();
     let dead_port = free_port();
-    let gw = Gateway::builder()
-        .pg_connection("main", &cluster, "postgres", Some(SUPER_PASSWORD), "disable")
-        .raw_connection(&format!(
-            "  dead:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {dead_port}\n      database: postgres\n      user: postgres\n      tls: {{ mode: disable }}\n    allow:\n      groups: [developers, gatehouse-admins]\n"
-        ))
-        .start();
-    let out = gw.psql_raw(&gw.admin_key, "dead", &["-c", "SELECT 1"]);
+    let (_cluster, gw) =
+        cluster_and_gateway_with(|b| b.raw_connection(&passwordless_connection("dead", dead_port)));
+    let out = gw.psql_args("dead", &["-c", "SELECT 1"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("could not connect to the target"),
+        text(&out.stderr).contains("could not connect to the target"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
     let start = gw.wait_for_event("session.start", |e| {
         e["kind"] == "session.start" && e["what"]["connection"] == "dead"
     });
-    let session = start["session"].clone();
-    gw.wait_for_event("session.end", |e| {
-        e["kind"] == "session.end" && e["session"] == session
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let ends: Vec<Value> = gw
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "session.end" && e["session"] == session)
-        .collect();
-    assert_eq!(
-        ends.len(),
-        1,
-        "session.end records for one session: {ends:#?}"
-    );
-    assert_eq!(ends[0]["outcome"]["status"], "failure");
+    gw.assert_session_ended_once_as_failure(&start["session"], Duration::from_millis(500));
 }
 
 /// An upstream that accepts TCP connections and never says a word (held for 60 s).
@@ -895,15 +613,11 @@ fn silent_upstream() -> u16 {
 #[test]
 
 fn a_silent_upstream_ends_the_audited_session() {
-    let cluster = PgCluster::start();
     let port = silent_upstream();
-    let gw = Gateway::builder()
-        .pg_connection("main", &cluster, "postgres", Some(SUPER_PASSWORD), "disable")
-        .raw_connection(&format!(
-            "  silent:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      tls: {{ mode: disable }}\n    allow:\n      groups: [developers, gatehouse-admins]\n"
-        ))
-        .postgres("  handshake_timeout: 1s\n")
-        .start();
+    let (_cluster, gw) = cluster_and_gateway_with(|b| {
+        b.raw_connection(&passwordless_connection("silent", port))
+            .postgres("  handshake_timeout: 1s\n")
+    });
     let mut s = connect(&gw);
     s.write_all(&startup_packet(
         V3,
@@ -918,15 +632,8 @@ fn a_silent_upstream_ends_the_audited_session() {
     });
     let session = start["session"].clone();
     std::thread::sleep(Duration::from_secs(2));
-    let events = gw.audit_events();
-    let ends: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "session.end" && e["session"] == session)
-        .collect();
-    let timeouts: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "protocol.error")
-        .collect();
+    let ends = gw.session_ends(&session);
+    let timeouts = gw.events_of_kind("protocol.error");
     eprintln!("silent upstream: client got {:?} then {end:?}; session.end records {}; protocol.error records {timeouts:?}", msgs.iter().map(|(t, b)| (char::from(*t), error_fields(b))).collect::<Vec<_>>(), ends.len());
     assert_eq!(
         ends.len(),
@@ -949,11 +656,9 @@ fn password_message_abuse() {
     let startup = startup_packet(V3, &[("user", "mallory"), ("database", "main")]);
     let after_startup = |gw: &Gateway, what: &str, bytes: &[u8]| {
         let mut s = connect(gw);
-        let source = s.local_addr().unwrap().to_string();
         s.write_all(&startup).unwrap();
         expect_auth_request(&mut s);
-        let _ = s.write_all(bytes);
-        let (msgs, end) = read_until_close(&mut s);
+        let (source, msgs, end) = send_and_read_to_end(s, bytes);
         eprintln!(
             "{what}: {:?} then {end:?}",
             msgs.last().map(|(_, b)| error_fields(b))
@@ -1166,10 +871,10 @@ fn query_text_size_limits() {
     // One byte over the 16 MiB limit: refused before it is read.
     let started = Instant::now();
     let (source, msgs, end) = attack_session(&gw, &query_message(&sql_of_body(limit + 1)));
-    let text = assert_fatal("16 MiB + 1 query", &msgs, end, "08P01");
+    let refusal = assert_fatal("16 MiB + 1 query", &msgs, end, "08P01");
     assert!(
-        text.contains(&format!("{} bytes, over the {limit}-byte limit", limit + 1)),
-        "{text}"
+        refusal.contains(&format!("{} bytes, over the {limit}-byte limit", limit + 1)),
+        "{refusal}"
     );
     audited_session_end(&gw, "16 MiB + 1 query", &source, "over the");
     eprintln!("16 MiB + 1 query refused in {:?}", started.elapsed());
@@ -1192,13 +897,9 @@ fn query_text_size_limits() {
     let sql = format!("SELECT length('{}')", "x".repeat(MIB));
     let file = gw.dir.path().join("big.sql");
     std::fs::write(&file, &sql).unwrap();
-    let out = gw.psql_raw(&gw.admin_key, "main", &["-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), MIB.to_string());
+    let out = gw.psql_args("main", &["-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), MIB.to_string());
     let event = gw.wait_for_event("1 MiB statement", |e| {
         e["kind"] == "statement"
             && e["what"]["detail"]["statement_truncated"] == true
@@ -1230,14 +931,7 @@ fn fifty_thousand_pipelined_syncs() {
         .flatten()
         .collect();
     let started = Instant::now();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        let r = w.write_all(&bytes);
-        let _ = done_tx.send(());
-        r
-    });
-    let wrote_all_first = done_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    let (wrote_all_first, writer) = write_behind(&s, bytes);
     eprintln!(
         "pipelined syncs: wrote {SYNCS} Syncs without reading: {wrote_all_first} ({:?})",
         started.elapsed()
@@ -1296,14 +990,7 @@ fn twenty_thousand_pipelined_queries_are_each_answered_and_audited() {
         .flat_map(|i| query_message(&format!("SELECT {i}")))
         .collect();
     let started = Instant::now();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        let r = w.write_all(&bytes);
-        let _ = done_tx.send(());
-        r
-    });
-    let wrote_all_first = done_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    let (wrote_all_first, writer) = write_behind(&s, bytes);
     let wrote_after = started.elapsed();
     for i in 0..QUERIES {
         let (rows, error) = read_query_result(&mut s);
@@ -1353,11 +1040,11 @@ fn ten_thousand_aborted_handshakes() {
 
     let port = gw.pg_port;
     let partial = {
-        let mut p = startup_packet(V3, &[("user", "tester"), ("database", "main")]);
+        let mut p = startup_packet(V3, &MAIN);
         p.truncate(12);
         p
     };
-    let full = startup_packet(V3, &[("user", "tester"), ("database", "main")]);
+    let full = startup_packet(V3, &MAIN);
 
     // Sample the gateway's RSS while the flood runs.
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -1374,12 +1061,7 @@ fn ten_thousand_aborted_handshakes() {
     };
 
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (ok, failures) = runtime.block_on(async move {
+    let (ok, failures) = runtime().block_on(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         fn tally(result: std::io::Result<()>, ok: &mut usize, failures: &mut Vec<String>) {
             match result {
@@ -1504,18 +1186,6 @@ fn ten_thousand_aborted_handshakes() {
     assert_eq!((closed_early, other), (CONNECTIONS / 2, CONNECTIONS / 2));
 
     // The chain is intact.
-    let out = gw.cli(&[
-        "audit",
-        "verify",
-        "--config",
-        gw.config_path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    assert!(gw.assert_audit_verifies().contains("intact"));
     assert_serves(&mut gw);
 }

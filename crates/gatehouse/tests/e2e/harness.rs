@@ -3,17 +3,24 @@
 
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
 
 /// Passwords of the throwaway cluster's roles. Tests assert these never leak.
 pub const SUPER_PASSWORD: &str = "Sup3r-Secret-Upstream-Pw!";
 pub const SCRAM_PASSWORD: &str = "scram-Only-Pw-7f3a";
 pub const MD5_PASSWORD: &str = "md5-Only-Pw-19c2";
+
+/// Process output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -72,10 +79,25 @@ fn run(mut cmd: Command) -> Output {
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
     out
+}
+
+/// Writes a self-signed certificate for localhost and 127.0.0.1 and its key, both PEM.
+pub fn write_self_signed(cert_file: &Path, key_file: &Path) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("cert");
+    std::fs::write(cert_file, cert.cert.pem()).expect("cert");
+    std::fs::write(key_file, cert.key_pair.serialize_pem()).expect("key");
+}
+
+/// A psql command (`-X -At`, no ON_ERROR_STOP) for `url`, still to be given its arguments.
+pub fn psql_command(url: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-At"]).arg(url);
+    c
 }
 
 /// A private PostgreSQL cluster on a free port, stopped on drop.
@@ -116,12 +138,9 @@ impl PgCluster {
             .arg(format!("--pwfile={}", pwfile.display()));
         run(initdb);
 
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("cert");
         let cert_file = dir.path().join("server.crt");
         let key_file = data.join("server.key");
-        std::fs::write(&cert_file, cert.cert.pem()).expect("cert");
-        std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key");
+        write_self_signed(&cert_file, &key_file);
         std::fs::set_permissions(&cert_file, std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
         if is_root() {
@@ -192,7 +211,7 @@ impl PgCluster {
                 ]);
             c
         });
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        text(&out.stdout)
     }
 
     pub fn log(&self) -> String {
@@ -244,6 +263,25 @@ impl GatewayBuilder {
             ca = cluster.cert_file.display(),
         ));
         self
+    }
+
+    /// A `pg_connection` to `cluster` for each (name, upstream user, held password, upstream
+    /// sslmode).
+    pub fn pg_connections(
+        self,
+        cluster: &PgCluster,
+        connections: &[(&str, &str, Option<&str>, &str)],
+    ) -> Self {
+        connections
+            .iter()
+            .fold(self, |b, &(name, user, password, tls_mode)| {
+                b.pg_connection(name, cluster, user, password, tls_mode)
+            })
+    }
+
+    /// The usual `main` connection: to `cluster` as the superuser (SCRAM), no upstream TLS.
+    pub fn main_connection(self, cluster: &PgCluster) -> Self {
+        self.pg_connection("main", cluster, "postgres", Some(SUPER_PASSWORD), "disable")
     }
 
     /// A raw YAML block for one connection (indented under `connections:`).
@@ -340,7 +378,7 @@ impl Gateway {
             }
             // The PostgreSQL listener is bound before the admin API, so a healthy admin API
             // means both are up (a raw probe of the PostgreSQL port would be audited).
-            if self.http_get("/healthz").0 == 200 {
+            if self.http("/healthz", None).0 == 200 {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -367,8 +405,13 @@ impl Gateway {
     /// `postgresql://` URL for a credential and connection name (the credential is
     /// percent-encoded).
     pub fn url(&self, credential: &str, connection: &str) -> String {
+        self.url_with(credential, connection, "sslmode=disable")
+    }
+
+    /// The same with the query string `params` (URL-encoded already) instead.
+    pub fn url_with(&self, credential: &str, connection: &str, params: &str) -> String {
         format!(
-            "postgresql://tester:{}@127.0.0.1:{}/{connection}?sslmode=disable",
+            "postgresql://tester:{}@127.0.0.1:{}/{connection}?{params}",
             percent(credential),
             self.pg_port
         )
@@ -385,24 +428,55 @@ impl Gateway {
 
     /// Runs psql through the gateway with the admin key; returns the output (panics on failure).
     pub fn psql(&self, connection: &str, sql: &str) -> String {
-        let out = self.psql_raw(&self.admin_key, connection, &["-c", sql]);
+        let out = self.psql_args(connection, &["-c", sql]);
         assert!(
             out.status.success(),
-            "psql failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
+            "psql on {connection} failed: {}\n{}",
+            text(&out.stderr),
             self.log()
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        text(&out.stdout)
+    }
+
+    /// psql through the gateway with the admin key and `args`, whatever the outcome.
+    pub fn psql_args(&self, connection: &str, args: &[&str]) -> Output {
+        self.psql_raw(&self.admin_key, connection, args)
     }
 
     pub fn psql_raw(&self, credential: &str, connection: &str, args: &[&str]) -> Output {
-        Command::new("psql")
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
-            .arg(self.url(credential, connection))
+        psql_command(&self.url(credential, connection))
+            .args(["-v", "ON_ERROR_STOP=1"])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("psql")
+    }
+
+    /// A tokio-postgres client through the gateway with `credential` on `connection`; the
+    /// connection is driven by a spawned task whose result is returned.
+    pub async fn pg_client(
+        &self,
+        credential: &str,
+        connection: &str,
+    ) -> (
+        Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conninfo(credential, connection), NoTls)
+                .await
+                .expect("connect through the gateway");
+        (client, tokio::spawn(connection))
+    }
+
+    /// The same with the admin key on `main`.
+    pub async fn main_client(
+        &self,
+    ) -> (
+        Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
+        self.pg_client(&self.admin_key, "main").await
     }
 
     /// Runs the gatehouse CLI against this gateway (admin token set).
@@ -426,76 +500,155 @@ impl Gateway {
             args.extend(["--group", g]);
         }
         let out = self.cli(&args);
+        assert!(out.status.success(), "keys create: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    }
+
+    /// `gatehouse audit verify` on this gateway's log (it may be stopped); asserts it passes and
+    /// returns its report.
+    pub fn assert_audit_verifies(&self) -> String {
+        let out = self.audit_verify();
+        let stdout = text(&out.stdout);
         assert!(
             out.status.success(),
-            "keys create: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "audit verify failed: {stdout}{}",
+            text(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        stdout
+    }
+
+    /// `gatehouse audit verify`, whatever the outcome.
+    pub fn audit_verify(&self) -> Output {
+        self.cli(&[
+            "audit",
+            "verify",
+            "--config",
+            self.config_path.to_str().expect("utf-8 path"),
+        ])
     }
 
     /// Every audit record, parsed.
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+    pub fn audit_events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
 
-    /// Waits until an audit event matches (the log is written before clients see outcomes, but
-    /// session ends and protocol errors may land just after the client returns).
-    pub fn wait_for_event(
+    /// Every audit record of `kind`.
+    pub fn events_of_kind(&self, kind: &str) -> Vec<Value> {
+        self.audit_events()
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
+    /// Every `statement` record.
+    pub fn statements(&self) -> Vec<Value> {
+        self.events_of_kind("statement")
+    }
+
+    /// The `statement` records whose text satisfies `pred`.
+    pub fn statements_matching(&self, pred: impl Fn(&str) -> bool) -> Vec<Value> {
+        self.statements()
+            .into_iter()
+            .filter(|e| e["what"]["statement"].as_str().is_some_and(&pred))
+            .collect()
+    }
+
+    /// The `statement` records of exactly `sql`.
+    pub fn statements_with_text(&self, sql: &str) -> Vec<Value> {
+        self.statements_matching(|s| s == sql)
+    }
+
+    /// The `session.end` records of `session`.
+    pub fn session_ends(&self, session: &Value) -> Vec<Value> {
+        self.events_of_kind("session.end")
+            .into_iter()
+            .filter(|e| e["session"] == *session)
+            .collect()
+    }
+
+    /// Re-reads the audit log every 50 ms until `done` holds for it or `timeout` passes, and
+    /// returns the last reading (callers assert on it).
+    pub fn audit_events_until(
         &self,
-        what: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Some(e) = self.audit_events().into_iter().find(|e| pred(e)) {
-                return e;
+            let events = self.audit_events();
+            if done(&events) || Instant::now() >= deadline {
+                return events;
             }
-            assert!(Instant::now() < deadline, "no audit event: {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Minimal HTTP/1.1 GET against the admin API: (status, body).
-    pub fn http_get(&self, path: &str) -> (u16, String) {
+    /// Waits until an audit event matches (the log is written before clients see outcomes, but
+    /// session ends and protocol errors may land just after the client returns).
+    pub fn wait_for_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.audit_events_until(Duration::from_secs(10), |events| events.iter().any(&pred))
+            .into_iter()
+            .find(|e| pred(e))
+            .unwrap_or_else(|| panic!("no audit event: {what}"))
+    }
+
+    /// Waits until the `statement` record of exactly `sql` is in the audit log.
+    pub fn wait_for_statement(&self, sql: &str) -> Value {
+        self.wait_for_event(&format!("statement {sql:?}"), |e| {
+            e["kind"] == "statement" && e["what"]["statement"] == sql
+        })
+    }
+
+    /// Waits for `session` to end, lets `settle` pass for any second record to land, and
+    /// asserts that it ended exactly once, as a failure.
+    pub fn assert_session_ended_once_as_failure(&self, session: &Value, settle: Duration) {
+        self.wait_for_event("session.end", |e| {
+            e["kind"] == "session.end" && e["session"] == *session
+        });
+        std::thread::sleep(settle);
+        let ends = self.session_ends(session);
+        assert_eq!(
+            ends.len(),
+            1,
+            "session.end records for one session: {ends:#?}"
+        );
+        assert_eq!(ends[0]["outcome"]["status"], "failure");
+    }
+
+    /// Minimal HTTP/1.1 GET against the admin API, with a bearer token if given: (status,
+    /// head, body). Status 0 when nothing answered.
+    pub fn http(&self, path: &str, token: Option<&str>) -> (u16, String, String) {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else {
-            return (0, String::new());
+            return (0, String::new(), String::new());
         };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let _ = write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
         );
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        let status = resp
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        let status = head
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        (status, head.to_owned(), body.to_owned())
     }
 
     /// Resident memory of the gateway process: (current, peak) in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (
+            proc_kib(self.pid(), "VmRSS:"),
+            proc_kib(self.pid(), "VmHWM:"),
+        )
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -546,30 +699,53 @@ pub fn percent(s: &str) -> String {
         .collect()
 }
 
+/// Resident/virtual memory figures of a process from /proc, in KiB.
+pub fn proc_kib(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The shared cluster and a gateway with a `main` connection (superuser, SCRAM, no TLS).
 pub fn cluster_and_gateway() -> (PgCluster, Gateway) {
+    cluster_and_gateway_with(|b| b)
+}
+
+/// The same, with more configuration from `configure`.
+pub fn cluster_and_gateway_with(
+    configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> (PgCluster, Gateway) {
     let cluster = PgCluster::start();
-    let gateway = Gateway::builder()
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
-        .start();
+    let gateway = configure(Gateway::builder().main_connection(&cluster)).start();
     (cluster, gateway)
+}
+
+/// A multi-threaded tokio runtime (two workers), for driving async clients from a plain test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A single-threaded tokio runtime.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Connects with tokio-postgres (on a small runtime of its own; call it outside async code) and
 /// runs `SELECT 1`. On failure: the server's error as (severity, SQLSTATE, message), or empty
 /// severity and code with the client library's text when the server sent no error.
 pub fn pg_try(conninfo: &str) -> Result<(), (String, String, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    current_thread_runtime().block_on(async {
         let to_tuple = |e: tokio_postgres::Error| match e.as_db_error() {
             Some(db) => (
                 db.severity().to_owned(),
@@ -578,7 +754,7 @@ pub fn pg_try(conninfo: &str) -> Result<(), (String, String, String)> {
             ),
             None => (String::new(), String::new(), e.to_string()),
         };
-        let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
             .await
             .map_err(to_tuple)?;
         tokio::spawn(connection);

@@ -6,23 +6,14 @@ use crate::harness::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn auth_failures(gateway: &Gateway) -> Vec<Value> {
-    gateway
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "auth.failure")
-        .collect()
+    gateway.events_of_kind("auth.failure")
 }
 
 /// psql with `credential` on `connection`: must fail with exactly `FATAL:  {message}`.
@@ -62,26 +53,15 @@ fn api_key_create_use_and_revoke() {
 
     let out = gateway.psql_raw(&key, "main", &["-c", "SELECT current_user"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let stmt = gateway
-        .audit_events()
-        .into_iter()
-        .find(|e| e["kind"] == "statement")
-        .expect("statement");
+    let stmt = gateway.statements().into_iter().next().expect("statement");
     assert_eq!(stmt["who"]["subject"], "key:ci");
     assert_eq!(stmt["who"]["method"], "api_key");
     assert_eq!(stmt["who"]["groups"], serde_json::json!(["developers"]));
 
     // A session opened before the revocation.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     let open = rt.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&gateway.conninfo(&key, "main"), tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        tokio::spawn(connection);
+        let (client, _connection) = gateway.pg_client(&key, "main").await;
         client.simple_query("SELECT 'before'").await.expect("query");
         client
     });
@@ -237,29 +217,6 @@ fn garbage_and_empty_credentials_are_refused_and_audited() {
 // Admin API and key listing
 // ---------------------------------------------------------------------------------------------
 
-/// A minimal HTTP/1.1 request to the admin API: (status, headers, body).
-fn http(gateway: &Gateway, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", gateway.admin_port)).expect("admin API");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("response");
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
-
 fn metric_value(metrics: &str, prefix: &str) -> f64 {
     metrics
         .lines()
@@ -271,7 +228,7 @@ fn metric_value(metrics: &str, prefix: &str) -> f64 {
 #[test]
 fn admin_api_health_metrics_and_authorisation() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (status, _, body) = http(&gateway, "/healthz", None);
+    let (status, _, body) = gateway.http("/healthz", None);
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["status"],
@@ -280,46 +237,31 @@ fn admin_api_health_metrics_and_authorisation() {
 
     // Some traffic: two statements (one failing) and one failed authentication.
     gateway.psql("main", "SELECT 1");
-    let out = gateway.psql_raw(&gateway.admin_key, "main", &["-c", "SELECT 1/0"]);
+    let out = gateway.psql_args("main", &["-c", "SELECT 1/0"]);
     assert!(!out.status.success());
     assert_psql_refused(&gateway, "wrong", "main", "authentication failed");
 
-    let (status, head, metrics) = http(&gateway, "/metrics", None);
+    let (status, head, metrics) = gateway.http("/metrics", None);
     assert_eq!(status, 200);
     assert!(
         head.to_lowercase()
             .contains("content-type: application/openmetrics-text"),
         "{head}"
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "gatehouse_statements_total{protocol=\"postgres\",classification=\"read\",outcome=\"ok\"}"
+    for (metric, value) in [
+        (
+            "gatehouse_statements_total{protocol=\"postgres\",classification=\"read\",outcome=\"ok\"}",
+            1.0,
         ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "gatehouse_statements_total{protocol=\"postgres\",classification=\"read\",outcome=\"error\"}"
+        (
+            "gatehouse_statements_total{protocol=\"postgres\",classification=\"read\",outcome=\"error\"}",
+            1.0,
         ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "gatehouse_auth_failures_total{protocol=\"postgres\"}"
-        ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric_value(&metrics, "gatehouse_statement_duration_seconds_count"),
-        2.0,
-        "{metrics}"
-    );
+        ("gatehouse_auth_failures_total{protocol=\"postgres\"}", 1.0),
+        ("gatehouse_statement_duration_seconds_count", 2.0),
+    ] {
+        assert_eq!(metric_value(&metrics, metric), value, "{metric}: {metrics}");
+    }
     assert!(
         metrics.contains("gatehouse_statement_duration_seconds_bucket{le="),
         "{metrics}"
@@ -327,7 +269,7 @@ fn admin_api_health_metrics_and_authorisation() {
     assert!(metric_value(&metrics, "gatehouse_statement_duration_seconds_sum") > 0.0);
 
     // /api requires a credential, and the admin role for keys.
-    let (status, head, body) = http(&gateway, "/api/v1/keys", None);
+    let (status, head, body) = gateway.http("/api/v1/keys", None);
     assert_eq!(status, 401);
     assert!(
         head.to_lowercase().contains("www-authenticate: bearer"),
@@ -337,15 +279,15 @@ fn admin_api_health_metrics_and_authorisation() {
     assert_eq!(json["error"]["code"], "unauthenticated");
     assert!(json["error"]["message"].is_string());
 
-    let (status, _, body) = http(&gateway, "/api/v1/keys", Some("gh_not-a-real-key"));
+    let (status, _, body) = gateway.http("/api/v1/keys", Some("gh_not-a-real-key"));
     assert_eq!(status, 401, "{body}");
 
     let developer = gateway.create_key("dev", &["developers"]);
-    let (status, _, body) = http(&gateway, "/api/v1/keys", Some(&developer));
+    let (status, _, body) = gateway.http("/api/v1/keys", Some(&developer));
     assert_eq!(status, 403, "{body}");
     let json: Value = serde_json::from_str(&body).expect("JSON error body");
     assert_eq!(json["error"]["code"], "forbidden");
-    let (status, _, body) = http(&gateway, "/api/v1/whoami", Some(&developer));
+    let (status, _, body) = gateway.http("/api/v1/whoami", Some(&developer));
     assert_eq!(status, 200);
     let me: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -353,7 +295,7 @@ fn admin_api_health_metrics_and_authorisation() {
         (Some("key:dev"), Some(false))
     );
 
-    let (status, _, body) = http(&gateway, "/api/v1/keys", Some(&gateway.admin_key));
+    let (status, _, body) = gateway.http("/api/v1/keys", Some(&gateway.admin_key));
     assert_eq!(status, 200);
     let keys: Value = serde_json::from_str(&body).unwrap();
     let names: Vec<&str> = keys
@@ -437,7 +379,7 @@ fn key_material_is_shown_once_and_never_listed_or_logged() {
         ),
         ("gateway log", gateway.log()),
     ];
-    let admin_json = http(&gateway, "/api/v1/keys", Some(&gateway.admin_key)).2;
+    let admin_json = gateway.http("/api/v1/keys", Some(&gateway.admin_key)).2;
     places.push(("GET /api/v1/keys", admin_json));
     let state = std::fs::read(gateway.data_dir().join("state.db")).unwrap();
     for (label, key) in [
@@ -537,8 +479,12 @@ fn token(issuer: &Issuer, client: &str, resource: &str) -> String {
         .to_owned()
 }
 
-fn oidc_gateway(cluster: &PgCluster, issuer: &Issuer) -> Gateway {
-    Gateway::builder()
+/// The OIDC provider, the cluster, and a gateway trusting the provider's tokens with an
+/// `analytics` connection open to the `analysts` group.
+fn oidc_gateway() -> (Issuer, PgCluster, Gateway) {
+    let issuer = start_issuer();
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
         .top(&format!(
             "auth:\n  api_keys: {{ enabled: true }}\n  oidc:\n    - issuer: {}\n      audiences: [gatehouse]\n      clock_skew: 0s\n",
             issuer.url
@@ -548,7 +494,8 @@ fn oidc_gateway(cluster: &PgCluster, issuer: &Issuer) -> Gateway {
             "  analytics:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_ANALYTICS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      groups: [analysts]\n",
             cluster.port
         ))
-        .start()
+        .start();
+    (issuer, cluster, gateway)
 }
 
 fn jwt_parts(token: &str) -> (Value, Value, String) {
@@ -568,9 +515,7 @@ fn b64json(v: &Value) -> String {
 
 #[test]
 fn oidc_tokens_with_delegation_chains_are_recorded() {
-    let issuer = start_issuer();
-    let cluster = PgCluster::start();
-    let gateway = oidc_gateway(&cluster, &issuer);
+    let (issuer, _cluster, gateway) = oidc_gateway();
 
     let agent = token(&issuer, "agent-7", "urn:gatehouse");
     let out = gateway.psql_raw(&agent, "analytics", &["-c", "SELECT 'as agent-7'"]);
@@ -586,12 +531,11 @@ fn oidc_tokens_with_delegation_chains_are_recorded() {
     let out = gateway.psql_raw(&nested, "analytics", &["-c", "SELECT 'as sub-agent-3'"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let events = gateway.audit_events();
     let stmt = |sql: &str| {
-        events
-            .iter()
-            .find(|e| e["kind"] == "statement" && e["what"]["statement"] == sql)
-            .cloned()
+        gateway
+            .statements_with_text(sql)
+            .into_iter()
+            .next()
             .unwrap_or_else(|| panic!("no statement record for {sql}"))
     };
     let first = stmt("SELECT 'as agent-7'");
@@ -614,8 +558,9 @@ fn oidc_tokens_with_delegation_chains_are_recorded() {
         "the whole chain, nearest actor first"
     );
     // The session's start carries the same identity.
-    let start = events
-        .iter()
+    let start = gateway
+        .audit_events()
+        .into_iter()
         .find(|e| e["kind"] == "session.start" && e["session"] == second["session"])
         .expect("session.start");
     assert_eq!(start["who"]["actors"], second["who"]["actors"]);
@@ -628,9 +573,7 @@ fn oidc_tokens_with_delegation_chains_are_recorded() {
 
 #[test]
 fn forged_stale_and_foreign_tokens_are_refused() {
-    let issuer = start_issuer();
-    let cluster = PgCluster::start();
-    let gateway = oidc_gateway(&cluster, &issuer);
+    let (issuer, _cluster, gateway) = oidc_gateway();
     // Fetched first: it expires one second after it is issued.
     let short_lived = token(&issuer, "short-lived", "urn:gatehouse");
     let started = std::time::Instant::now();

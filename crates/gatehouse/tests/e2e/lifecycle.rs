@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
     let (_cluster, mut gateway) = cluster_and_gateway();
     // A session busy in a long statement when the gateway is asked to stop.
-    let busy = Command::new("psql")
-        .args(["-X", "-At"])
-        .arg(gateway.url(&gateway.admin_key, "main"))
+    let busy = psql_command(&gateway.url(&gateway.admin_key, "main"))
         .args(["-c", "SELECT pg_sleep(20)"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -27,7 +25,7 @@ fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
         "stop took {:?}",
         started.elapsed()
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("shutting down"),
@@ -59,12 +57,7 @@ fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
         .expect("interrupted statement recorded");
     assert_eq!(cut["outcome"]["status"], "failure");
 
-    let verify = gateway.cli(&["audit", "verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    gateway.assert_audit_verifies();
 }
 
 #[test]
@@ -89,7 +82,7 @@ fn a_second_gateway_on_the_same_port_refuses_to_start() {
         !out.status.success(),
         "a second gateway started on a port in use"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(
         stderr.contains("binding the PostgreSQL listener"),
         "{stderr}"

@@ -6,6 +6,7 @@ mod harness;
 mod identity;
 mod lifecycle;
 mod memory;
+mod proto;
 mod protocol;
 mod smoke;
 mod upstream_auth;

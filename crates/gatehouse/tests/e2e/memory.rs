@@ -2,9 +2,9 @@
 //! it holding them. The gateway under test is the debug build; its peak resident set (VmHWM)
 //! must stay under 64 MiB throughout.
 
-use crate::bad_input::{authenticated, error_fields, proc_kib, query_message};
 use crate::harness::*;
-use std::io::{ErrorKind, Read, Write};
+use crate::proto::{authenticated, error_fields, query_message, read_full};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,15 +44,21 @@ impl Sampler {
     }
 }
 
+/// Runs `work` while sampling the gateway's VmRSS: its result, the largest sample and how long
+/// it took.
+fn sampled<T>(gw: &Gateway, work: impl FnOnce() -> T) -> (T, u64, Duration) {
+    let sampler = Sampler::start(gw.pid());
+    let started = Instant::now();
+    let out = work();
+    let took = started.elapsed();
+    (out, sampler.stop(), took)
+}
+
 fn read_exactly(s: &mut TcpStream, buf: &mut [u8]) {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => panic!("connection closed mid-message"),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
+    match read_full(s, buf) {
+        Ok(true) => {}
+        Ok(false) => panic!("connection closed mid-message"),
+        Err(end) => panic!("read: {end:?}"),
     }
 }
 
@@ -103,11 +109,10 @@ fn stream_and_discard_pausing(
     }
 }
 
-fn psql_command(gw: &Gateway, extra: &[&str]) -> Command {
-    let mut c = Command::new("psql");
-    c.args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
-        .args(extra)
-        .arg(gw.url(&gw.admin_key, "main"));
+/// psql with the admin key on `main`, stopping at the first error, with `args`.
+fn psql_main(gw: &Gateway, args: &[&str]) -> Command {
+    let mut c = psql_command(&gw.url(&gw.admin_key, "main"));
+    c.args(["-v", "ON_ERROR_STOP=1"]).args(args);
     c
 }
 
@@ -134,92 +139,74 @@ fn a_1_gib_result_streams_through_in_bounded_memory() {
 
     // One simple query, 1,000,000 rows of 1000 bytes, read and dropped as they come.
     let mut s = authenticated(&gw);
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let (rows, bytes) = stream_and_discard(&mut s, BIG_SELECT);
-    let took = started.elapsed();
+    let ((rows, bytes), peak, took) = sampled(&gw, || stream_and_discard(&mut s, BIG_SELECT));
     assert_eq!(rows, 1_000_000);
     assert!(bytes >= 1_000_000_000, "{bytes}");
     report(
         &format!("simple query, {bytes} bytes of rows"),
         &gw,
         baseline,
-        sampler.stop(),
+        peak,
         took,
     );
     drop(s);
-    let event = gw.wait_for_event("1 GiB statement", |e| {
-        e["kind"] == "statement" && e["what"]["statement"] == BIG_SELECT
-    });
+    let event = gw.wait_for_statement(BIG_SELECT);
     assert_eq!(event["outcome"]["rows"], 1_000_000);
 
     // psql with FETCH_COUNT (a cursor, 1000 rows per FETCH), output to /dev/null.
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let status = psql_command(&gw, &["-v", "FETCH_COUNT=1000"])
-        .args(["-c", BIG_SELECT])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    let took = started.elapsed();
+    let (status, peak, took) = sampled(&gw, || {
+        psql_main(&gw, &["-v", "FETCH_COUNT=1000", "-c", BIG_SELECT])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+    });
     assert!(status.success(), "psql: {status}\n{}", gw.log());
-    report("psql FETCH_COUNT=1000", &gw, baseline, sampler.stop(), took);
+    report("psql FETCH_COUNT=1000", &gw, baseline, peak, took);
 
     // A stalled client: it stops reading for 3 s after 10,000 rows while the server keeps
     // producing; the gateway must push back instead of buffering.
     let mut s = authenticated(&gw);
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let (rows, _) =
-        stream_and_discard_pausing(&mut s, BIG_SELECT, Some((10_000, Duration::from_secs(3))));
-    let took = started.elapsed();
+    let ((rows, _), peak, took) = sampled(&gw, || {
+        stream_and_discard_pausing(&mut s, BIG_SELECT, Some((10_000, Duration::from_secs(3))))
+    });
     assert_eq!(rows, 1_000_000);
     report(
         "simple query, client stalled for 3 s",
         &gw,
         baseline,
-        sampler.stop(),
+        peak,
         took,
     );
     drop(s);
 
     // tokio-postgres, extended protocol: a portal fetched 10,000 rows at a time.
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fetched = runtime.block_on(async {
-        let (mut client, connection) =
-            tokio_postgres::connect(&gw.conninfo(&gw.admin_key, "main"), tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        let conn = tokio::spawn(connection);
-        let tx = client.transaction().await.unwrap();
-        let portal = tx.bind(BIG_SELECT, &[]).await.unwrap();
-        let mut fetched = 0usize;
-        loop {
-            let batch = tx.query_portal(&portal, 10_000).await.unwrap();
-            if batch.is_empty() {
-                break;
+    let (fetched, peak, took) = sampled(&gw, || {
+        current_thread_runtime().block_on(async {
+            let (mut client, conn) = gw.main_client().await;
+            let tx = client.transaction().await.unwrap();
+            let portal = tx.bind(BIG_SELECT, &[]).await.unwrap();
+            let mut fetched = 0usize;
+            loop {
+                let batch = tx.query_portal(&portal, 10_000).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                let last: &str = batch[batch.len() - 1].get(0);
+                assert_eq!(last.len(), 1000);
+                fetched += batch.len();
             }
-            let last: &str = batch[batch.len() - 1].get(0);
-            assert_eq!(last.len(), 1000);
-            fetched += batch.len();
-        }
-        tx.commit().await.unwrap();
-        drop(client);
-        let _ = conn.await;
-        fetched
+            tx.commit().await.unwrap();
+            drop(client);
+            let _ = conn.await;
+            fetched
+        })
     });
-    let took = started.elapsed();
     assert_eq!(fetched, 1_000_000);
     report(
         "tokio-postgres portal, 10,000 rows per Execute",
         &gw,
         baseline,
-        sampler.stop(),
+        peak,
         took,
     );
     assert!(gw.is_running());
@@ -229,24 +216,15 @@ fn a_1_gib_result_streams_through_in_bounded_memory() {
 fn copy_to_stdout_of_1_gib_streams_through_in_bounded_memory() {
     let (_cluster, mut gw, baseline) = warmed_up();
     let sql = format!("COPY ({BIG_SELECT}) TO STDOUT");
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let status = psql_command(&gw, &["-c", &sql])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    let took = started.elapsed();
-    assert!(status.success(), "psql: {status}\n{}", gw.log());
-    report(
-        "COPY TO STDOUT, ~1 GiB",
-        &gw,
-        baseline,
-        sampler.stop(),
-        took,
-    );
-    let event = gw.wait_for_event("COPY statement", |e| {
-        e["kind"] == "statement" && e["what"]["statement"] == sql.as_str()
+    let (status, peak, took) = sampled(&gw, || {
+        psql_main(&gw, &["-c", &sql])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
     });
+    assert!(status.success(), "psql: {status}\n{}", gw.log());
+    report("COPY TO STDOUT, ~1 GiB", &gw, baseline, peak, took);
+    let event = gw.wait_for_statement(&sql);
     assert_eq!(event["outcome"]["rows"], 1_000_000);
     assert!(gw.is_running());
 }
@@ -257,47 +235,36 @@ fn copy_from_stdin_of_200_mb_streams_through_in_bounded_memory() {
     let (cluster, mut gw, baseline) = warmed_up();
     cluster.psql_admin("CREATE UNLOGGED TABLE sink (t text)");
     let sql = "COPY sink FROM STDIN";
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let mut child = psql_command(&gw, &["-c", sql])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let mut line = vec![b'y'; 999];
-        line.push(b'\n');
-        let block: Vec<u8> = std::iter::repeat_n(line, 1000).flatten().collect();
-        for _ in 0..LINES / 1000 {
-            stdin.write_all(&block)?;
-        }
-        Ok::<_, std::io::Error>(())
+    let (out, peak, took) = sampled(&gw, || {
+        let mut child = psql_main(&gw, &["-c", sql])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut line = vec![b'y'; 999];
+            line.push(b'\n');
+            let block: Vec<u8> = std::iter::repeat_n(line, 1000).flatten().collect();
+            for _ in 0..LINES / 1000 {
+                stdin.write_all(&block)?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().expect("feeding psql");
+        out
     });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().expect("feeding psql");
-    let took = started.elapsed();
     assert!(
         out.status.success(),
         "psql: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        text(&out.stderr),
         gw.log()
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("COPY {LINES}")
-    );
-    report(
-        "COPY FROM STDIN, 200 MB",
-        &gw,
-        baseline,
-        sampler.stop(),
-        took,
-    );
-    let event = gw.wait_for_event("COPY FROM statement", |e| {
-        e["kind"] == "statement" && e["what"]["statement"] == sql
-    });
+    assert_eq!(text(&out.stdout).trim(), format!("COPY {LINES}"));
+    report("COPY FROM STDIN, 200 MB", &gw, baseline, peak, took);
+    let event = gw.wait_for_statement(sql);
     assert_eq!(event["outcome"]["rows"], LINES);
     assert_eq!(
         gw.psql("main", "SELECT count(*), sum(length(t)) FROM sink")
@@ -312,12 +279,11 @@ fn copy_from_stdin_of_200_mb_streams_through_in_bounded_memory() {
 fn a_single_256_mib_row_streams_through_in_bounded_memory() {
     let (_cluster, mut gw, baseline) = warmed_up();
     let mut s = authenticated(&gw);
-    let sampler = Sampler::start(gw.pid());
-    let started = Instant::now();
-    let (rows, bytes) = stream_and_discard(&mut s, "SELECT repeat('x', 256 * 1024 * 1024)");
-    let took = started.elapsed();
+    let ((rows, bytes), peak, took) = sampled(&gw, || {
+        stream_and_discard(&mut s, "SELECT repeat('x', 256 * 1024 * 1024)")
+    });
     assert_eq!(rows, 1);
     assert!(bytes > 256 * 1024 * 1024, "{bytes}");
-    report("one 256 MiB row", &gw, baseline, sampler.stop(), took);
+    report("one 256 MiB row", &gw, baseline, peak, took);
     assert!(gw.is_running());
 }

@@ -4,6 +4,7 @@
 //! checks where no client library exposes what must be verified (ParameterStatus, cancel keys).
 
 use crate::harness::*;
+use crate::proto::{error_codes, log_in, query_message, read_until_ready};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -20,9 +21,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 /// psql through the gateway with the admin key on connection `main`, feeding `stdin`.
 /// No ON_ERROR_STOP: callers look at the exit status and stderr themselves.
 fn psql_stdin(gateway: &Gateway, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("psql")
-        .args(["-X", "-At"])
-        .arg(gateway.url(&gateway.admin_key, "main"))
+    let mut child = psql_command(&gateway.url(&gateway.admin_key, "main"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -40,45 +39,11 @@ fn psql_stdin(gateway: &Gateway, args: &[&str], stdin: &str) -> Output {
     out
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn statements(gateway: &Gateway) -> Vec<Value> {
-    gateway
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "statement")
-        .collect()
-}
-
-fn statements_with_text(gateway: &Gateway, sql: &str) -> Vec<Value> {
-    statements(gateway)
-        .into_iter()
-        .filter(|e| e["what"]["statement"] == sql)
-        .collect()
-}
-
-/// A tokio-postgres client through the gateway (admin key, connection `main`); the connection
-/// is driven by a spawned task whose result is returned.
-async fn connect(
-    gateway: &Gateway,
-) -> (
-    Client,
-    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-) {
-    let (client, connection) =
-        tokio_postgres::connect(&gateway.conninfo(&gateway.admin_key, "main"), NoTls)
-            .await
-            .expect("connect through the gateway");
-    (client, tokio::spawn(connection))
-}
-
 fn code_of(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_owned())
 }
 
-/// A minimal, blocking PostgreSQL frontend, for what client libraries do not expose: the
+/// A raw session with the admin key on `main`, for what client libraries do not expose: the
 /// BackendKeyData the gateway hands out and every ParameterStatus message.
 struct RawSession {
     stream: TcpStream,
@@ -87,8 +52,15 @@ struct RawSession {
 }
 
 impl RawSession {
-    fn connect(port: u16, credential: &str, database: &str) -> RawSession {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    fn connect(gateway: &Gateway) -> RawSession {
+        let (stream, startup) = log_in(
+            gateway,
+            &[
+                ("user", "tester"),
+                ("database", "main"),
+                ("application_name", "gh-raw"),
+            ],
+        );
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -97,32 +69,8 @@ impl RawSession {
             key: (0, 0),
             params: Vec::new(),
         };
-        let mut body = 196_608i32.to_be_bytes().to_vec();
-        for (k, v) in [
-            ("user", "tester"),
-            ("database", database),
-            ("application_name", "gh-raw"),
-        ] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = i32::try_from(body.len() + 4)
-            .unwrap()
-            .to_be_bytes()
-            .to_vec();
-        packet.extend_from_slice(&body);
-        raw.stream.write_all(&packet).expect("startup");
-        loop {
-            let (tag, body) = raw.read_msg();
+        for (tag, body) in startup {
             match tag {
-                b'R' => match i32::from_be_bytes(body[..4].try_into().unwrap()) {
-                    0 => {}
-                    3 => raw.send(b'p', &cstr(credential)),
-                    other => panic!("unexpected authentication request {other}"),
-                },
                 b'K' => {
                     raw.key = (
                         i32::from_be_bytes(body[..4].try_into().unwrap()),
@@ -130,52 +78,19 @@ impl RawSession {
                     )
                 }
                 b'S' => raw.params.push(param_status(&body)),
-                b'E' => panic!("connection refused: {:?}", error_field(&body, b'M')),
-                b'Z' => return raw,
                 _ => {}
             }
         }
-    }
-
-    fn send(&mut self, tag: u8, body: &[u8]) {
-        let mut msg = vec![tag];
-        msg.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
-        msg.extend_from_slice(body);
-        self.stream.write_all(&msg).expect("send");
-    }
-
-    fn read_msg(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 5];
-        self.stream
-            .read_exact(&mut head)
-            .expect("read message header");
-        let len = i32::from_be_bytes(head[1..5].try_into().unwrap());
-        let mut body = vec![0; usize::try_from(len).unwrap() - 4];
-        self.stream
-            .read_exact(&mut body)
-            .expect("read message body");
-        (head[0], body)
+        raw
     }
 
     /// Runs a simple query; every response message up to and including ReadyForQuery.
     fn query(&mut self, sql: &str) -> Vec<(u8, Vec<u8>)> {
-        self.send(b'Q', &cstr(sql));
-        let mut out = Vec::new();
-        loop {
-            let msg = self.read_msg();
-            let done = msg.0 == b'Z';
-            out.push(msg);
-            if done {
-                return out;
-            }
-        }
+        self.stream.write_all(&query_message(sql)).expect("send");
+        let (msgs, end) = read_until_ready(&mut self.stream);
+        assert_eq!(end, None, "the session ended after {msgs:?}");
+        msgs
     }
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
 }
 
 fn param_status(body: &[u8]) -> (String, String) {
@@ -183,21 +98,6 @@ fn param_status(body: &[u8]) -> (String, String) {
     let k = text(parts.next().unwrap_or_default());
     let v = text(parts.next().unwrap_or_default());
     (k, v)
-}
-
-fn error_field(body: &[u8], field: u8) -> Option<String> {
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0)?;
-        if code == field {
-            return Some(text(&tail[..end]));
-        }
-        rest = &tail[end + 1..];
-    }
-    None
 }
 
 /// Sends a CancelRequest to the gateway, as libpq does.
@@ -220,16 +120,12 @@ fn send_cancel(port: u16, key: (i32, i32)) {
 
 /// Waits until every session that started has ended (its unfinished statements recorded).
 fn wait_all_sessions_ended(gateway: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = gateway.audit_events();
+    let balanced = |events: &[Value]| {
         let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
-        if count("session.start") == count("session.end") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "sessions still open after 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        count("session.start") == count("session.end")
+    };
+    let events = gateway.audit_events_until(Duration::from_secs(10), balanced);
+    assert!(balanced(&events), "sessions still open after 10 s");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,14 +156,7 @@ fn psql_describe_and_multi_statement_query() {
     // psql sends -c text as one simple Query; both results come back.
     let out = gateway.psql("main", "SELECT 1; SELECT 2");
     assert_eq!(out, "1\n2\n");
-    let records = statements(&gateway)
-        .into_iter()
-        .filter(|e| {
-            e["what"]["statement"]
-                .as_str()
-                .is_some_and(|s| s.contains("SELECT 2"))
-        })
-        .collect::<Vec<_>>();
+    let records = gateway.statements_matching(|s| s.contains("SELECT 2"));
     assert_eq!(
         records.len(),
         1,
@@ -279,8 +168,7 @@ fn psql_describe_and_multi_statement_query() {
 
     // An error in the middle of a multi-statement query: the statements before it ran, the
     // ones after did not, and the one record is a failure with the SQLSTATE.
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
+    let out = gateway.psql_args(
         "main",
         &[
             "-c",
@@ -291,14 +179,7 @@ fn psql_describe_and_multi_statement_query() {
     assert!(text(&out.stderr).contains("division by zero"));
     // One simple query is one implicit transaction: the first INSERT is rolled back too.
     assert_eq!(gateway.psql("main", "SELECT count(*) FROM gh_items"), "0\n");
-    let failed = statements(&gateway)
-        .into_iter()
-        .filter(|e| {
-            e["what"]["statement"]
-                .as_str()
-                .is_some_and(|s| s.contains("SELECT 1/0"))
-        })
-        .collect::<Vec<_>>();
+    let failed = gateway.statements_matching(|s| s.contains("SELECT 1/0"));
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["outcome"]["status"], "failure");
     assert_eq!(failed[0]["outcome"]["code"], "22012");
@@ -316,38 +197,28 @@ fn psql_transactions_commit_and_rollback() {
             .to_owned()
     };
 
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
-        "main",
-        &[
-            "-c",
-            "BEGIN",
-            "-c",
+    for (insert, end, rows, what) in [
+        (
             "INSERT INTO gh_tx VALUES (1)",
-            "-c",
             "ROLLBACK",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(count(), "0", "a rolled-back insert leaves no row");
-
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
-        "main",
-        &[
-            "-c",
-            "BEGIN",
-            "-c",
+            "0",
+            "a rolled-back insert leaves no row",
+        ),
+        (
             "INSERT INTO gh_tx VALUES (2)",
-            "-c",
             "COMMIT",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(count(), "1", "a committed insert stays");
+            "1",
+            "a committed insert stays",
+        ),
+    ] {
+        let out = gateway.psql_args("main", &["-c", "BEGIN", "-c", insert, "-c", end]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(count(), rows, "{what}");
+    }
 
     // Each statement is audited, in order, with its outcome.
-    let texts: Vec<String> = statements(&gateway)
+    let texts: Vec<String> = gateway
+        .statements()
         .iter()
         .filter_map(|e| e["what"]["statement"].as_str().map(str::to_owned))
         .filter(|s| {
@@ -398,11 +269,11 @@ fn psql_error_inside_transaction_then_rollback_keeps_session_usable() {
         "0"
     );
 
-    let failed = statements_with_text(&gateway, "SELECT 'after the error';");
+    let failed = gateway.statements_with_text("SELECT 'after the error';");
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["outcome"]["status"], "failure");
     assert_eq!(failed[0]["outcome"]["code"], "25P02");
-    let rollback = statements_with_text(&gateway, "ROLLBACK;");
+    let rollback = gateway.statements_with_text("ROLLBACK;");
     assert_eq!(rollback.len(), 1);
     assert_eq!(rollback[0]["outcome"]["status"], "success");
 }
@@ -435,24 +306,18 @@ fn psql_copy_from_stdin_and_to_stdout() {
         "3|2"
     );
 
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
-        "main",
-        &["-c", "COPY gh_copy TO STDOUT"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
-        text(&out.stdout),
+        gateway.psql("main", "COPY gh_copy TO STDOUT"),
         data,
         "COPY TO STDOUT returns exactly the rows copied in"
     );
 
-    let copy_in = statements_with_text(&gateway, "COPY gh_copy (id, name) FROM STDIN");
+    let copy_in = gateway.statements_with_text("COPY gh_copy (id, name) FROM STDIN");
     assert_eq!(copy_in.len(), 1);
     assert_eq!(copy_in[0]["outcome"]["status"], "success");
     assert_eq!(copy_in[0]["outcome"]["rows"], 3);
     assert_eq!(copy_in[0]["what"]["classification"], "write");
-    let copy_out = statements_with_text(&gateway, "COPY gh_copy TO STDOUT");
+    let copy_out = gateway.statements_with_text("COPY gh_copy TO STDOUT");
     assert_eq!(copy_out.len(), 1);
     assert_eq!(copy_out[0]["outcome"]["rows"], 3);
 
@@ -477,19 +342,14 @@ fn psql_copy_from_stdin_and_to_stdout() {
             .trim(),
         "20000|199990000"
     );
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
+    let copied = gateway.psql(
         "main",
-        &[
-            "-c",
-            "COPY (SELECT * FROM gh_copy_big ORDER BY id) TO STDOUT",
-        ],
+        "COPY (SELECT * FROM gh_copy_big ORDER BY id) TO STDOUT",
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout) == big,
+        copied == big,
         "big COPY TO STDOUT differs ({} bytes vs {})",
-        out.stdout.len(),
+        copied.len(),
         big.len()
     );
 
@@ -509,16 +369,11 @@ fn psql_copy_from_stdin_and_to_stdout() {
         &wide,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
+    let copied = gateway.psql(
         "main",
-        &[
-            "-c",
-            "COPY (SELECT * FROM gh_copy_wide ORDER BY id) TO STDOUT",
-        ],
+        "COPY (SELECT * FROM gh_copy_wide ORDER BY id) TO STDOUT",
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout) == wide, "wide rows differ");
+    assert!(copied == wide, "wide rows differ");
 
     // A bad row fails the COPY with the server's error; the session goes on.
     let out = psql_stdin(
@@ -544,11 +399,11 @@ fn psql_copy_from_stdin_and_to_stdout() {
         "3",
         "the failed COPY inserted nothing"
     );
-    let failed = statements_with_text(&gateway, "COPY gh_copy FROM STDIN");
+    let failed = gateway.statements_with_text("COPY gh_copy FROM STDIN");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["outcome"]["status"], "failure");
     assert_eq!(failed[0]["outcome"]["code"], "22P02");
-    assert_eq!(statements_with_text(&gateway, "SELECT 'next'").len(), 1);
+    assert_eq!(gateway.statements_with_text("SELECT 'next'").len(), 1);
 }
 
 #[test]
@@ -568,12 +423,7 @@ fn psql_backslash_copy_with_files() {
         "\\copy gh_bcopy FROM '{}' WITH (FORMAT csv, HEADER true)",
         input.display()
     );
-    let out = gateway.psql_raw(&gateway.admin_key, "main", &["-c", &copy_in]);
-    assert!(
-        out.status.success(),
-        "\\copy in failed: {}",
-        text(&out.stderr)
-    );
+    gateway.psql("main", &copy_in);
     assert_eq!(
         cluster
             .psql_admin("SELECT string_agg(name, '/' ORDER BY id) FROM gh_bcopy")
@@ -585,19 +435,14 @@ fn psql_backslash_copy_with_files() {
         "\\copy (SELECT * FROM gh_bcopy ORDER BY id) TO '{}' WITH (FORMAT csv, HEADER true)",
         output.display()
     );
-    let out = gateway.psql_raw(&gateway.admin_key, "main", &["-c", &copy_out]);
-    assert!(
-        out.status.success(),
-        "\\copy out failed: {}",
-        text(&out.stderr)
-    );
+    gateway.psql("main", &copy_out);
     assert_eq!(
         std::fs::read_to_string(&output).expect("output file"),
         std::fs::read_to_string(&input).expect("input file")
     );
 
     // psql turns \copy into COPY ... FROM STDIN / TO STDOUT; the gateway audits those.
-    let events = statements(&gateway);
+    let events = gateway.statements();
     let from = events.iter().find(|e| {
         e["what"]["statement"]
             .as_str()
@@ -619,8 +464,7 @@ fn psql_backslash_copy_with_files() {
 #[test]
 fn psql_notice_is_relayed() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
+    let out = gateway.psql_args(
         "main",
         &[
             "-c",
@@ -633,8 +477,7 @@ fn psql_notice_is_relayed() {
         "stderr: {}",
         text(&out.stderr)
     );
-    let warned = gateway.psql_raw(
-        &gateway.admin_key,
+    let warned = gateway.psql_args(
         "main",
         &[
             "-c",
@@ -657,8 +500,7 @@ fn psql_notice_is_relayed() {
 fn parameter_status_is_relayed() {
     let (cluster, gateway) = cluster_and_gateway();
     // psql: SET then SHOW in one session; and a startup parameter reaching the upstream.
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
+    let out = gateway.psql_args(
         "main",
         &[
             "-c",
@@ -670,9 +512,7 @@ fn parameter_status_is_relayed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "SET\ngh-param\n");
     let url = gateway.url(&gateway.admin_key, "main") + "&application_name=gh-startup-app";
-    let out = Command::new("psql")
-        .args(["-X", "-At"])
-        .arg(&url)
+    let out = psql_command(&url)
         .args(["-c", "SHOW application_name"])
         .output()
         .expect("psql");
@@ -685,7 +525,7 @@ fn parameter_status_is_relayed() {
 
     // Raw protocol: the startup ParameterStatus messages are the upstream's, and a SET sends a
     // new ParameterStatus through.
-    let mut raw = RawSession::connect(gateway.pg_port, &gateway.admin_key, "main");
+    let mut raw = RawSession::connect(&gateway);
     let version = cluster.psql_admin("SHOW server_version").trim().to_owned();
     let get = |params: &[(String, String)], k: &str| {
         params
@@ -724,11 +564,7 @@ fn parameter_status_is_relayed() {
 #[test]
 fn sql_errors_relay_sqlstate_and_message_and_are_audited() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
-        "main",
-        &["-v", "VERBOSITY=verbose", "-c", "SELECT 1/0"],
-    );
+    let out = gateway.psql_args("main", &["-v", "VERBOSITY=verbose", "-c", "SELECT 1/0"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("ERROR:  22012: division by zero"),
@@ -736,13 +572,8 @@ fn sql_errors_relay_sqlstate_and_message_and_are_audited() {
         text(&out.stderr)
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, _conn) = connect(&gateway).await;
+    runtime().block_on(async {
+        let (client, _conn) = gateway.main_client().await;
         let e = client.query("SELECT 10/0", &[]).await.unwrap_err();
         assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO), "{e:?}");
         assert_eq!(e.as_db_error().unwrap().message(), "division by zero");
@@ -781,14 +612,14 @@ fn sql_errors_relay_sqlstate_and_message_and_are_audited() {
         ),
         ("SELEC 1", "42601", "syntax error at or near \"SELEC\""),
     ] {
-        let records = statements_with_text(&gateway, sql);
+        let records = gateway.statements_with_text(sql);
         assert_eq!(records.len(), 1, "{sql}: {records:#?}");
         let outcome = &records[0]["outcome"];
         assert_eq!(outcome["status"], "failure", "{sql}");
         assert_eq!(outcome["code"], code, "{sql}");
         assert_eq!(outcome["reason"], reason, "{sql}");
     }
-    let ok = statements_with_text(&gateway, "SELECT 'still here'::text");
+    let ok = gateway.statements_with_text("SELECT 'still here'::text");
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0]["outcome"]["status"], "success");
     assert!(ok[0]["outcome"].get("code").is_none());
@@ -797,6 +628,17 @@ fn sql_errors_relay_sqlstate_and_message_and_are_audited() {
 // ---------------------------------------------------------------------------------------------
 // LISTEN / NOTIFY
 // ---------------------------------------------------------------------------------------------
+
+/// The next notification within 5 s: (channel, payload, sender's process id).
+async fn next_notification(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String, i32)>,
+    what: &str,
+) -> (String, String, i32) {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 5 s"))
+        .unwrap_or_else(|| panic!("{what}: the listener's connection ended"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify_is_delivered() {
@@ -827,16 +669,9 @@ async fn listen_notify_is_delivered() {
         .expect("LISTEN");
 
     // NOTIFY from another session, through the gateway (psql).
-    let out = gateway.psql_raw(
-        &gateway.admin_key,
-        "main",
-        &["-c", "NOTIFY gh_channel, 'payload one'"],
-    );
+    let out = gateway.psql_args("main", &["-c", "NOTIFY gh_channel, 'payload one'"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let (channel, payload, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("notification within 5 s")
-        .expect("notification");
+    let (channel, payload, _) = next_notification(&mut rx, "notification").await;
     assert_eq!(
         (channel.as_str(), payload.as_str()),
         ("gh_channel", "payload one")
@@ -844,28 +679,18 @@ async fn listen_notify_is_delivered() {
 
     // A notification arriving while the listener is idle between its own queries, and one
     // sent by the listener to itself.
-    let (other, other_conn) =
-        tokio_postgres::connect(&gateway.conninfo(&gateway.admin_key, "main"), NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(other_conn);
+    let (other, _other_conn) = gateway.main_client().await;
     other
         .batch_execute("SELECT pg_notify('gh_channel', 'payload two')")
         .await
         .unwrap();
-    let (_, payload, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("second notification")
-        .unwrap();
+    let (_, payload, _) = next_notification(&mut rx, "second notification").await;
     assert_eq!(payload, "payload two");
     listener
         .batch_execute("NOTIFY gh_channel, 'to myself'")
         .await
         .unwrap();
-    let (_, payload, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("self notification")
-        .unwrap();
+    let (_, payload, _) = next_notification(&mut rx, "self notification").await;
     assert_eq!(payload, "to myself");
     assert!(rx.try_recv().is_err(), "no duplicate notifications");
 }
@@ -877,7 +702,7 @@ async fn listen_notify_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_request_stops_a_running_query() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     let token = client.cancel_token();
     let started = Instant::now();
     let canceller = tokio::spawn(async move {
@@ -908,7 +733,7 @@ async fn cancel_request_stops_a_running_query() {
     assert!(!rows.is_empty());
     drop(client);
 
-    let stmt = statements_with_text(&gateway, "SELECT pg_sleep(30)");
+    let stmt = gateway.statements_with_text("SELECT pg_sleep(30)");
     assert_eq!(stmt.len(), 1);
     assert_eq!(stmt[0]["outcome"]["status"], "failure");
     assert_eq!(stmt[0]["outcome"]["code"], "57014");
@@ -925,7 +750,7 @@ async fn cancel_request_stops_a_running_query() {
 #[test]
 fn cancel_request_with_a_wrong_key_does_nothing() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let mut raw = RawSession::connect(gateway.pg_port, &gateway.admin_key, "main");
+    let mut raw = RawSession::connect(&gateway);
     assert_ne!(raw.key, (0, 0), "the gateway sends BackendKeyData");
 
     // Right process id, wrong secret.
@@ -939,11 +764,7 @@ fn cancel_request_with_a_wrong_key_does_nothing() {
     let messages = raw.query("SELECT pg_sleep(1.5)");
     let elapsed = started.elapsed();
     canceller.join().unwrap();
-    let errors: Vec<Option<String>> = messages
-        .iter()
-        .filter(|(t, _)| *t == b'E')
-        .map(|(_, b)| error_field(b, b'C'))
-        .collect();
+    let errors = error_codes(&messages, b'C');
     assert!(
         errors.is_empty(),
         "the query was not cancelled, got errors {errors:?}"
@@ -975,23 +796,14 @@ fn cancel_request_with_a_wrong_key_does_nothing() {
     let started = Instant::now();
     let messages = raw.query("SELECT pg_sleep(30)");
     canceller.join().unwrap();
-    let codes: Vec<Option<String>> = messages
-        .iter()
-        .filter(|(t, _)| *t == b'E')
-        .map(|(_, b)| error_field(b, b'C'))
-        .collect();
-    assert_eq!(codes, [Some("57014".to_owned())]);
+    assert_eq!(error_codes(&messages, b'C'), ["57014"]);
     assert!(started.elapsed() < Duration::from_secs(2));
     // The cancel is recorded once the upstream took it, which may be just after the
     // cancelled statement's error reached the client.
     gateway.wait_for_event("second cancel", |e| {
         e["kind"] == "cancel" && e["outcome"]["status"] == "success"
     });
-    let cancels: Vec<Value> = gateway
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "cancel")
-        .collect();
+    let cancels = gateway.events_of_kind("cancel");
     assert_eq!(cancels.len(), 2, "{cancels:#?}");
     assert_eq!(cancels[1]["outcome"]["status"], "success");
 }
@@ -1003,7 +815,7 @@ fn cancel_request_with_a_wrong_key_does_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_parameters_round_trip_exactly() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     let sql = "SELECT $1::int4, $2::int8, $3::text, $4::bytea, $5::bool, $6::float8, $7::int4, $8::text, $9::bytea";
     let all_bytes: Vec<u8> = (0..=255u8).cycle().take(1024).collect();
     let big: Vec<u8> = (0..1_000_000u32)
@@ -1071,7 +883,7 @@ async fn binary_parameters_round_trip_exactly() {
     assert_eq!(row.get::<_, i64>(0), (i64::MAX / 2) * 2);
     assert_eq!(row.get::<_, i32>(1), 1_000_000);
 
-    let records = statements_with_text(&gateway, sql);
+    let records = gateway.statements_with_text(sql);
     assert_eq!(records.len(), cases.len(), "one audit record per execution");
     assert!(records
         .iter()
@@ -1081,7 +893,7 @@ async fn binary_parameters_round_trip_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statement_executed_many_times() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     let sql = "SELECT $1::int8 * 3, $2::text || '!'";
     let stmt = client.prepare(sql).await.expect("prepare");
     for i in 0..200i64 {
@@ -1104,16 +916,19 @@ async fn prepared_statement_executed_many_times() {
     // `every_statement_is_audited_before_its_result_reaches_the_client`.)
     drop((stmt, other, client));
     wait_all_sessions_ended(&gateway);
-    let records = statements_with_text(&gateway, sql);
+    let records = gateway.statements_with_text(sql);
     assert_eq!(records.len(), 201, "one statement record per execution");
     assert!(records
         .iter()
         .all(|r| r["what"]["classification"] == "read"));
     assert_eq!(
-        statements_with_text(&gateway, "SELECT $1::text AS other").len(),
+        gateway
+            .statements_with_text("SELECT $1::text AS other")
+            .len(),
         1
     );
-    assert!(statements(&gateway)
+    assert!(gateway
+        .statements()
         .iter()
         .all(|r| r["what"]["statement"] != "/* statement unknown to the gateway */"));
 }
@@ -1121,7 +936,7 @@ async fn prepared_statement_executed_many_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_queries_return_in_order() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     let plus = client.prepare("SELECT $1::int4 + 1000").await.unwrap();
     let series = client
         .prepare("SELECT generate_series(1, $1::int4)")
@@ -1171,27 +986,24 @@ async fn pipelined_queries_return_in_order() {
     // `every_statement_is_audited_before_its_result_reaches_the_client`).
     drop((plus, series, client));
     wait_all_sessions_ended(&gateway);
-    let plus_records = statements_with_text(&gateway, "SELECT $1::int4 + 1000");
+    let plus_records = gateway.statements_with_text("SELECT $1::int4 + 1000");
     assert_eq!(plus_records.len(), 102);
     assert!(plus_records
         .iter()
         .all(|r| r["outcome"]["status"] == "success" && r["outcome"]["rows"] == 1));
-    let series_records = statements_with_text(&gateway, "SELECT generate_series(1, $1::int4)");
+    let series_records = gateway.statements_with_text("SELECT generate_series(1, $1::int4)");
     assert_eq!(series_records.len(), 1);
     assert_eq!(series_records[0]["outcome"]["rows"], 5);
-    let failed = statements_with_text(&gateway, "SELECT 1/0");
+    let failed = gateway.statements_with_text("SELECT 1/0");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["outcome"]["code"], "22012");
-    assert_eq!(
-        statements_with_text(&gateway, "SELECT 'last'::text").len(),
-        1
-    );
+    assert_eq!(gateway.statements_with_text("SELECT 'last'::text").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_through_the_client_api() {
     let (cluster, gateway) = cluster_and_gateway();
-    let (mut client, _conn) = connect(&gateway).await;
+    let (mut client, _conn) = gateway.main_client().await;
     client
         .batch_execute("CREATE TABLE gh_ttx (id int)")
         .await
@@ -1233,7 +1045,7 @@ async fn transactions_through_the_client_api() {
         "1"
     );
 
-    let events = statements(&gateway);
+    let events = gateway.statements();
     let control: Vec<&str> = events
         .iter()
         .filter_map(|e| e["what"]["statement"].as_str())
@@ -1338,21 +1150,10 @@ fn pgbench_simple_and_prepared() {
     // Every UPDATE of the standard script was audited, and the log's chain is intact after
     // 8 concurrent sessions.
     wait_all_sessions_ended(&gateway);
-    let updates = statements(&gateway)
-        .into_iter()
-        .filter(|e| {
-            e["what"]["statement"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("UPDATE pgbench_accounts"))
-        })
-        .count();
-    let verify = gateway.cli(&["audit", "verify"]);
-    assert!(
-        verify.status.success(),
-        "audit verify: {}{}",
-        text(&verify.stdout),
-        text(&verify.stderr)
-    );
+    let updates = gateway
+        .statements_matching(|s| s.starts_with("UPDATE pgbench_accounts"))
+        .len();
+    gateway.assert_audit_verifies();
     // Each processed transaction ran one UPDATE pgbench_accounts; when -T expires, each
     // client may abandon one more transaction in flight.
     let updates = updates as u64;
@@ -1367,24 +1168,13 @@ fn pgbench_simple_and_prepared() {
 // ---------------------------------------------------------------------------------------------
 
 fn idle_gateway() -> (PgCluster, Gateway) {
-    let cluster = PgCluster::start();
-    let gateway = Gateway::builder()
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
-        .postgres("  idle_timeout: 1s\n")
-        .start();
-    (cluster, gateway)
+    cluster_and_gateway_with(|b| b.postgres("  idle_timeout: 1s\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_an_idle_session() {
     let (_cluster, gateway) = idle_gateway();
-    let (client, conn) = connect(&gateway).await;
+    let (client, conn) = gateway.main_client().await;
     client.simple_query("SELECT 1").await.unwrap();
     let idle_since = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(5), conn)
@@ -1421,7 +1211,7 @@ async fn idle_timeout_closes_an_idle_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_does_not_kill_a_running_statement() {
     let (_cluster, gateway) = idle_gateway();
-    let (client, conn) = connect(&gateway).await;
+    let (client, conn) = gateway.main_client().await;
     for round in 0..3 {
         let started = Instant::now();
         client
@@ -1443,7 +1233,7 @@ async fn idle_timeout_does_not_kill_a_running_statement() {
         assert!(started.elapsed() >= Duration::from_millis(1500));
     }
     assert!(!conn.is_finished());
-    let records = statements_with_text(&gateway, "SELECT pg_sleep(1.5)");
+    let records = gateway.statements_with_text("SELECT pg_sleep(1.5)");
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|r| r["outcome"]["status"] == "success"));
 }
@@ -1453,7 +1243,7 @@ async fn idle_timeout_does_not_kill_a_running_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_lets_pg_sleep_2_finish() {
     let (_cluster, gateway) = idle_gateway();
-    let (client, conn) = connect(&gateway).await;
+    let (client, conn) = gateway.main_client().await;
     let started = Instant::now();
     client
         .simple_query("SELECT pg_sleep(2)")
@@ -1461,7 +1251,7 @@ async fn idle_timeout_lets_pg_sleep_2_finish() {
         .expect("a statement longer than the idle timeout runs to completion");
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(!conn.is_finished());
-    let records = statements_with_text(&gateway, "SELECT pg_sleep(2)");
+    let records = gateway.statements_with_text("SELECT pg_sleep(2)");
     assert_eq!(records[0]["outcome"]["status"], "success");
 }
 
@@ -1475,7 +1265,7 @@ async fn idle_timeout_lets_pg_sleep_2_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_counts_from_the_end_of_the_last_statement() {
     let (_cluster, gateway) = idle_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     client
         .simple_query("SELECT pg_sleep(2.5)")
         .await
@@ -1502,14 +1292,14 @@ async fn idle_timeout_counts_from_the_end_of_the_last_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_is_audited_before_its_result_reaches_the_client() {
     let (_cluster, gateway) = cluster_and_gateway();
-    let (client, _conn) = connect(&gateway).await;
+    let (client, _conn) = gateway.main_client().await;
     let stmt = client.prepare("SELECT $1::int4 + 1").await.unwrap();
     for i in 0..2000i32 {
         let row = client.query_one(&stmt, &[&i]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), i + 1);
     }
     // Read while the session is still open: what the client has seen must already be audited.
-    let prepared = statements_with_text(&gateway, "SELECT $1::int4 + 1");
+    let prepared = gateway.statements_with_text("SELECT $1::int4 + 1");
     let failed: Vec<&Value> = prepared
         .iter()
         .filter(|e| e["outcome"]["status"] != "success")
@@ -1524,7 +1314,8 @@ async fn every_statement_is_audited_before_its_result_reaches_the_client() {
     for i in 0..500i32 {
         client.simple_query(&format!("SELECT {i}")).await.unwrap();
     }
-    let simple: Vec<String> = statements(&gateway)
+    let simple: Vec<String> = gateway
+        .statements()
         .iter()
         .filter_map(|e| e["what"]["statement"].as_str())
         .filter(|s| {

@@ -5,23 +5,11 @@
 use crate::harness::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+use std::time::Duration;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// psql through the gateway with the admin key; panics with stderr unless it succeeds.
-fn query(gateway: &Gateway, connection: &str, sql: &str) -> String {
-    let out = gateway.psql_raw(&gateway.admin_key, connection, &["-c", sql]);
-    assert!(
-        out.status.success(),
-        "psql on {connection} failed: {}\n{}",
-        text(&out.stderr),
-        gateway.log()
-    );
-    text(&out.stdout)
-}
+/// A held password the upstream does not accept.
+const WRONG_PASSWORD: &str = "Wrong-Held-Pw-0000";
 
 /// A connection to `tls_only` with explicit TLS settings (`ca_file` and `server_name` only
 /// when given).
@@ -54,10 +42,17 @@ fn upstream_failure(gateway: &Gateway, connection: &str) -> Value {
     })
 }
 
+/// The upstream's error kept in a failed session end.
+fn upstream_error(end: &Value) -> &str {
+    end["what"]["detail"]["cause"]["upstream_error"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 /// Asserts the client saw only the gateway's own FATAL about the target, nothing of the
 /// upstream's error, with psql and with tokio-postgres.
 fn assert_clean_target_failure(gateway: &Gateway, connection: &str, upstream_words: &[&str]) {
-    let out = gateway.psql_raw(&gateway.admin_key, connection, &["-c", "SELECT 1"]);
+    let out = gateway.psql_args(connection, &["-c", "SELECT 1"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -86,14 +81,13 @@ fn assert_clean_target_failure(gateway: &Gateway, connection: &str, upstream_wor
 fn scram_and_md5_upstreams_with_the_held_password() {
     let cluster = PgCluster::start();
     let gateway = Gateway::builder()
-        .pg_connection(
-            "scram",
+        .pg_connections(
             &cluster,
-            "scram_user",
-            Some(SCRAM_PASSWORD),
-            "disable",
+            &[
+                ("scram", "scram_user", Some(SCRAM_PASSWORD), "disable"),
+                ("md5", "md5_user", Some(MD5_PASSWORD), "disable"),
+            ],
         )
-        .pg_connection("md5", &cluster, "md5_user", Some(MD5_PASSWORD), "disable")
         .start();
     // The stored verifiers (and pg_hba.conf) force SCRAM for one role and md5 for the other.
     assert_eq!(
@@ -107,19 +101,15 @@ fn scram_and_md5_upstreams_with_the_held_password() {
 
     // The client claims user "tester"; the upstream role is the connection's.
     assert_eq!(
-        query(&gateway, "scram", "SELECT current_user, session_user"),
+        gateway.psql("scram", "SELECT current_user, session_user"),
         "scram_user|scram_user\n"
     );
     assert_eq!(
-        query(&gateway, "md5", "SELECT current_user, session_user"),
+        gateway.psql("md5", "SELECT current_user, session_user"),
         "md5_user|md5_user\n"
     );
 
-    let stmts: Vec<Value> = gateway
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "statement")
-        .collect();
+    let stmts = gateway.statements();
     assert_eq!(stmts.len(), 2);
     for (e, conn) in stmts.iter().zip(["scram", "md5"]) {
         assert_eq!(e["what"]["connection"], conn);
@@ -133,15 +123,14 @@ fn scram_and_md5_upstreams_with_the_held_password() {
 fn upstream_tls_verify_full_require_and_prefer() {
     let cluster = PgCluster::start();
     let gateway = Gateway::builder()
-        .pg_connection(
-            "vfull",
+        .pg_connections(
             &cluster,
-            "tls_only",
-            Some(SCRAM_PASSWORD),
-            "verify-full",
+            &[
+                ("vfull", "tls_only", Some(SCRAM_PASSWORD), "verify-full"),
+                ("req", "tls_only", Some(SCRAM_PASSWORD), "require"),
+                ("pref", "tls_only", Some(SCRAM_PASSWORD), "prefer"),
+            ],
         )
-        .pg_connection("req", &cluster, "tls_only", Some(SCRAM_PASSWORD), "require")
-        .pg_connection("pref", &cluster, "tls_only", Some(SCRAM_PASSWORD), "prefer")
         .env("GH_TLS_ONLY_PW", SCRAM_PASSWORD)
         // The certificate is for localhost and 127.0.0.1: naming it explicitly works too.
         .raw_connection(&tls_only_connection(
@@ -154,8 +143,7 @@ fn upstream_tls_verify_full_require_and_prefer() {
         .start();
     for conn in ["vfull", "req", "pref", "vfull-named"] {
         assert_eq!(
-            query(
-                &gateway,
+            gateway.psql(
                 conn,
                 "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
             ),
@@ -178,22 +166,11 @@ fn cancel_reaches_a_tls_upstream() {
             "verify-full",
         )
         .start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(
-            &gateway.conninfo(&gateway.admin_key, "vfull"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connect");
-        tokio::spawn(connection);
+    runtime().block_on(async {
+        let (client, _connection) = gateway.pg_client(&gateway.admin_key, "vfull").await;
         let token = client.cancel_token();
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             token.cancel_query(tokio_postgres::NoTls).await
         });
         let started = std::time::Instant::now();
@@ -205,7 +182,7 @@ fn cancel_reaches_a_tls_upstream() {
             err.code(),
             Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
         );
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_secs(2));
     });
     let cancel = gateway.wait_for_event("cancel", |e| e["kind"] == "cancel");
     assert_eq!(cancel["outcome"]["status"], "success", "{cancel:#}");
@@ -223,13 +200,7 @@ fn upstream_tls_disable_to_a_tls_only_role_fails_cleanly() {
             Some(SCRAM_PASSWORD),
             "disable",
         )
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
+        .main_connection(&cluster)
         .start();
     assert_clean_target_failure(
         &gateway,
@@ -242,9 +213,7 @@ fn upstream_tls_disable_to_a_tls_only_role_fails_cleanly() {
         end["outcome"]["reason"], "upstream connection failed",
         "{end:#}"
     );
-    let detail = end["what"]["detail"]["cause"]["upstream_error"]
-        .as_str()
-        .unwrap_or_default();
+    let detail = upstream_error(&end);
     assert!(
         detail.contains("pg_hba.conf") && detail.contains("no encryption"),
         "the audit keeps the upstream's reason: {end:#}"
@@ -256,7 +225,7 @@ fn upstream_tls_disable_to_a_tls_only_role_fails_cleanly() {
         .iter()
         .any(|e| e["kind"] == "auth.success" && e["session"] == session));
     // The gateway keeps serving other connections.
-    assert_eq!(query(&gateway, "main", "SELECT 7"), "7\n");
+    assert_eq!(gateway.psql("main", "SELECT 7"), "7\n");
 }
 
 #[test]
@@ -280,85 +249,69 @@ fn upstream_tls_verify_full_checks_the_name_and_the_issuer() {
         ))
         .start();
 
-    assert_clean_target_failure(
-        &gateway,
-        "wrong-name",
-        &["certificate", "TLS", "db.wrong.example"],
-    );
-    let end = upstream_failure(&gateway, "wrong-name");
-    let detail = end["what"]["detail"]["cause"]["upstream_error"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        detail.starts_with("TLS handshake with the upstream server failed")
-            && detail.contains("not valid for name"),
-        "{end:#}"
-    );
-
-    // Without the CA, the self-signed certificate is not trusted.
-    assert_clean_target_failure(&gateway, "no-ca", &["certificate", "TLS", "UnknownIssuer"]);
-    let end = upstream_failure(&gateway, "no-ca");
-    let detail = end["what"]["detail"]["cause"]["upstream_error"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        detail.starts_with("TLS handshake with the upstream server failed")
-            && detail.contains("UnknownIssuer"),
-        "{end:#}"
-    );
+    // A name the certificate is not for; and, without the CA, the self-signed certificate is
+    // not trusted.
+    for (connection, upstream_words, cause) in [
+        (
+            "wrong-name",
+            ["certificate", "TLS", "db.wrong.example"],
+            "not valid for name",
+        ),
+        (
+            "no-ca",
+            ["certificate", "TLS", "UnknownIssuer"],
+            "UnknownIssuer",
+        ),
+    ] {
+        assert_clean_target_failure(&gateway, connection, &upstream_words);
+        let end = upstream_failure(&gateway, connection);
+        let detail = upstream_error(&end);
+        assert!(
+            detail.starts_with("TLS handshake with the upstream server failed")
+                && detail.contains(cause),
+            "{end:#}"
+        );
+    }
 }
 
 #[test]
 fn wrong_or_missing_held_password_fails_cleanly() {
     let cluster = PgCluster::start();
     let gateway = Gateway::builder()
-        .pg_connection(
-            "bad-scram",
+        .pg_connections(
             &cluster,
-            "scram_user",
-            Some("Wrong-Held-Pw-0000"),
-            "disable",
+            &[
+                ("bad-scram", "scram_user", Some(WRONG_PASSWORD), "disable"),
+                ("bad-md5", "md5_user", Some(WRONG_PASSWORD), "disable"),
+                ("no-pw", "scram_user", None, "disable"),
+            ],
         )
-        .pg_connection(
-            "bad-md5",
-            &cluster,
-            "md5_user",
-            Some("Wrong-Held-Pw-0000"),
-            "disable",
-        )
-        .pg_connection("no-pw", &cluster, "scram_user", None, "disable")
         .start();
 
-    assert_clean_target_failure(
-        &gateway,
-        "bad-scram",
-        &["password authentication", "28P01", "scram_user"],
-    );
-    let end = upstream_failure(&gateway, "bad-scram");
-    assert_eq!(
-        end["what"]["detail"]["cause"]["upstream_error"],
-        "the upstream server refused the connection: 28P01 password authentication failed for user \"scram_user\"",
-        "{end:#}"
-    );
-
-    assert_clean_target_failure(
-        &gateway,
-        "bad-md5",
-        &["password authentication", "28P01", "md5_user"],
-    );
-    let end = upstream_failure(&gateway, "bad-md5");
-    assert_eq!(
-        end["what"]["detail"]["cause"]["upstream_error"],
-        "the upstream server refused the connection: 28P01 password authentication failed for user \"md5_user\"",
-        "{end:#}"
-    );
-
-    assert_clean_target_failure(&gateway, "no-pw", &["password"]);
-    let end = upstream_failure(&gateway, "no-pw");
-    assert_eq!(
-        end["what"]["detail"]["cause"]["upstream_error"],
-        "the upstream server asked for a password and the connection has none configured"
-    );
+    for (connection, upstream_words, cause) in [
+        (
+            "bad-scram",
+            &["password authentication", "28P01", "scram_user"][..],
+            "the upstream server refused the connection: 28P01 password authentication failed for user \"scram_user\"",
+        ),
+        (
+            "bad-md5",
+            &["password authentication", "28P01", "md5_user"],
+            "the upstream server refused the connection: 28P01 password authentication failed for user \"md5_user\"",
+        ),
+        (
+            "no-pw",
+            &["password"],
+            "the upstream server asked for a password and the connection has none configured",
+        ),
+    ] {
+        assert_clean_target_failure(&gateway, connection, upstream_words);
+        let end = upstream_failure(&gateway, connection);
+        assert_eq!(
+            end["what"]["detail"]["cause"]["upstream_error"], cause,
+            "{end:#}"
+        );
+    }
 }
 
 /// Each session that could not reach its target ends once, as a failure.
@@ -372,21 +325,14 @@ fn an_upstream_failure_ends_the_session_once_as_a_failure() {
             "bad-scram",
             &cluster,
             "scram_user",
-            Some("Wrong-Held-Pw-0000"),
+            Some(WRONG_PASSWORD),
             "disable",
         )
         .start();
-    let out = gateway.psql_raw(&gateway.admin_key, "bad-scram", &["-c", "SELECT 1"]);
+    let out = gateway.psql_args("bad-scram", &["-c", "SELECT 1"]);
     assert!(!out.status.success());
     let first = upstream_failure(&gateway, "bad-scram");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let ends: Vec<Value> = gateway
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["kind"] == "session.end" && e["session"] == first["session"])
-        .collect();
-    assert_eq!(ends.len(), 1, "{ends:#?}");
-    assert_eq!(ends[0]["outcome"]["status"], "failure");
+    gateway.assert_session_ended_once_as_failure(&first["session"], Duration::from_millis(300));
 }
 
 fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -402,40 +348,20 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn held_secrets_never_leak() {
-    const WRONG: &str = "Wrong-Held-Pw-0000";
-    let secrets = [SUPER_PASSWORD, SCRAM_PASSWORD, MD5_PASSWORD, WRONG];
+    let secrets = [SUPER_PASSWORD, SCRAM_PASSWORD, MD5_PASSWORD, WRONG_PASSWORD];
     let cluster = PgCluster::start();
     let mut gateway = Gateway::builder()
-        .pg_connection(
-            "super",
+        .pg_connections(
             &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
+            &[
+                ("super", "postgres", Some(SUPER_PASSWORD), "disable"),
+                ("scram", "scram_user", Some(SCRAM_PASSWORD), "require"),
+                ("md5", "md5_user", Some(MD5_PASSWORD), "disable"),
+                ("vfull", "tls_only", Some(SCRAM_PASSWORD), "verify-full"),
+                ("plain", "tls_only", Some(SCRAM_PASSWORD), "disable"),
+                ("wrong", "scram_user", Some(WRONG_PASSWORD), "disable"),
+            ],
         )
-        .pg_connection(
-            "scram",
-            &cluster,
-            "scram_user",
-            Some(SCRAM_PASSWORD),
-            "require",
-        )
-        .pg_connection("md5", &cluster, "md5_user", Some(MD5_PASSWORD), "disable")
-        .pg_connection(
-            "vfull",
-            &cluster,
-            "tls_only",
-            Some(SCRAM_PASSWORD),
-            "verify-full",
-        )
-        .pg_connection(
-            "plain",
-            &cluster,
-            "tls_only",
-            Some(SCRAM_PASSWORD),
-            "disable",
-        )
-        .pg_connection("wrong", &cluster, "scram_user", Some(WRONG), "disable")
         .env("GH_TLS_ONLY_PW", SCRAM_PASSWORD)
         .raw_connection(&tls_only_connection(
             "wrong-name",
@@ -450,7 +376,7 @@ fn held_secrets_never_leak() {
 
     let mut client_output = String::new();
     let mut run = |gateway: &Gateway, conn: &str, sql: &str| -> Output {
-        let out = gateway.psql_raw(&gateway.admin_key, conn, &["-c", sql]);
+        let out = gateway.psql_args(conn, &["-c", sql]);
         client_output.push_str(&text(&out.stdout));
         client_output.push_str(&text(&out.stderr));
         out
@@ -523,25 +449,26 @@ fn held_secrets_never_leak() {
     }
 }
 
-fn client_tls_files(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("cert");
-    let cert_file = dir.join("gateway.crt");
-    let key_file = dir.join("gateway.key");
-    std::fs::write(&cert_file, cert.cert.pem()).expect("cert");
-    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key");
-    (cert_file, key_file)
+/// The shared cluster and a gateway offering TLS to clients with a fresh self-signed
+/// certificate (`extra`: more keys under `postgres:`); the certificate's directory and file.
+fn tls_gateway(extra: &str) -> (PgCluster, tempfile::TempDir, PathBuf, Gateway) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("gateway.crt");
+    let key = dir.path().join("gateway.key");
+    write_self_signed(&cert, &key);
+    let (cluster, gateway) = cluster_and_gateway_with(|b| {
+        b.postgres(&format!(
+            "  tls: {{ cert_file: {}, key_file: {} }}\n{extra}",
+            cert.display(),
+            key.display()
+        ))
+    });
+    (cluster, dir, cert, gateway)
 }
 
+/// psql on `main` with the admin key and the URL parameters `params`.
 fn psql_url(gateway: &Gateway, params: &str, sql: &str) -> Output {
-    let url = format!(
-        "postgresql://tester:{}@127.0.0.1:{}/main?{params}",
-        percent(&gateway.admin_key),
-        gateway.pg_port
-    );
-    Command::new("psql")
-        .args(["-X", "-At"])
-        .arg(url)
+    psql_command(&gateway.url_with(&gateway.admin_key, "main", params))
         .args(["-c", sql])
         .output()
         .expect("psql")
@@ -549,23 +476,7 @@ fn psql_url(gateway: &Gateway, params: &str, sql: &str) -> Output {
 
 #[test]
 fn clients_can_use_tls_to_the_gateway() {
-    let cluster = PgCluster::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = client_tls_files(dir.path());
-    let gateway = Gateway::builder()
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
-        .postgres(&format!(
-            "  tls: {{ cert_file: {}, key_file: {} }}\n",
-            cert.display(),
-            key.display()
-        ))
-        .start();
+    let (_cluster, _dir, cert, gateway) = tls_gateway("");
 
     let out = psql_url(&gateway, "sslmode=require", "SELECT 40 + 2");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -591,23 +502,7 @@ fn clients_can_use_tls_to_the_gateway() {
 
 #[test]
 fn require_tls_always_refuses_plaintext() {
-    let cluster = PgCluster::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = client_tls_files(dir.path());
-    let gateway = Gateway::builder()
-        .pg_connection(
-            "main",
-            &cluster,
-            "postgres",
-            Some(SUPER_PASSWORD),
-            "disable",
-        )
-        .postgres(&format!(
-            "  tls: {{ cert_file: {}, key_file: {} }}\n  require_tls: always\n",
-            cert.display(),
-            key.display()
-        ))
-        .start();
+    let (_cluster, _dir, _cert, gateway) = tls_gateway("  require_tls: always\n");
 
     let out = psql_url(&gateway, "sslmode=disable", "SELECT 1");
     assert!(!out.status.success());
@@ -630,20 +525,18 @@ fn require_tls_always_refuses_plaintext() {
     // Audited as a protocol error, before any credential was asked for. (The harness's
     // readiness probe, a bare TCP connect, is a protocol error of its own: "closed before
     // startup".) A refusal before any session may be recorded just after the client hears it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let refusals: Vec<Value> = loop {
-        let refusals: Vec<Value> = gateway
-            .audit_events()
-            .into_iter()
+    let refusals = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
             .filter(|e| {
                 e["kind"] == "protocol.error" && e["outcome"]["reason"] != "closed before startup"
             })
-            .collect();
-        if refusals.len() >= 2 || std::time::Instant::now() > deadline {
-            break refusals;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+            .cloned()
+            .collect()
     };
+    let refusals = refusals(
+        &gateway.audit_events_until(Duration::from_secs(5), |events| refusals(events).len() >= 2),
+    );
     assert_eq!(refusals.len(), 2, "{refusals:#?}");
     for e in &refusals {
         assert_eq!(e["outcome"]["status"], "failure");
