@@ -121,12 +121,55 @@ impl PgGateway {
         }))
     }
 
-    /// Accepts connections until shutdown; then waits (up to `grace`) for the connections it
-    /// served to end, so each session's end is audited before the gateway stops.
+    /// Accepts connections until shutdown and serves them on this runtime; then waits (up to
+    /// `grace`) for the connections it served to end, so each session's end is audited before
+    /// the gateway stops.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, grace: Duration) {
-        let mut shutdown = self.shutdown.clone();
-        self.accept_loop(&listener, &mut shutdown).await;
+        self.accept_loop(&listener, |guard, tcp, peer, slot| {
+            tokio::spawn(served(guard, tcp, peer, slot));
+        })
+        .await;
         drop(listener);
+        self.drain(grace).await;
+    }
+
+    /// Accepts connections until shutdown and hands them to `workers` in turn (each a
+    /// single-threaded runtime): a session then lives on one thread, and sessions are spread
+    /// evenly. Waits for the connections to end like [`PgGateway::serve`].
+    pub async fn serve_dispatching(
+        self: Arc<Self>,
+        listener: TcpListener,
+        workers: Vec<tokio::runtime::Handle>,
+        grace: Duration,
+    ) {
+        let mut next = 0usize;
+        self.accept_loop(&listener, |guard, tcp, peer, slot| {
+            // Deregistered here and registered again with the worker's own reactor.
+            match tcp.into_std() {
+                Ok(std) if !workers.is_empty() => {
+                    let worker = &workers[next % workers.len()];
+                    next = next.wrapping_add(1);
+                    worker.spawn(async move {
+                        match TcpStream::from_std(std) {
+                            Ok(tcp) => served(guard, tcp, peer, slot).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot hand a connection to a worker")
+                            }
+                        }
+                    });
+                }
+                Ok(_) | Err(_) => tracing::warn!("dropping a connection: no worker can take it"),
+            }
+        })
+        .await;
+        drop(listener);
+        self.drain(grace).await;
+    }
+
+    /// After shutdown: waits (up to `grace`) until every connection has ended.
+    pub async fn drain(&self, grace: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        let _ = shutdown.wait_for(|stop| *stop).await;
         let mut active = self.active.subscribe();
         let _ = tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await;
     }
@@ -134,8 +177,9 @@ impl PgGateway {
     async fn accept_loop(
         self: &Arc<Self>,
         listener: &TcpListener,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        mut spawn: impl FnMut(ActiveGuard, TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
     ) {
+        let mut shutdown = self.shutdown.clone();
         loop {
             // A connection is only accepted with a handshake slot free: a flood of connections
             // that never authenticate waits in the kernel's backlog, not in our memory.
@@ -147,12 +191,10 @@ impl PgGateway {
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             match accepted {
+                // Counted from here, so a connection on its way to a worker holds off the
+                // shutdown drain too.
                 (Ok((tcp, peer)), Ok(slot)) => {
-                    let guard = ActiveGuard::new(self.clone());
-                    tokio::spawn(async move {
-                        guard.0.clone().handle(tcp, peer, slot).await;
-                        drop(guard);
-                    });
+                    spawn(ActiveGuard::new(self.clone()), tcp, peer, slot)
                 }
                 (Ok(_), Err(_)) => return,
                 (Err(e), _) => {
@@ -403,6 +445,17 @@ impl PgGateway {
 }
 
 mod upstream;
+
+/// Serves one connection; the guard counts it as active until it ends (even on a panic).
+async fn served(
+    guard: ActiveGuard,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    guard.0.clone().handle(tcp, peer, slot).await;
+    drop(guard);
+}
 
 /// Counts a connection as active until dropped, even if its task panics.
 struct ActiveGuard(Arc<PgGateway>);

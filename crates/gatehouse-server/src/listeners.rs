@@ -1,10 +1,11 @@
 //! Thread-per-core serving for the PostgreSQL listener.
 //!
 //! One listening socket is bound normally (so a port already in use fails the start, and no
-//! other process can share it), then duplicated into each worker thread's single-threaded
-//! runtime; whichever worker is free accepts. A session's sockets, relay and wake-ups then all
-//! live on one thread: no work stealing and no cross-thread wake-ups on the statement path.
-//! Everything sessions share (the gate, the audit log, the cancel registry) is thread-safe.
+//! other process can share it). An acceptor thread takes connections and hands them in turn to
+//! worker threads, each running a single-threaded runtime: a session's sockets, relay and
+//! wake-ups then all live on one thread (no work stealing, no cross-thread wake-ups on the
+//! statement path), and sessions are spread evenly. Everything sessions share (the gate, the
+//! audit log, the cancel registry) is thread-safe.
 
 use anyhow::Context;
 use gatehouse_postgres::PgGateway;
@@ -14,9 +15,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 
-/// Binds `addr` and starts `workers` serving threads. Must be called inside a Tokio runtime
-/// (the socket is created there, then handed over). Returns the bound address and the
-/// threads, which end once the gateway's shutdown has been served.
+/// Binds `addr` and starts the acceptor and `workers` serving threads. Must be called inside a
+/// Tokio runtime (the socket is created there, then handed over). Returns the bound address
+/// and the threads, which end once the gateway's shutdown has been served.
 pub fn spawn_postgres(
     gateway: Arc<PgGateway>,
     addr: SocketAddr,
@@ -26,31 +27,35 @@ pub fn spawn_postgres(
     let listener =
         bind(addr).with_context(|| format!("binding the PostgreSQL listener on {addr}"))?;
     let bound = listener.local_addr()?;
-    let mut threads = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers + 1);
+    let mut handles = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
-        let listener = listener.try_clone()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(runtime.handle().clone());
         let gateway = gateway.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("gatehouse-pg-{i}"))
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("gatehouse-pg-{i}"))
+                .spawn(move || runtime.block_on(gateway.drain(grace)))?,
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    threads.push(
+        std::thread::Builder::new()
+            .name("gatehouse-pg-accept".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        return tracing::error!(error = %e, "cannot start a PostgreSQL worker")
-                    }
-                };
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => gateway.serve(listener, grace).await,
+                        Ok(listener) => gateway.serve_dispatching(listener, handles, grace).await,
                         Err(e) => tracing::error!(error = %e, "cannot listen"),
                     }
-                });
-            })?;
-        threads.push(thread);
-    }
+                })
+            })?,
+    );
     Ok((bound, threads))
 }
 
@@ -65,6 +70,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
-    // Registered with the calling runtime only long enough to be handed to the workers.
+    // Registered with the calling runtime only long enough to be handed to the acceptor.
     socket.listen(1024)?.into_std()
 }

@@ -644,6 +644,22 @@ fn forged_stale_and_foreign_tokens_are_refused() {
             "unknown signing key",
         ),
         ("known kid, wrong key", sign(&real_kid), "invalid signature"),
+        (
+            "tampered signature",
+            format!("{h}.{p}.{}", flip_first_char(&signature)),
+            "invalid signature",
+        ),
+        (
+            "wrong issuer",
+            {
+                let mut foreign = payload.clone();
+                foreign["iss"] = "https://idp.attacker.example".into();
+                let mut fh = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+                fh.kid = Some(real_kid.clone());
+                jsonwebtoken::encode(&fh, &foreign, &rogue).unwrap()
+            },
+            "untrusted issuer",
+        ),
     ];
     // The short-lived token, once expired (clock_skew is 0 here).
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed()));
@@ -677,4 +693,11 @@ fn forged_stale_and_foreign_tokens_are_refused() {
         "identity not permitted on this connection",
     );
     assert_eq!(failure["who"]["subject"], "svc-reporting");
+}
+
+/// The same base64url text with its first character changed to another valid one.
+fn flip_first_char(text: &str) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
 }
