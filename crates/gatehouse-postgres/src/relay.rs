@@ -112,7 +112,6 @@ pub async fn run(
             ops_tx,
             &in_flight,
             &activity,
-            limits.idle_timeout,
         );
         let responses = upstream_loop(
             session,
@@ -123,9 +122,11 @@ pub async fn run(
             &in_flight,
             &activity,
         );
+        let idle = idle_watch(limits.idle_timeout, &in_flight, &activity);
         tokio::select! {
             end = requests => end,
             end = responses => end,
+            end = idle => end,
             _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
         }
     };
@@ -206,7 +207,6 @@ async fn client_loop(
     ops: mpsc::Sender<Op>,
     in_flight: &AtomicUsize,
     activity: &Activity,
-    idle_timeout: Option<Duration>,
 ) -> End {
     let mut names = Names::default();
     let mut classifier = Classifier::default();
@@ -221,10 +221,7 @@ async fn client_loop(
             if let Err(e) = write_out(upstream, &mut out).await {
                 return End::UpstreamIo(e);
             }
-            let piece = match next_or_idle(client, idle_timeout, in_flight, activity).await {
-                Some(piece) => piece,
-                None => return End::IdleTimeout,
-            };
+            let piece = client.next().await;
             activity.touch();
             piece
         };
@@ -409,33 +406,24 @@ async fn refuse(
     .map_err(|_| End::UpstreamClosed)
 }
 
-/// The next client piece; `None` once the session has been idle too long. Time spent waiting
-/// for a running statement does not count as idle.
-async fn next_or_idle(
-    client: &mut Framer<ReadHalf<PgStream>>,
-    idle_timeout: Option<Duration>,
-    in_flight: &AtomicUsize,
-    activity: &Activity,
-) -> Option<Result<Option<Piece>, FrameError>> {
-    let Some(limit) = idle_timeout else {
-        return Some(client.next().await);
+/// Ends the session once it has been idle for the limit: no client input, no upstream
+/// output, and nothing running. One timer per idle window, none per read.
+async fn idle_watch(limit: Option<Duration>, in_flight: &AtomicUsize, activity: &Activity) -> End {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
     };
     loop {
-        // Wait for what is left of the limit since the last activity on either side; while a
-        // statement runs, check back at a modest pace instead of spinning.
-        let floor = if in_flight.load(Ordering::Relaxed) > 0 {
+        let idle = activity.idle_for();
+        if idle >= limit && in_flight.load(Ordering::Relaxed) == 0 {
+            return End::IdleTimeout;
+        }
+        // While a statement runs, look again at a modest pace; otherwise at the deadline.
+        let wait = if idle >= limit {
             Duration::from_millis(50).min(limit)
         } else {
-            Duration::from_millis(1)
+            limit - idle
         };
-        let wait = limit.saturating_sub(activity.idle_for()).max(floor);
-        match tokio::time::timeout(wait, client.next()).await {
-            Ok(piece) => return Some(piece),
-            Err(_) if in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limit => {
-                return None
-            }
-            Err(_) => {}
-        }
+        tokio::time::sleep(wait).await;
     }
 }
 
