@@ -40,15 +40,6 @@ pub struct SessionInfo {
     pub started_at: time::OffsetDateTime,
 }
 
-/// An index that keeps nothing (tests, tools).
-pub struct NoIndex;
-
-#[async_trait::async_trait]
-impl SessionIndex for NoIndex {
-    async fn started(&self, _: &SessionInfo) {}
-    async fn ended(&self, _: &str, _: u64, _: &str) {}
-}
-
 /// A connection attempt as an adapter received it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectRequest<'a> {
@@ -123,14 +114,6 @@ impl Gate {
 
     pub fn connections(&self) -> &Connections {
         &self.inner.connections
-    }
-
-    pub fn audit(&self) -> &AuditLog {
-        &self.inner.audit
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
     }
 
     /// Authenticates and authorises a connection attempt and opens its session.

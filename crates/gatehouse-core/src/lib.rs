@@ -12,9 +12,7 @@ pub use command::{Command, CommandError, CommandOutcome, Verdict};
 pub use connection::{
     Access, Connection, Connections, PostgresTarget, Protocol, Target, UpstreamTls, UpstreamTlsMode,
 };
-pub use gate::{
-    ConnectRequest, Denied, Gate, NoIndex, Session, SessionEnd, SessionIndex, SessionInfo,
-};
+pub use gate::{ConnectRequest, Denied, Gate, Session, SessionEnd, SessionIndex, SessionInfo};
 pub use gatehouse_audit as audit;
 pub use gatehouse_audit::ActorRef;
 pub use gatehouse_inspect::sql::{Classification, Classifier, StatementKind};

@@ -121,21 +121,10 @@ impl PgGateway {
         }))
     }
 
-    /// Accepts connections until shutdown and serves them on this runtime; then waits (up to
-    /// `grace`) for the connections it served to end, so each session's end is audited before
-    /// the gateway stops.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, grace: Duration) {
-        self.accept_loop(&listener, |guard, tcp, peer, slot| {
-            tokio::spawn(served(guard, tcp, peer, slot));
-        })
-        .await;
-        drop(listener);
-        self.drain(grace).await;
-    }
-
     /// Accepts connections until shutdown and hands them to `workers` in turn (each a
     /// single-threaded runtime): a session then lives on one thread, and sessions are spread
-    /// evenly. Waits for the connections to end like [`PgGateway::serve`].
+    /// evenly. Then waits (up to `grace`) for the connections to end, so each session's end is audited
+    /// before the gateway stops.
     pub async fn serve_dispatching(
         self: Arc<Self>,
         listener: TcpListener,
