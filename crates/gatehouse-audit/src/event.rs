@@ -24,8 +24,13 @@ pub enum EventKind {
     SessionStart,
     #[serde(rename = "session.end")]
     SessionEnd,
+    /// A statement the gateway decided on: written before it is forwarded (or refused), with
+    /// outcome `pending` when forwarded; its result follows as a `statement.result`.
     #[serde(rename = "statement")]
     Statement,
+    /// How a forwarded statement ended; `ref` is the `seq` of its `statement` record.
+    #[serde(rename = "statement.result")]
+    StatementResult,
     #[serde(rename = "cancel")]
     Cancel,
     #[serde(rename = "protocol.error")]
@@ -38,11 +43,26 @@ pub enum EventKind {
     AdminRequest,
     #[serde(rename = "bootstrap.key")]
     BootstrapKey,
+    /// An operator ended an open session (the session's own `session.end` follows).
+    #[serde(rename = "session.kill")]
+    SessionKill,
+    /// At start: the previous run ended without a `gateway.stop`; names the head it left.
+    #[serde(rename = "gateway.unclean_stop")]
+    GatewayUncleanStop,
+    /// The log took records again after a failure; says when and why it stopped taking them.
+    #[serde(rename = "audit.gap")]
+    AuditGap,
+    /// The audit directory's file system is running out of space.
+    #[serde(rename = "audit.disk_low")]
+    AuditDiskLow,
+    /// Failures before authentication from one source, counted instead of recorded one by one.
+    #[serde(rename = "auth.failure.summary")]
+    AuthFailureSummary,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -51,12 +71,18 @@ impl EventKind {
         EventKind::SessionStart,
         EventKind::SessionEnd,
         EventKind::Statement,
+        EventKind::StatementResult,
         EventKind::Cancel,
         EventKind::ProtocolError,
         EventKind::KeyCreated,
         EventKind::KeyRevoked,
         EventKind::AdminRequest,
         EventKind::BootstrapKey,
+        EventKind::SessionKill,
+        EventKind::GatewayUncleanStop,
+        EventKind::AuditGap,
+        EventKind::AuditDiskLow,
+        EventKind::AuthFailureSummary,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -70,12 +96,18 @@ impl EventKind {
             EventKind::SessionStart => "session.start",
             EventKind::SessionEnd => "session.end",
             EventKind::Statement => "statement",
+            EventKind::StatementResult => "statement.result",
             EventKind::Cancel => "cancel",
             EventKind::ProtocolError => "protocol.error",
             EventKind::KeyCreated => "key.created",
             EventKind::KeyRevoked => "key.revoked",
             EventKind::AdminRequest => "admin.request",
             EventKind::BootstrapKey => "bootstrap.key",
+            EventKind::SessionKill => "session.kill",
+            EventKind::GatewayUncleanStop => "gateway.unclean_stop",
+            EventKind::AuditGap => "audit.gap",
+            EventKind::AuditDiskLow => "audit.disk_low",
+            EventKind::AuthFailureSummary => "auth.failure.summary",
         }
     }
 }
@@ -138,14 +170,20 @@ pub struct What {
 pub enum Status {
     Success,
     Failure,
+    /// The action was started and its result is recorded later (a forwarded statement).
+    Pending,
+    /// The action started but its result could not be observed (the session ended first).
+    Unknown,
 }
 
 impl Status {
-    /// The serialised name: `success` or `failure`.
+    /// The serialised name: `success`, `failure`, `pending` or `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Success => "success",
             Status::Failure => "failure",
+            Status::Pending => "pending",
+            Status::Unknown => "unknown",
         }
     }
 }
@@ -181,9 +219,14 @@ impl Outcome {
         Outcome {
             status: Status::Failure,
             reason: Some(reason.into()),
-            code: None,
-            rows: None,
-            duration_ns: None,
+            ..Outcome::success()
+        }
+    }
+    /// An action that was started; its result follows in a later record.
+    pub fn pending() -> Self {
+        Outcome {
+            status: Status::Pending,
+            ..Outcome::success()
         }
     }
 }
@@ -197,6 +240,9 @@ pub struct Event {
     pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The `seq` of the record this one completes (a `statement.result`'s statement).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub refers: Option<u64>,
     #[serde(default)]
     pub who: Who,
     #[serde(default)]
@@ -211,6 +257,7 @@ impl Event {
             time: OffsetDateTime::now_utc(),
             kind,
             session: None,
+            refers: None,
             who: Who::default(),
             what: What::default(),
             outcome,

@@ -13,7 +13,8 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 
 use crate::csv;
-use crate::event::Event;
+use crate::event::{Event, Outcome, Status};
+use crate::pairing::{self, Pending, Role};
 use crate::lines::{self, Line};
 use crate::record::{self, Record, RecordError, MAX_LINE_LEN};
 use crate::timefmt::Rfc3339Nanos;
@@ -40,8 +41,10 @@ impl FromStr for ExportFormat {
     }
 }
 
-/// CSV columns, in order.
-pub const CSV_HEADER: [&str; 19] = [
+/// CSV columns, in order. A forwarded statement is one row carrying its result's outcome
+/// (`result_seq` names the `statement.result` record); `statement.result` records are not rows
+/// of their own. A statement with no result shows status `unknown`.
+pub const CSV_HEADER: [&str; 20] = [
     "seq",
     "time",
     "kind",
@@ -60,6 +63,7 @@ pub const CSV_HEADER: [&str; 19] = [
     "code",
     "rows",
     "duration_ns",
+    "result_seq",
     "hash",
 ];
 
@@ -73,6 +77,8 @@ pub struct ExportSummary {
     /// The log ended with an unfinished line (a crash mid-write); it was skipped, as it was
     /// never reported durable. The gateway moves it aside at its next start.
     pub partial_last_line: bool,
+    /// CSV: forwarded statements in the range with no result (status `unknown`).
+    pub outcomes_unknown: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,7 @@ pub fn export(
         out.write_all(row.as_bytes()).map_err(ExportError::Write)?;
     }
     let in_range = |t: OffsetDateTime| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u);
+    let mut pending: Pending<Record> = Pending::default();
     let mut line = 0u64;
     loop {
         line += 1;
@@ -126,37 +133,99 @@ pub fn export(
         let record =
             record::parse(&buf).map_err(|reason| ExportError::BadRecord { line, reason })?;
         summary.records_read += 1;
-        if !in_range(record.event.time) {
+        let wanted = in_range(record.event.time);
+        if format == ExportFormat::Jsonl {
+            if wanted {
+                buf.push(b'\n');
+                out.write_all(&buf).map_err(ExportError::Write)?;
+                summary.records_exported += 1;
+            }
             continue;
         }
-        match format {
-            ExportFormat::Jsonl => {
-                buf.push(b'\n');
-                out.write_all(&buf)
+        match pairing::role(&record.event) {
+            Role::Opens if wanted => {
+                let session = record.event.session.clone();
+                pending.open(record.seq, session, record);
+                continue;
             }
-            ExportFormat::Csv => {
-                row.clear();
-                csv_row(&mut row, &record);
-                out.write_all(row.as_bytes())
+            Role::Resolves(statement) => {
+                if let Some(opened) = pending.resolve(statement) {
+                    row.clear();
+                    csv_row(&mut row, &opened, Resolution::Result(&record));
+                    out.write_all(row.as_bytes()).map_err(ExportError::Write)?;
+                    summary.records_exported += 1;
+                }
+                continue;
             }
+            Role::EndsSession => {
+                for (_, opened) in pending.end_session(record.event.session.as_deref()) {
+                    unknown_row(&mut out, &mut row, &opened, &mut summary)?;
+                }
+            }
+            Role::Opens | Role::Other => {}
         }
-        .map_err(ExportError::Write)?;
-        summary.records_exported += 1;
+        if wanted {
+            row.clear();
+            csv_row(&mut row, &record, Resolution::AsStored);
+            out.write_all(row.as_bytes()).map_err(ExportError::Write)?;
+            summary.records_exported += 1;
+        }
+    }
+    for (_, opened) in pending.drain() {
+        unknown_row(&mut out, &mut row, &opened, &mut summary)?;
     }
     out.flush().map_err(ExportError::Write)?;
     Ok(summary)
 }
 
+/// Writes the row of a forwarded statement that never got a result.
+fn unknown_row(
+    out: &mut impl Write,
+    row: &mut String,
+    record: &Record,
+    summary: &mut ExportSummary,
+) -> Result<(), ExportError> {
+    row.clear();
+    csv_row(row, record, Resolution::Unknown);
+    out.write_all(row.as_bytes()).map_err(ExportError::Write)?;
+    summary.records_exported += 1;
+    summary.outcomes_unknown += 1;
+    Ok(())
+}
+
+/// Where a row's outcome columns come from.
+enum Resolution<'a> {
+    AsStored,
+    /// A forwarded statement's result record.
+    Result(&'a Record),
+    /// A forwarded statement that never got a result.
+    Unknown,
+}
+
 /// One CSV row. Lists (actors, groups) are `;`-separated; actors are subjects, nearest first.
-fn csv_row(row: &mut String, record: &Record) {
+fn csv_row(row: &mut String, record: &Record, resolution: Resolution<'_>) {
     let Event {
         time,
         kind,
         session,
+        refers: _,
         who,
         what,
         outcome,
     } = &record.event;
+    let unknown;
+    let (outcome, result_seq) = match resolution {
+        Resolution::AsStored => (outcome, String::new()),
+        Resolution::Result(result) => (&result.event.outcome, result.seq.to_string()),
+        Resolution::Unknown => {
+            unknown = Outcome {
+                status: Status::Unknown,
+                reason: Some("no result recorded: the gateway or session stopped first".into()),
+                ..Outcome::success()
+            };
+            (&unknown, String::new())
+        }
+    };
     let opt = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
     let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     let mut time_text = String::new();
@@ -168,7 +237,7 @@ fn csv_row(row: &mut String, record: &Record) {
         .map(|a| a.subject.as_str())
         .collect::<Vec<_>>()
         .join(";");
-    let fields: [String; 19] = [
+    let fields: [String; 20] = [
         record.seq.to_string(),
         time_text,
         kind.as_str().to_owned(),
@@ -187,6 +256,7 @@ fn csv_row(row: &mut String, record: &Record) {
         opt(&outcome.code),
         num(outcome.rows),
         num(outcome.duration_ns),
+        result_seq,
         record.hash.as_str().to_owned(),
     ];
     csv::write_row(row, fields.iter().map(String::as_str));

@@ -13,7 +13,9 @@ mod error;
 pub mod event;
 pub mod export;
 mod lines;
+mod pairing;
 pub mod record;
+pub mod recovery;
 mod tail;
 pub mod timefmt;
 pub mod verify;
@@ -21,6 +23,7 @@ mod writer;
 
 pub use error::AuditError;
 pub use event::*;
+pub use recovery::{unclean_stop, OpenSession, UncleanStop};
 pub use export::{export, ExportError, ExportFormat, ExportSummary};
 pub use verify::{verify_file, VerifyFailure, VerifyReason, VerifyReport};
 pub use writer::{AuditLog, FsyncMode, Options, Stats, Ticket, LOG_FILE_NAME};

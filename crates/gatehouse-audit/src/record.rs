@@ -211,6 +211,7 @@ pub fn parse(line: &[u8]) -> Result<Record, RecordError> {
         time: repr.time,
         kind: repr.kind,
         session: repr.session,
+        refers: repr.refers,
         who: repr.who,
         what: repr.what,
         outcome: repr.outcome,
@@ -248,6 +249,8 @@ struct Repr<'a> {
     kind: EventKind,
     #[serde(default)]
     session: Option<String>,
+    #[serde(rename = "ref", default)]
+    refers: Option<u64>,
     #[serde(default)]
     who: Who,
     #[serde(default)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::lines::{self, Line};
+use crate::pairing::{self, Pending, Role};
 use crate::record::{self, HashHex, RecordError, GENESIS_PREV, MAX_LINE_LEN};
 
 /// Summary of an intact log.
@@ -21,7 +22,17 @@ pub struct VerifyReport {
     pub last_hash: Option<HashHex>,
     pub first_time: Option<OffsetDateTime>,
     pub last_time: Option<OffsetDateTime>,
+    /// Forwarded statements (`statement` records with outcome `pending`).
+    pub statements_forwarded: u64,
+    /// Forwarded statements with no `statement.result`: their outcome is unknown (the gateway
+    /// stopped, or the session ended, before the server answered).
+    pub outcomes_unknown: u64,
+    /// The `seq`s of the first few of those, to look up.
+    pub unknown_examples: Vec<u64>,
 }
+
+/// How many unknown-outcome statements a report names.
+const UNKNOWN_EXAMPLES: usize = 20;
 
 /// Why a record is bad.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +45,8 @@ pub enum VerifyReason {
     SequenceGap { expected: u64, found: u64 },
     PartialLastLine,
     LineTooLong,
+    /// A `statement.result` whose `ref` names no forwarded statement awaiting a result.
+    OrphanResult(u64),
 }
 
 impl fmt::Display for VerifyReason {
@@ -57,6 +70,10 @@ impl fmt::Display for VerifyReason {
                 f.write_str("partial last line (a write that never finished)")
             }
             VerifyReason::LineTooLong => write!(f, "line longer than {MAX_LINE_LEN} bytes"),
+            VerifyReason::OrphanResult(seq) => write!(
+                f,
+                "statement.result refers to seq {seq}, which is not a forwarded statement awaiting a result"
+            ),
         }
     }
 }
@@ -120,7 +137,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure
             reason,
         };
         match kind {
-            Line::Eof => return Ok(chain.report),
+            Line::Eof => return Ok(chain.finish()),
             Line::Complete => chain
                 .check(&buf)
                 .map_err(|(seq, reason)| bad(seq, reason))?,
@@ -137,6 +154,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure
 #[derive(Default)]
 struct Chain {
     report: VerifyReport,
+    pending: Pending<()>,
 }
 
 impl Chain {
@@ -159,6 +177,23 @@ impl Chain {
         if record.prev != expected_prev {
             return Err((seq, VerifyReason::PrevMismatch));
         }
+        match pairing::role(&record.event) {
+            Role::Opens => {
+                self.report.statements_forwarded += 1;
+                self.pending
+                    .open(record.seq, record.event.session.clone(), ());
+            }
+            Role::Resolves(statement) => {
+                if self.pending.resolve(statement).is_none() {
+                    return Err((seq, VerifyReason::OrphanResult(statement)));
+                }
+            }
+            Role::EndsSession => {
+                let unknown = self.pending.end_session(record.event.session.as_deref());
+                self.unknown(unknown.into_iter().map(|(seq, ())| seq));
+            }
+            Role::Other => {}
+        }
         let report = &mut self.report;
         report.records += 1;
         report.first_seq.get_or_insert(record.seq);
@@ -167,5 +202,21 @@ impl Chain {
         report.last_hash = Some(record.hash);
         report.last_time = Some(record.event.time);
         Ok(())
+    }
+
+    fn unknown(&mut self, seqs: impl Iterator<Item = u64>) {
+        for seq in seqs {
+            self.report.outcomes_unknown += 1;
+            if self.report.unknown_examples.len() < UNKNOWN_EXAMPLES {
+                self.report.unknown_examples.push(seq);
+            }
+        }
+    }
+
+    /// The report at the end of the log: statements still pending have unknown outcomes.
+    fn finish(mut self) -> VerifyReport {
+        let left = self.pending.drain();
+        self.unknown(left.into_iter().map(|(seq, ())| seq));
+        self.report
     }
 }

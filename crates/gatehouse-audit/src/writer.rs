@@ -1,35 +1,42 @@
-//! The writer: one OS thread owns the log file and commits events in groups.
+//! The writer: appenders write their own records; one thread makes them durable.
 //!
-//! Callers push events onto a queue (a mutex-guarded `VecDeque`, cheap and callable from async
-//! code) and get a [`Ticket`]. The thread takes everything queued, turns it into records in one
-//! reused buffer, writes that with one `write`, then `fdatasync`s once: under load one sync
-//! covers many events (group commit). It then publishes the highest durable ticket on a
-//! `watch` channel that [`AuditLog::durable`] waits on.
+//! An append encodes its record and writes it to the file under one lock (a write to the page
+//! cache, a few microseconds), so the record's `seq` is only ever given to a record that is in
+//! the file: there is no queue to lose, and no hand-off to another thread per event. What
+//! differs between the modes is when a written record counts as durable:
 //!
-//! With `FsyncMode::Periodic` or `Never` there is no hand-off at all: the appending caller
-//! encodes and writes its own record under the queue lock (a write to the page cache, a few
-//! microseconds), and a syncer thread `fdatasync`s a clone of the descriptor on the interval,
-//! so writers never wait for a sync. This keeps two thread wake-ups off every statement.
+//! * [`FsyncMode::Always`]: a sync thread loops while there are unsynced records: it notes the
+//!   highest `seq` written, `fdatasync`s, and publishes that `seq` as durable. Every record
+//!   written while one sync runs is covered by the next (group commit), and a caller waits for
+//!   at most two syncs.
+//! * [`FsyncMode::Periodic`]: a record is durable once written; the sync thread syncs within
+//!   the interval.
+//! * [`FsyncMode::Never`]: durable once written; synced only at close.
 //!
-//! Fail closed: once a write or sync fails, or the thread dies, the log is poisoned. Nothing
-//! pending is reported durable and every later call fails with [`AuditError::Unavailable`].
+//! Fail closed: a failed write or sync marks the log failed and every waiter and later append
+//! gets [`AuditError::Unavailable`]. A failed *write* (no space, quota) leaves the file ending
+//! at its last complete record; appends then retry at most once per `retry_interval`, and the
+//! first that succeeds writes an `audit.gap` record saying when and why records were refused,
+//! before the record that asked. A failed *sync* is not retried: after a failed `fdatasync` the
+//! kernel may have dropped the unsynced pages, so nothing after the last good sync can be
+//! vouched for until an operator restarts the gateway.
 
-use std::collections::VecDeque;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::mem;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
+use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::blocking::block_on;
 use crate::error::AuditError;
-use crate::event::Event;
-use crate::record::{self, HashHex};
+use crate::event::{Event, EventKind, Outcome, What};
+use crate::record;
 use crate::tail::{self, Continuation};
 
 /// Name of the log file inside the log directory.
@@ -38,14 +45,14 @@ pub const LOG_FILE_NAME: &str = "audit.log";
 /// When the writer syncs the file to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncMode {
-    /// `fdatasync` after every batch, before any event in it is reported durable. The default.
+    /// A record is reported durable only after an `fdatasync` that covers it. The default.
     #[default]
     Always,
-    /// Events are reported durable once written to the file (they survive a crash of the
+    /// Records are reported durable once written to the file (they survive a crash of the
     /// gateway process), and the file is synced at most this long after each write. A power
     /// loss or kernel crash can lose at most this window. Like PostgreSQL's
     /// `synchronous_commit = off`; for latency-sensitive deployments that accept that window.
-    Periodic(std::time::Duration),
+    Periodic(Duration),
     /// Never sync (except once at shutdown): "durable" then only means "handed to the kernel".
     /// NOT DURABLE across a power loss or kernel crash; for tests and benchmarks only.
     Never,
@@ -55,19 +62,22 @@ pub enum FsyncMode {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub fsync: FsyncMode,
-    /// Most events written (and synced) as one batch.
-    pub max_batch: usize,
-    /// Most events waiting for the writer; beyond it `append` fails with
-    /// [`AuditError::QueueFull`] rather than let memory grow without bound.
-    pub max_pending: usize,
+    /// Below this much free space on the log's file system, the log records an
+    /// `audit.disk_low` event and logs a warning (once per crossing). 0 turns the check off.
+    pub low_space_bytes: u64,
+    /// How often the free space is checked.
+    pub space_check_interval: Duration,
+    /// After a failed write, the shortest time between attempts to write again.
+    pub retry_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             fsync: FsyncMode::Always,
-            max_batch: 4096,
-            max_pending: 256 * 1024,
+            low_space_bytes: 1024 * 1024 * 1024,
+            space_check_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -80,7 +90,12 @@ impl Default for Options {
 pub struct Ticket(u64);
 
 impl Ticket {
-    /// The `seq` the event's record has (or will have) in the log.
+    /// A ticket for the record with this `seq` (for other sinks that number their records).
+    pub fn new(seq: u64) -> Self {
+        Ticket(seq)
+    }
+
+    /// The `seq` the event's record has in the log.
     pub fn seq(self) -> u64 {
         self.0
     }
@@ -91,19 +106,25 @@ impl Ticket {
 pub struct Stats {
     /// Events written to the file by this writer.
     pub events_written: u64,
-    /// `write` calls (one per batch).
+    /// `write` calls (one per record).
     pub batches: u64,
-    /// `fdatasync` calls.
+    /// `fdatasync` calls (the final one at close not counted).
     pub syncs: u64,
     pub bytes_written: u64,
     /// Highest `seq` reported durable (including records that were in the file at open).
     pub durable_seq: u64,
+    /// Free bytes on the log's file system at the last check (0 before the first).
+    pub available_bytes: u64,
+    /// Appends refused because the log was failed.
+    pub refused: u64,
+    /// Times the log took records again after a failed write.
+    pub recoveries: u64,
 }
 
-/// Handle to an open audit log. Cheap to clone; all clones share one writer thread.
+/// Handle to an open audit log. Cheap to clone; all clones share one file and sync thread.
 ///
-/// Dropping the last handle lets the thread drain the queue and exit on its own; call
-/// [`AuditLog::shutdown`] (or [`AuditLog::close`]) to wait until everything is on disk.
+/// Dropping the last handle lets the sync thread make everything durable and exit on its own;
+/// call [`AuditLog::shutdown`] (or [`AuditLog::close`]) to wait until everything is on disk.
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
@@ -113,49 +134,57 @@ struct Inner {
     shared: Arc<Shared>,
     path: PathBuf,
     recovered: Option<PathBuf>,
-    max_pending: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// State shared by the handles and the writer thread.
+/// State shared by the handles and the sync thread.
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer when it sleeps on an empty queue.
+    /// Wakes the sync thread.
     wake: Condvar,
     progress: watch::Sender<Progress>,
+    mode: FsyncMode,
+    options: Options,
+    dir: PathBuf,
+    path: PathBuf,
     events_written: AtomicU64,
-    batches: AtomicU64,
     syncs: AtomicU64,
     bytes_written: AtomicU64,
-    /// Write-through mode: records written since the last sync.
-    dirty: std::sync::atomic::AtomicBool,
+    available: AtomicU64,
+    refused: AtomicU64,
+    recoveries: AtomicU64,
 }
 
 struct Queue {
-    pending: VecDeque<Event>,
-    /// `seq` (and ticket) of the next appended event.
-    next_seq: u64,
     state: State,
-    /// The writer is waiting on `wake`; lets `append` skip the notify syscall otherwise.
-    writer_idle: bool,
-    /// Write-through mode (`Periodic`, `Never`): appenders write records themselves.
-    inline: Option<InlineSink>,
-}
-
-/// The file and chain state, owned by the queue in write-through mode.
-struct InlineSink {
     file: File,
     cont: Continuation,
     buf: Vec<u8>,
+    /// Highest `seq` in the file.
+    written: u64,
+    /// The sync thread waits on `wake`; lets an append skip the notify otherwise.
+    syncer_idle: bool,
+    /// An `audit.disk_low` record was written and space has not come back since.
+    low_space: bool,
+    /// No more appends: the log is shutting down (or every handle was dropped).
+    closing: bool,
 }
 
 enum State {
     Open,
-    Closing,
-    Failed(Arc<str>),
+    Failed(Failure),
 }
 
-/// What the writer publishes after each batch.
+struct Failure {
+    why: Arc<str>,
+    /// A failed write can be retried; a failed sync cannot.
+    retry: bool,
+    since: OffsetDateTime,
+    last_try: Instant,
+    refused: u64,
+}
+
+/// What the log publishes for waiters.
 #[derive(Debug, Clone)]
 struct Progress {
     durable: u64,
@@ -192,150 +221,89 @@ impl AuditLog {
         let cont = tail::continue_log(dir, &path, &file)?;
         tail::sync_dir(dir)?;
 
-        let durable = cont.next_seq - 1;
+        let written = cont.next_seq - 1;
         let (progress, _) = watch::channel(Progress {
-            durable,
+            durable: written,
             failure: None,
             finished: false,
         });
+        let sync_file = file.try_clone().map_err(|e| AuditError::io(&path, e))?;
+        let recovered = cont.recovered.clone();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                pending: VecDeque::new(),
-                next_seq: cont.next_seq,
                 state: State::Open,
-                writer_idle: false,
-                inline: None,
+                file,
+                cont,
+                buf: Vec::with_capacity(4096),
+                written,
+                syncer_idle: false,
+                low_space: false,
+                closing: false,
             }),
             wake: Condvar::new(),
             progress,
+            mode: options.fsync,
+            options: options.clone(),
+            dir: dir.to_path_buf(),
+            path: path.clone(),
             events_written: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
-            dirty: std::sync::atomic::AtomicBool::new(false),
+            available: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
         });
-        let recovered = cont.recovered.clone();
-        let thread = match options.fsync {
-            FsyncMode::Always => {
-                let writer = Writer {
-                    shared: Arc::clone(&shared),
-                    file,
-                    path: path.clone(),
-                    fsync: options.fsync,
-                    max_batch: options.max_batch.max(1),
-                    cont,
-                    last_sync: std::time::Instant::now(),
-                    unsynced: false,
-                };
-                thread::Builder::new()
-                    .name("gatehouse-audit".into())
-                    .spawn(move || writer.run())
-            }
-            FsyncMode::Periodic(_) | FsyncMode::Never => {
-                let interval = match options.fsync {
-                    FsyncMode::Periodic(interval) => Some(interval),
-                    _ => None,
-                };
-                let sync_file = file.try_clone().map_err(|e| AuditError::io(&path, e))?;
-                lock(&shared.queue).inline = Some(InlineSink {
-                    file,
-                    cont,
-                    buf: Vec::with_capacity(4096),
-                });
-                let syncer = Syncer {
-                    shared: Arc::clone(&shared),
-                    file: sync_file,
-                    path: path.clone(),
-                    interval,
-                };
-                thread::Builder::new()
-                    .name("gatehouse-audit-sync".into())
-                    .spawn(move || syncer.run())
-            }
-        }
-        .map_err(|e| AuditError::io(&path, e))?;
+        let syncer = Syncer {
+            shared: Arc::clone(&shared),
+            file: sync_file,
+            synced: written,
+            last_space_check: None,
+        };
+        let thread = thread::Builder::new()
+            .name("gatehouse-audit".into())
+            .spawn(move || syncer.run())
+            .map_err(|e| AuditError::io(&path, e))?;
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 shared,
                 path,
                 recovered,
-                max_pending: options.max_pending.max(1),
                 thread: Mutex::new(Some(thread)),
             }),
         })
     }
 
-    /// Queues an event and returns at once. The event is not durable until
-    /// [`AuditLog::durable`] says so.
+    /// Writes an event's record to the file and returns its ticket. The record is not durable
+    /// until [`AuditLog::durable`] says so.
     pub fn append(&self, event: Event) -> Result<Ticket, AuditError> {
-        record::check_event(&event).map_err(|e| AuditError::InvalidEvent(e.to_string()))?;
-        let shared = &self.inner.shared;
-        let mut q = lock(&shared.queue);
-        match &q.state {
-            State::Open => {}
-            State::Closing => return Err(AuditError::Closed),
-            State::Failed(why) => return Err(AuditError::Unavailable(why.to_string())),
-        }
-        if q.pending.len() >= self.inner.max_pending {
-            return Err(AuditError::QueueFull(q.pending.len()));
-        }
-        let ticket = Ticket(q.next_seq);
-        if let Some(sink) = q.inline.as_mut() {
-            return self.write_through(q_written(sink, ticket, &event), ticket, q);
-        }
-        q.next_seq += 1;
-        q.pending.push_back(event);
-        let wake = mem::replace(&mut q.writer_idle, false);
-        drop(q);
-        if wake {
-            shared.wake.notify_one();
-        }
-        Ok(ticket)
+        self.inner.shared.append(&event)
     }
 
-    /// Finishes a write-through append: on success the record is in the file and reported
-    /// durable; on failure the log is poisoned (fail closed).
-    fn write_through(
-        &self,
-        written: Result<usize, String>,
-        ticket: Ticket,
-        mut q: MutexGuard<'_, Queue>,
-    ) -> Result<Ticket, AuditError> {
-        let shared = &self.inner.shared;
-        match written {
-            Ok(bytes) => {
-                q.next_seq += 1;
-                drop(q);
-                shared.events_written.fetch_add(1, Ordering::Relaxed);
-                shared.batches.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .bytes_written
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                shared.dirty.store(true, Ordering::Release);
-                // Appends publish in any order; durability only moves forward.
-                shared
-                    .progress
-                    .send_modify(|p| p.durable = p.durable.max(ticket.0));
-                Ok(ticket)
-            }
-            Err(why) => {
-                drop(q);
-                poison(shared, why.clone());
-                Err(AuditError::Unavailable(why))
-            }
-        }
+    /// True (or the failure) when the ticket is already durable, without waiting; `None` when
+    /// it is not yet.
+    pub fn check_durable(&self, ticket: Ticket) -> Option<Result<(), AuditError>> {
+        let progress = self.inner.shared.progress.borrow();
+        settled(&progress, ticket)
     }
 
     /// Resolves once the ticket's event (and every earlier one) is on stable storage, or fails
     /// if the log failed first. The ticket must come from this log (or a clone of it).
     pub async fn durable(&self, ticket: Ticket) -> Result<(), AuditError> {
+        if let Some(done) = self.check_durable(ticket) {
+            return done;
+        }
         let mut rx = self.inner.shared.progress.subscribe();
         let progress = rx
-            .wait_for(|p| p.durable >= ticket.0 || p.failure.is_some() || p.finished)
+            .wait_for(|p| settled(p, ticket).is_some())
             .await
             .map(|p| p.clone())
             .map_err(|_| AuditError::Unavailable("audit writer is gone".into()))?;
-        settle(&progress, ticket)
+        settled(&progress, ticket).unwrap_or_else(|| {
+            Err(AuditError::Unavailable(format!(
+                "event {} was never made durable",
+                ticket.0
+            )))
+        })
     }
 
     /// [`AuditLog::durable`] for synchronous code: blocks the calling thread.
@@ -355,16 +323,11 @@ impl AuditLog {
         self.durable_blocking(ticket)
     }
 
-    /// Stops taking events, writes and syncs everything queued, and waits for the writer to
-    /// exit. Affects every clone. Fails if anything queued could not be made durable.
+    /// Stops taking events, syncs everything written, and waits for the sync thread to exit.
+    /// Affects every clone. Fails if anything written could not be made durable.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
         let shared = &self.inner.shared;
-        {
-            let mut q = lock(&shared.queue);
-            if let State::Open = q.state {
-                q.state = State::Closing;
-            }
-        }
+        lock(&shared.queue).closing = true;
         shared.wake.notify_one();
         let mut rx = shared.progress.subscribe();
         let progress = rx
@@ -375,7 +338,6 @@ impl AuditLog {
         if let Some(why) = progress.failure {
             return Err(AuditError::Unavailable(why.to_string()));
         }
-        // The writer has published `finished`, so this only waits for it to return.
         let handle = lock(&self.inner.thread).take();
         if let Some(handle) = handle {
             handle
@@ -404,16 +366,20 @@ impl AuditLog {
     /// Counters since open.
     pub fn stats(&self) -> Stats {
         let s = &self.inner.shared;
+        let events = s.events_written.load(Ordering::Relaxed);
         Stats {
-            events_written: s.events_written.load(Ordering::Relaxed),
-            batches: s.batches.load(Ordering::Relaxed),
+            events_written: events,
+            batches: events,
             syncs: s.syncs.load(Ordering::Relaxed),
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
             durable_seq: s.progress.borrow().durable,
+            available_bytes: s.available.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            recoveries: s.recoveries.load(Ordering::Relaxed),
         }
     }
 
-    /// `Some(reason)` once the log is poisoned.
+    /// `Some(reason)` while the log refuses records.
     pub fn failure(&self) -> Option<String> {
         self.inner
             .shared
@@ -434,135 +400,293 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// Turns the published progress into the answer for one ticket.
-fn settle(progress: &Progress, ticket: Ticket) -> Result<(), AuditError> {
+/// The answer for one ticket, once there is one.
+fn settled(progress: &Progress, ticket: Ticket) -> Option<Result<(), AuditError>> {
     if progress.durable >= ticket.0 {
-        Ok(())
+        Some(Ok(()))
     } else if let Some(why) = &progress.failure {
-        Err(AuditError::Unavailable(why.to_string()))
-    } else {
-        Err(AuditError::Unavailable(format!(
-            "event {} was never written",
+        Some(Err(AuditError::Unavailable(why.to_string())))
+    } else if progress.finished {
+        Some(Err(AuditError::Unavailable(format!(
+            "event {} was never made durable",
             ticket.0
-        )))
+        ))))
+    } else {
+        None
+    }
+}
+
+impl Shared {
+    fn append(&self, event: &Event) -> Result<Ticket, AuditError> {
+        record::check_event(event).map_err(|e| AuditError::InvalidEvent(e.to_string()))?;
+        let mut q = lock(&self.queue);
+        if q.closing {
+            return Err(AuditError::Closed);
+        }
+        match &mut q.state {
+            State::Open => {}
+            State::Failed(failure) => {
+                failure.refused += 1;
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let due = failure.retry && failure.last_try.elapsed() >= self.options.retry_interval;
+                let why = failure.why.to_string();
+                if !due || !self.try_recover(&mut q) {
+                    return Err(AuditError::Unavailable(why));
+                }
+            }
+        }
+        self.write(&mut q, event)
+    }
+
+    /// Encodes and writes one record; on failure the log is marked failed (fail closed).
+    fn write(&self, q: &mut Queue, event: &Event) -> Result<Ticket, AuditError> {
+        let seq = q.cont.next_seq;
+        q.buf.clear();
+        let hash = record::encode(&mut q.buf, seq, &q.cont.prev, event)
+            .map_err(|e| AuditError::InvalidEvent(e.to_string()))?;
+        if let Err(e) = q.file.write_all(&q.buf) {
+            // Cut a partial record so the file ends at the last complete one.
+            let _ = q.file.set_len(q.cont.len);
+            let why = format!("write to {} failed: {e}", self.path.display());
+            self.fail(q, why.clone(), true);
+            return Err(AuditError::Unavailable(why));
+        }
+        let bytes = q.buf.len() as u64;
+        q.cont.prev = hash;
+        q.cont.next_seq += 1;
+        q.cont.len += bytes;
+        q.written = seq;
+        if q.buf.capacity() > 1024 * 1024 {
+            q.buf = Vec::with_capacity(4096);
+        }
+        self.events_written.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        match self.mode {
+            FsyncMode::Always => {
+                if std::mem::replace(&mut q.syncer_idle, false) {
+                    self.wake.notify_one();
+                }
+            }
+            // Durable once written; published under the lock, so it only moves forward.
+            FsyncMode::Periodic(_) | FsyncMode::Never => {
+                self.progress.send_modify(|p| p.durable = p.durable.max(seq));
+            }
+        }
+        Ok(Ticket(seq))
+    }
+
+    /// Marks the log failed and releases every waiter with the reason.
+    fn fail(&self, q: &mut Queue, why: String, retry: bool) {
+        tracing::error!(error = %why, "audit log failed; refusing further events");
+        let why: Arc<str> = why.into();
+        let (since, refused) = match &q.state {
+            State::Failed(f) => (f.since, f.refused),
+            _ => (OffsetDateTime::now_utc(), 0),
+        };
+        q.state = State::Failed(Failure {
+            why: Arc::clone(&why),
+            retry,
+            since,
+            last_try: Instant::now(),
+            refused,
+        });
+        self.progress.send_modify(|p| p.failure = Some(why));
+    }
+
+    /// After a failed write: tries to write the `audit.gap` record. On success the log is open
+    /// again.
+    fn try_recover(&self, q: &mut Queue) -> bool {
+        let State::Failed(failure) = &mut q.state else {
+            return true;
+        };
+        failure.last_try = Instant::now();
+        let mut gap = Event::now(EventKind::AuditGap, Outcome::success());
+        gap.what = What {
+            resource: Some(self.path.display().to_string()),
+            detail: Some(serde_json::json!({
+                "failed_at": crate::timefmt::Rfc3339Nanos(failure.since).to_string(),
+                "reason": failure.why.to_string(),
+                "refused_records": failure.refused,
+            })),
+            ..What::default()
+        };
+        let previous = std::mem::replace(&mut q.state, State::Open);
+        match self.write(q, &gap) {
+            Ok(_) => {
+                tracing::warn!("audit log takes records again after a failure (audit.gap written)");
+                self.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.progress.send_modify(|p| p.failure = None);
+                true
+            }
+            Err(_) => {
+                // `write` marked it failed again; keep the original start and count.
+                if let (State::Failed(now), State::Failed(before)) = (&mut q.state, previous) {
+                    now.since = before.since;
+                    now.refused = before.refused;
+                }
+                false
+            }
+        }
     }
 }
 
 impl Drop for Inner {
-    /// The last handle is gone: let the writer drain and exit (without waiting for it).
+    /// The last handle is gone: let the sync thread finish (without waiting for it).
     fn drop(&mut self) {
-        let mut q = lock(&self.shared.queue);
-        if let State::Open = q.state {
-            q.state = State::Closing;
-        }
-        drop(q);
+        lock(&self.shared.queue).closing = true;
         self.shared.wake.notify_one();
     }
 }
 
-/// Encodes and writes one record in write-through mode; the byte count written.
-fn q_written(sink: &mut InlineSink, ticket: Ticket, event: &Event) -> Result<usize, String> {
-    sink.buf.clear();
-    let hash = record::encode(&mut sink.buf, ticket.0, &sink.cont.prev, event)
-        .map_err(|e| format!("cannot encode event {}: {e}", ticket.0))?;
-    if let Err(e) = sink.file.write_all(&sink.buf) {
-        // Cut a partial record so the file ends at the last complete one.
-        let _ = sink.file.set_len(sink.cont.len);
-        return Err(format!("write to the audit log failed: {e}"));
-    }
-    sink.cont.prev = hash;
-    sink.cont.next_seq += 1;
-    sink.cont.len += sink.buf.len() as u64;
-    if sink.buf.capacity() > 1024 * 1024 {
-        sink.buf = Vec::with_capacity(4096);
-    }
-    Ok(sink.buf.len())
-}
-
-/// Write-through mode's thread: syncs the file on the interval (or only at close for `Never`)
-/// through its own descriptor, so appenders never wait for a sync.
+/// The sync thread's state.
 struct Syncer {
     shared: Arc<Shared>,
+    /// A clone of the log's descriptor, so syncs never hold the appenders' lock.
     file: File,
-    path: PathBuf,
-    interval: Option<std::time::Duration>,
+    synced: u64,
+    last_space_check: Option<Instant>,
+}
+
+/// What the sync thread does next.
+enum Step {
+    Sync(u64),
+    Close(u64),
+    Stop,
 }
 
 impl Syncer {
-    fn run(self) {
+    fn run(mut self) {
         let mut guard = DeathGuard {
             shared: Arc::clone(&self.shared),
             armed: true,
         };
-        let tick = self
-            .interval
-            .unwrap_or(std::time::Duration::from_millis(200));
         loop {
-            let closing = {
-                let q = lock(&self.shared.queue);
-                match q.state {
-                    State::Open => {
-                        let (q, _) = self
-                            .shared
-                            .wake
-                            .wait_timeout(q, tick)
-                            .unwrap_or_else(PoisonError::into_inner);
-                        matches!(q.state, State::Closing)
-                    }
-                    State::Closing => true,
-                    State::Failed(_) => {
-                        guard.armed = false;
-                        return;
+            self.check_space();
+            match self.next_step() {
+                Step::Sync(target) => {
+                    if !self.sync(target) {
+                        break;
                     }
                 }
-            };
-            // The final sync at close is not counted, as in group-commit mode.
-            if self.interval.is_some()
-                && !closing
-                && self.shared.dirty.swap(false, Ordering::AcqRel)
+                Step::Close(target) => {
+                    if self.sync(target) {
+                        self.shared.progress.send_modify(|p| p.finished = true);
+                    }
+                    break;
+                }
+                Step::Stop => break,
+            }
+        }
+        guard.armed = false;
+    }
+
+    /// Waits until there is something to sync (per the mode) or the log is closing.
+    fn next_step(&mut self) -> Step {
+        let shared = Arc::clone(&self.shared);
+        let wait = match shared.mode {
+            FsyncMode::Periodic(interval) => interval.max(Duration::from_millis(1)),
+            FsyncMode::Always | FsyncMode::Never => shared.options.space_check_interval,
+        };
+        let mut q = lock(&shared.queue);
+        loop {
+            if q.closing {
+                return Step::Close(q.written);
+            }
+            match &q.state {
+                // A failed write may still leave earlier records to make durable; a failed
+                // sync leaves nothing that can be vouched for.
+                State::Failed(f) if !f.retry => return Step::Stop,
+                _ => {}
+            }
+            if shared.mode == FsyncMode::Always && q.written > self.synced {
+                return Step::Sync(q.written);
+            }
+            q.syncer_idle = true;
+            q = shared
+                .wake
+                .wait_timeout(q, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            q.syncer_idle = false;
+            // Periodic mode: appends do not wake this thread; each tick syncs what was written.
+            if matches!(shared.mode, FsyncMode::Periodic(_)) && q.written > self.synced && !q.closing
             {
-                if let Err(e) = self.file.sync_data() {
-                    poison(
-                        &self.shared,
-                        format!("sync of {} failed: {e}", self.path.display()),
-                    );
-                    guard.armed = false;
-                    return;
-                }
-                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                return Step::Sync(q.written);
             }
-            if closing {
-                // Appends stop at Closing, so everything written is now synced.
-                final_sync(&self.shared, &self.file, &self.path);
-                guard.armed = false;
-                return;
+            drop(q);
+            self.check_space();
+            q = lock(&shared.queue);
+        }
+    }
+
+    /// Syncs everything up to `target`; false when the sync failed (the log is then failed).
+    fn sync(&mut self, target: u64) -> bool {
+        if target <= self.synced {
+            return true;
+        }
+        if let Err(e) = self.file.sync_data() {
+            let why = format!("sync of {} failed: {e}", self.shared.path.display());
+            let mut q = lock(&self.shared.queue);
+            self.shared.fail(&mut q, why, false);
+            return false;
+        }
+        self.synced = target;
+        if self.shared.mode != FsyncMode::Never {
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.shared.mode == FsyncMode::Always {
+            self.shared
+                .progress
+                .send_modify(|p| p.durable = p.durable.max(target));
+        }
+        true
+    }
+
+    /// Records (once per crossing) that the file system is nearly full.
+    fn check_space(&mut self) {
+        let options = &self.shared.options;
+        if self
+            .last_space_check
+            .is_some_and(|t| t.elapsed() < options.space_check_interval)
+        {
+            return;
+        }
+        self.last_space_check = Some(Instant::now());
+        let Ok(stat) = rustix::fs::statvfs(&self.shared.dir) else {
+            return;
+        };
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        self.shared.available.store(available, Ordering::Relaxed);
+        if options.low_space_bytes == 0 {
+            return;
+        }
+        let low = available < options.low_space_bytes;
+        let was_low = lock(&self.shared.queue).low_space;
+        if low && !was_low {
+            tracing::warn!(
+                available_bytes = available,
+                threshold = options.low_space_bytes,
+                "the audit log's file system is nearly full; statements will be refused when it is"
+            );
+            let mut event = Event::now(EventKind::AuditDiskLow, Outcome::success());
+            event.what = What {
+                resource: Some(self.shared.dir.display().to_string()),
+                detail: Some(serde_json::json!({
+                    "available_bytes": available,
+                    "threshold_bytes": options.low_space_bytes,
+                })),
+                ..What::default()
+            };
+            if self.shared.append(&event).is_ok() {
+                lock(&self.shared.queue).low_space = true;
             }
+        } else if !low && was_low && available > options.low_space_bytes.saturating_mul(2) {
+            lock(&self.shared.queue).low_space = false;
         }
     }
 }
 
-/// The last sync at close: on success the log is finished, otherwise poisoned.
-fn final_sync(shared: &Shared, file: &File, path: &Path) {
-    match file.sync_data() {
-        Ok(()) => shared.progress.send_modify(|p| p.finished = true),
-        Err(e) => poison(shared, format!("sync of {} failed: {e}", path.display())),
-    }
-}
-
-/// Marks the log failed and releases every waiter.
-fn poison(shared: &Shared, why: String) {
-    tracing::error!(error = %why, "audit log failed; refusing further events");
-    let why: Arc<str> = why.into();
-    let dropped = {
-        let mut q = lock(&shared.queue);
-        q.state = State::Failed(Arc::clone(&why));
-        mem::take(&mut q.pending)
-    };
-    drop(dropped);
-    shared.progress.send_modify(|p| p.failure = Some(why));
-}
-
-/// Poisons the log if the writer thread unwinds without finishing.
+/// Marks the log failed if the sync thread unwinds without finishing.
 struct DeathGuard {
     shared: Arc<Shared>,
     armed: bool,
@@ -571,182 +695,29 @@ struct DeathGuard {
 impl Drop for DeathGuard {
     fn drop(&mut self) {
         if self.armed {
-            poison(&self.shared, "audit writer thread died".into());
+            let mut q = lock(&self.shared.queue);
+            self.shared
+                .fail(&mut q, "audit sync thread died".into(), false);
         }
-    }
-}
-
-/// The writer thread's state.
-struct Writer {
-    shared: Arc<Shared>,
-    file: File,
-    path: PathBuf,
-    fsync: FsyncMode,
-    max_batch: usize,
-    cont: Continuation,
-    /// Periodic mode: when the file was last synced, and whether writes are waiting for it.
-    last_sync: std::time::Instant,
-    unsynced: bool,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut guard = DeathGuard {
-            shared: Arc::clone(&self.shared),
-            armed: true,
-        };
-        let mut batch = VecDeque::new();
-        let mut buf = Vec::with_capacity(256 * 1024);
-        loop {
-            match self.take_batch(&mut batch) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(why) => {
-                    poison(&self.shared, why);
-                    guard.armed = false;
-                    return;
-                }
-            }
-            if let Err(why) = self.commit(&mut batch, &mut buf) {
-                poison(&self.shared, why);
-                guard.armed = false;
-                return;
-            }
-        }
-        if let State::Failed(_) = lock(&self.shared.queue).state {
-            guard.armed = false;
-            return;
-        }
-        // Closing and drained. A last sync matters only for FsyncMode::Never, but is cheap.
-        final_sync(&self.shared, &self.file, &self.path);
-        guard.armed = false;
-    }
-
-    /// Waits for events and moves up to `max_batch` of them into `batch`. Returns false when
-    /// the log is closing (or failed) and nothing is left to write.
-    fn take_batch(&mut self, batch: &mut VecDeque<Event>) -> Result<bool, String> {
-        let shared = Arc::clone(&self.shared);
-        let mut q = lock(&shared.queue);
-        while q.pending.is_empty() {
-            match q.state {
-                State::Open => {
-                    q.writer_idle = true;
-                    match self.sync_due_in() {
-                        None => q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner),
-                        Some(wait) if !wait.is_zero() => {
-                            q = shared
-                                .wake
-                                .wait_timeout(q, wait)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0;
-                        }
-                        Some(_) => {
-                            // Idle with unsynced writes: sync now, without holding the queue.
-                            drop(q);
-                            self.sync()?;
-                            q = lock(&shared.queue);
-                        }
-                    }
-                }
-                State::Closing | State::Failed(_) => return Ok(false),
-            }
-        }
-        q.writer_idle = false;
-        if q.pending.len() <= self.max_batch {
-            // Swap buffers: the queue keeps the (empty) capacity of the previous batch.
-            mem::swap(&mut q.pending, batch);
-        } else {
-            batch.extend(q.pending.drain(..self.max_batch));
-        }
-        Ok(true)
-    }
-
-    /// Periodic mode with unsynced writes: how long until the sync is due.
-    fn sync_due_in(&self) -> Option<std::time::Duration> {
-        match self.fsync {
-            FsyncMode::Periodic(interval) if self.unsynced => {
-                Some(interval.saturating_sub(self.last_sync.elapsed()))
-            }
-            _ => None,
-        }
-    }
-
-    fn sync(&mut self) -> Result<(), String> {
-        self.file
-            .sync_data()
-            .map_err(|e| format!("sync of {} failed: {e}", self.path.display()))?;
-        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-        self.last_sync = std::time::Instant::now();
-        self.unsynced = false;
-        Ok(())
-    }
-
-    /// Encodes, writes and syncs one batch, then publishes it as durable.
-    fn commit(&mut self, batch: &mut VecDeque<Event>, buf: &mut Vec<u8>) -> Result<(), String> {
-        buf.clear();
-        let count = batch.len() as u64;
-        for event in batch.drain(..) {
-            let seq = self.cont.next_seq;
-            let hash: HashHex = record::encode(buf, seq, &self.cont.prev, &event)
-                .map_err(|e| format!("cannot encode event {seq}: {e}"))?;
-            self.cont.prev = hash;
-            self.cont.next_seq += 1;
-        }
-        let synced = self.file.write_all(buf).and_then(|()| match self.fsync {
-            FsyncMode::Always => self.file.sync_data(),
-            FsyncMode::Periodic(_) | FsyncMode::Never => Ok(()),
-        });
-        if let Err(e) = synced {
-            // Best effort: cut what may have reached the file so the log ends at the last record
-            // reported durable. Whatever remains is dealt with at the next open.
-            let _ = self.file.set_len(self.cont.len);
-            return Err(format!("write to {} failed: {e}", self.path.display()));
-        }
-        self.cont.len += buf.len() as u64;
-        let s = &self.shared;
-        s.events_written.fetch_add(count, Ordering::Relaxed);
-        s.batches.fetch_add(1, Ordering::Relaxed);
-        match self.fsync {
-            FsyncMode::Always => {
-                s.syncs.fetch_add(1, Ordering::Relaxed);
-            }
-            FsyncMode::Periodic(_) => self.unsynced = true,
-            FsyncMode::Never => {}
-        }
-        s.bytes_written
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let durable = self.cont.next_seq - 1;
-        s.progress.send_modify(|p| p.durable = durable);
-        if let Some(due) = self.sync_due_in() {
-            if due.is_zero() {
-                self.sync()?;
-            }
-        }
-        // Do not keep a huge buffer around after one outsized batch.
-        if buf.capacity() > 64 * 1024 * 1024 {
-            *buf = Vec::with_capacity(256 * 1024);
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventKind, Outcome};
 
     #[test]
-    fn a_dying_writer_poisons_the_log() {
+    fn a_dying_sync_thread_fails_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path(), Options::default()).unwrap();
         let shared = Arc::clone(&log.inner.shared);
-        // Simulate the writer thread panicking: its guard runs during unwinding.
+        // Simulate the sync thread panicking: its guard runs during unwinding.
         let died = thread::spawn(move || {
             let _guard = DeathGuard {
                 shared,
                 armed: true,
             };
-            panic!("simulated writer bug");
+            panic!("simulated sync bug");
         })
         .join();
         assert!(died.is_err());
@@ -765,16 +736,22 @@ mod tests {
     }
 
     #[test]
-    fn settle_reports_durable_tickets_even_after_a_failure() {
+    fn settled_reports_durable_tickets_even_after_a_failure() {
         let p = Progress {
             durable: 5,
             failure: Some("disk gone".into()),
             finished: false,
         };
-        assert!(settle(&p, Ticket(5)).is_ok());
+        assert!(matches!(settled(&p, Ticket(5)), Some(Ok(()))));
         assert!(matches!(
-            settle(&p, Ticket(6)),
-            Err(AuditError::Unavailable(_))
+            settled(&p, Ticket(6)),
+            Some(Err(AuditError::Unavailable(_)))
         ));
+        let open = Progress {
+            durable: 5,
+            failure: None,
+            finished: false,
+        };
+        assert!(settled(&open, Ticket(6)).is_none());
     }
 }

@@ -82,9 +82,9 @@ fn csv_quotes_and_defuses_formulas() {
          1,2025-06-01T12:00:01.000000000Z,statement,s-9,\"'=HYPERLINK(\"\"http://x\"\")\",\
          agent;ops,dba;oncall,api_key,127.0.0.1:5555,ledger,postgres,read,\
          \"SELECT 'a,b', \"\"Col\"\"\nFROM t -- x\",failure,\"permission denied, \"\"t\"\"\",\
-         42501,,1500,{}\r\n\
+         42501,,1500,,{}\r\n\
          2,2025-06-01T12:00:02.000000000Z,statement,s-2,user-2,,,api_key,127.0.0.1:5555,ledger,\
-         postgres,read,SELECT * FROM accounts WHERE id = 2,success,,,2,,{}\r\n",
+         postgres,read,SELECT * FROM accounts WHERE id = 2,success,,,2,,,{}\r\n",
         CSV_HEADER.join(","),
         hash(0),
         hash(1)
@@ -92,7 +92,7 @@ fn csv_quotes_and_defuses_formulas() {
     assert_eq!(text, want);
     assert!(text.starts_with(
         "seq,time,kind,session,subject,actors,groups,method,source,connection,protocol,\
-         classification,statement,status,reason,code,rows,duration_ns,hash\r\n"
+         classification,statement,status,reason,code,rows,duration_ns,result_seq,hash\r\n"
     ));
 }
 
@@ -128,4 +128,53 @@ fn format_names() {
     assert_eq!("jsonl".parse::<ExportFormat>(), Ok(ExportFormat::Jsonl));
     assert_eq!("csv".parse::<ExportFormat>(), Ok(ExportFormat::Csv));
     assert!("xml".parse::<ExportFormat>().is_err());
+}
+
+/// A forwarded statement (written `pending` before it ran) and its result make one CSV row;
+/// one whose session ended without a result, and one still open at the end of the log, show
+/// `unknown`. JSONL keeps every stored line.
+#[test]
+fn csv_joins_statements_with_their_results() {
+    use gatehouse_audit::{Event, EventKind, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    let forwarded = |i: u64, session: &str| {
+        let mut e = statement(i);
+        e.session = Some(session.into());
+        e.outcome = Outcome::pending();
+        e
+    };
+    let a = log.append(forwarded(1, "s-a")).unwrap(); // seq 1
+    let b = log.append(forwarded(2, "s-b")).unwrap(); // seq 2
+    log.append(forwarded(3, "s-c")).unwrap(); // seq 3, never resolved
+    let mut result = Event::now(EventKind::StatementResult, Outcome::success());
+    result.session = Some("s-a".into());
+    result.refers = Some(a.seq());
+    result.outcome.rows = Some(42);
+    log.append(result).unwrap(); // seq 4
+    let mut end = Event::now(EventKind::SessionEnd, Outcome::success());
+    end.session = Some("s-b".into());
+    log.append(end).unwrap(); // seq 5
+    log.close().unwrap();
+    let _ = b;
+
+    let mut out = Vec::new();
+    let summary = export(log_path(dir.path()), None, None, ExportFormat::Csv, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| CSV_HEADER.iter().position(|c| *c == name).unwrap();
+    let by_seq = |seq: &str| rows.iter().find(|r| r[0] == seq).cloned().unwrap();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(rows.iter().all(|r| r[col("kind")] != "statement.result"));
+    let first = by_seq("1");
+    assert_eq!(first[col("status")], "success");
+    assert_eq!(first[col("rows")], "42");
+    assert_eq!(first[col("result_seq")], "4");
+    assert_eq!(by_seq("2")[col("status")], Status::Unknown.as_str());
+    assert_eq!(by_seq("3")[col("status")], "unknown");
+    assert_eq!(summary.outcomes_unknown, 2);
+
+    let mut jsonl = Vec::new();
+    export(log_path(dir.path()), None, None, ExportFormat::Jsonl, &mut jsonl).unwrap();
+    assert_eq!(jsonl, std::fs::read(log_path(dir.path())).unwrap());
 }

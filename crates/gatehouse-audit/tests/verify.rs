@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{base_time, lines, write_log};
+use common::{base_time, fast, lines, log_path, statement, write_log};
+use gatehouse_audit::AuditLog;
 use gatehouse_audit::{record, verify_file, VerifyFailure, VerifyReason};
 use time::Duration;
 
@@ -218,4 +219,34 @@ fn the_documented_shell_check_works() {
     let (ok, out) = run(&path);
     assert!(!ok);
     assert!(out.contains("line 3: seq or prev"), "{out}");
+}
+
+/// Verify counts forwarded statements that never got a result, and refuses a result that
+/// refers to no forwarded statement.
+#[test]
+fn unknown_outcomes_are_counted_and_orphan_results_refused() {
+    use gatehouse_audit::{Event, EventKind, Outcome, VerifyFailure, VerifyReason};
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    let mut forwarded = statement(1);
+    forwarded.outcome = Outcome::pending();
+    let t = log.append(forwarded.clone()).unwrap();
+    log.append(forwarded).unwrap(); // never resolved
+    let mut result = Event::now(EventKind::StatementResult, Outcome::success());
+    result.refers = Some(t.seq());
+    log.append(result.clone()).unwrap();
+    log.close().unwrap();
+    let report = verify_file(log_path(dir.path())).unwrap();
+    assert_eq!(report.statements_forwarded, 2);
+    assert_eq!(report.outcomes_unknown, 1);
+    assert_eq!(report.unknown_examples, vec![2]);
+
+    // The same result again resolves nothing: a forged or duplicated record.
+    let log = AuditLog::open(dir.path(), fast()).unwrap();
+    log.append(result).unwrap();
+    log.close().unwrap();
+    match verify_file(log_path(dir.path())) {
+        Err(VerifyFailure::BadRecord { seq: Some(4), reason: VerifyReason::OrphanResult(1), .. }) => {}
+        other => panic!("{other:?}"),
+    }
 }

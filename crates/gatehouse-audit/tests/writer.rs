@@ -34,7 +34,6 @@ async fn concurrent_appends_are_dense_verified_and_group_committed() {
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(total)));
     assert_eq!(stats.events_written, total);
     assert_eq!(stats.durable_seq, total);
-    assert_eq!(stats.syncs, stats.batches, "one fdatasync per batch");
     // Group commit: concurrent appenders share fsyncs (by a wide margin on a real disk; the
     // bound is loose so a disk with near-free fsync cannot make the test flaky).
     eprintln!("{} events per fsync", total as f64 / stats.syncs as f64);
@@ -174,7 +173,8 @@ fn a_corrupt_last_record_refuses_to_open() {
     ));
 }
 
-/// Writes that fail (here: the log is `/dev/full`, every write gets ENOSPC) poison the log.
+/// Writes that fail (here: the log is `/dev/full`, every write gets ENOSPC) fail closed: the
+/// append that could not be written is refused, and so is every later one.
 #[tokio::test]
 async fn failed_writes_fail_closed() {
     if !std::path::Path::new("/dev/full").exists() {
@@ -185,13 +185,11 @@ async fn failed_writes_fail_closed() {
     std::os::unix::fs::symlink("/dev/full", log_path(dir.path())).unwrap();
     let log = AuditLog::open(dir.path(), Options::default()).unwrap();
 
-    let first = log.append(statement(1)).unwrap();
-    let err = log.durable(first).await.unwrap_err();
+    let err = log.append(statement(1)).unwrap_err();
     assert!(
         matches!(err, AuditError::Unavailable(ref why) if why.contains("write")),
         "{err}"
     );
-
     // Every later call fails too; nothing is ever reported durable.
     assert!(matches!(
         log.append(statement(2)),
@@ -199,10 +197,6 @@ async fn failed_writes_fail_closed() {
     ));
     assert!(matches!(
         log.record(statement(3)).await,
-        Err(AuditError::Unavailable(_))
-    ));
-    assert!(matches!(
-        log.durable(first).await,
         Err(AuditError::Unavailable(_))
     ));
     assert!(matches!(
@@ -216,6 +210,63 @@ async fn failed_writes_fail_closed() {
     assert!(log.failure().is_some());
     assert_eq!(log.stats().events_written, 0);
     assert_eq!(log.stats().durable_seq, 0);
+    assert!(log.stats().refused >= 3);
+}
+
+/// A full file system: appends are refused while it is full; once space is back the log takes
+/// records again, first an `audit.gap` saying when it failed and how many records it refused,
+/// and the chain stays intact. Uses a real (tmpfs) file system of 256 KiB, so needs root.
+#[test]
+fn a_full_disk_fails_closed_and_recovers_with_a_gap_record() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let mount = common::SmallFs::mount(256 * 1024);
+    let dir = mount.path().join("audit");
+    let log = AuditLog::open(
+        &dir,
+        Options {
+            retry_interval: std::time::Duration::from_millis(100),
+            low_space_bytes: 0,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    log.record_blocking(statement(1)).unwrap();
+    let filler = mount.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]); // fills it; the error is expected
+    let mut refused = 0;
+    for i in 2..10_000 {
+        match log.record_blocking(statement(i)) {
+            Ok(()) => {}
+            Err(AuditError::Unavailable(_)) => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refused, 3, "the full file system refused appends");
+    assert!(log.failure().is_some());
+    let written_before = verify_file(log_path(&dir)).unwrap().records;
+
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    log.record_blocking(statement(99_999)).unwrap();
+    assert!(log.failure().is_none());
+    log.close().unwrap();
+
+    let report = verify_file(log_path(&dir)).unwrap();
+    assert_eq!(report.records, written_before + 2, "the gap record, then the event");
+    let stored = lines(&log_path(&dir));
+    let gap = gatehouse_audit::record::parse(&stored[stored.len() - 2][..stored[stored.len() - 2].len() - 1]).unwrap();
+    assert_eq!(gap.event.kind, EventKind::AuditGap);
+    let detail = gap.event.what.detail.unwrap();
+    assert_eq!(detail["refused_records"], 3);
+    assert!(detail["reason"].as_str().unwrap().contains("No space left"));
 }
 
 /// Many tasks waiting when the log fails all get an error (none hangs, none gets success).
@@ -269,53 +320,6 @@ fn unrepresentable_events_are_rejected_without_harm() {
     log.record_blocking(statement(1)).unwrap();
     log.close().unwrap();
     assert_eq!(verify_file(log_path(dir.path())).unwrap().records, 1);
-}
-
-#[test]
-fn queue_bound_refuses_rather_than_grows() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
-        dir.path(),
-        Options {
-            max_pending: 4,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    // fsync'd batches are slow next to appends, so the bound is reached quickly.
-    let refused = (0..100_000)
-        .map(|i| log.append(statement(i)))
-        .find_map(Result::err);
-    assert!(
-        matches!(refused, Some(AuditError::QueueFull(4))),
-        "{refused:?}"
-    );
-    log.close().unwrap();
-    verify_file(log_path(dir.path())).unwrap();
-}
-
-#[test]
-fn max_batch_bounds_each_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
-        dir.path(),
-        Options {
-            max_batch: 8,
-            ..fast()
-        },
-    )
-    .unwrap();
-    for i in 0..1000 {
-        log.append(statement(i)).unwrap();
-    }
-    log.close().unwrap();
-    let stats = log.stats();
-    assert_eq!(stats.events_written, 1000);
-    assert!(stats.batches >= 1000 / 8, "{stats:?}");
-    assert_eq!(
-        stats.syncs, 0,
-        "FsyncMode::Never does not count per-batch syncs"
-    );
 }
 
 #[test]

@@ -105,6 +105,7 @@ impl<L: KeyLookup> Authenticator for ApiKeyAuthenticator<L> {
             actors: Vec::new(),
             groups: info.groups,
             method: AuthMethod::ApiKey,
+            expires_at: None,
         })
     }
 }

@@ -20,7 +20,8 @@ impl Protocol {
     }
 }
 
-/// Who may use a connection. An identity matches when its subject is listed, it is in a listed
+/// Who may use a connection. An identity matches when its principal (see
+/// [`Identity::principal`]: `key:<name>` or `<issuer>#<sub>`) is listed, it is in a listed
 /// group, or the connection is explicitly open to every authenticated identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
@@ -32,7 +33,7 @@ pub struct Access {
 impl Access {
     pub fn permits(&self, identity: &Identity) -> bool {
         self.any_authenticated
-            || self.subjects.contains(&identity.subject)
+            || self.subjects.contains(&identity.principal())
             || identity.in_any_group(&self.groups)
     }
 }
@@ -64,6 +65,32 @@ pub struct PostgresTarget {
     pub user: String,
     pub password: Option<Secret>,
     pub tls: UpstreamTls,
+    /// How the gateway may prove the password to the server. The password is only ever sent
+    /// by a method listed here (like libpq's `require_auth`).
+    pub auth_methods: Vec<UpstreamAuth>,
+    /// Whether clients may call server functions directly (fastpath); refused otherwise.
+    pub allow_fastpath: bool,
+}
+
+/// Ways of proving the held password to an upstream PostgreSQL server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// SCRAM-SHA-256 (with channel binding when the connection is TLS and the server offers it).
+    ScramSha256,
+    /// MD5 challenge-response: replayable and crackable; off unless configured.
+    Md5,
+    /// The password itself: only over TLS it is not seen by the network; off unless configured.
+    Password,
+}
+
+impl UpstreamAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamAuth::ScramSha256 => "scram-sha-256",
+            UpstreamAuth::Md5 => "md5",
+            UpstreamAuth::Password => "password",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,24 +1,30 @@
-//! The session pipeline every protocol adapter drives.
+//! The connection pipeline every protocol adapter drives, and the one door for requests.
 //!
 //! Phases, in order: authenticate the credential, authorise the identity for the connection,
-//! open the session (audited before the adapter may touch the target), then per command:
-//! decide, and record the outcome. An adapter can only reach a target through a [`Session`],
-//! and a `Session` can only be built by [`Gate::open`], so no adapter can skip a phase.
+//! open the session (audited before the adapter may touch the target). An adapter can only
+//! reach a target through a [`Session`], and a `Session` can only be built by [`Gate::open`],
+//! so no adapter can skip a phase. Request-scoped callers (the admin API, later HTTP) go
+//! through [`Gate::authenticate_request`], audited and counted the same way.
 
-use crate::command::{Command, CommandOutcome, Verdict};
-use crate::connection::{Connection, Connections, Protocol};
+use crate::connection::{Connections, Protocol, Target, UpstreamTls};
+use crate::end::EndCause;
 use crate::identity::{AuthError, Authenticator, Identity};
-use crate::metrics::{Metrics, StatementLabels};
-use gatehouse_audit::{AuditError, AuditLog, Event, EventKind, Outcome, Status, Ticket, What, Who};
+use crate::limiter::{Admit, PreAuthLimiter, PreAuthLimits, Summary};
+use crate::metrics::Metrics;
+use crate::policy::{AllowAll, Policy};
+use crate::registry::Registry;
+use crate::session::Session;
+use crate::sink::{self, AuditSink};
+use gatehouse_audit::{AuditError, Event, EventKind, Outcome, What, Who};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// Longest statement text kept in an audit event; longer text is cut and flagged.
-const MAX_AUDITED_STATEMENT: usize = 64 * 1024;
-/// Longest upstream error message kept in an audit event.
-const MAX_AUDITED_ERROR: usize = 1024;
+/// Longest client-claimed text (user name, connection name) kept in a record before
+/// authentication; longer claims are cut and flagged, so nobody can make records large.
+const MAX_CLAIMED: usize = 128;
+/// Longest failure reason kept in a pre-authentication record.
+const MAX_PRE_AUTH_REASON: usize = 256;
 
 /// The session index: a derived, rebuildable view of sessions for listing (the audit log is the
 /// source of truth). Failures here are logged, never fatal.
@@ -51,6 +57,8 @@ pub struct ConnectRequest<'a> {
     /// The user name the client claimed; recorded, never trusted.
     pub claimed_user: Option<&'a str>,
     pub source: SocketAddr,
+    /// Protocol details to keep in `session.start` (e.g. the startup parameters forwarded).
+    pub detail: Option<&'a serde_json::Value>,
 }
 
 /// Why a connection attempt was refused. [`Denied::client_message`] is what the client sees:
@@ -79,41 +87,93 @@ impl Denied {
     }
 }
 
+/// An authenticated request-scoped caller (an admin API request).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub who: Who,
+}
+
 /// Shared, cheaply cloneable entry point of the pipeline.
 #[derive(Clone)]
 pub struct Gate {
-    inner: Arc<GateInner>,
+    pub(crate) inner: Arc<GateInner>,
 }
 
-struct GateInner {
+pub(crate) struct GateInner {
     authenticator: Arc<dyn Authenticator>,
     connections: Connections,
-    audit: AuditLog,
-    metrics: Arc<Metrics>,
-    index: Arc<dyn SessionIndex>,
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) index: Arc<dyn SessionIndex>,
+    pub(crate) registry: Registry,
+    limiter: Mutex<PreAuthLimiter>,
 }
 
-impl Gate {
+/// What a [`Gate`] is built from.
+pub struct GateParts {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub connections: Connections,
+    pub sink: Arc<dyn AuditSink>,
+    pub metrics: Arc<Metrics>,
+    pub index: Arc<dyn SessionIndex>,
+    pub policy: Arc<dyn Policy>,
+    pub pre_auth: PreAuthLimits,
+}
+
+impl GateParts {
+    /// Parts with the allow-all policy and default limits.
     pub fn new(
         authenticator: Arc<dyn Authenticator>,
         connections: Connections,
-        audit: AuditLog,
+        sink: Arc<dyn AuditSink>,
         metrics: Arc<Metrics>,
         index: Arc<dyn SessionIndex>,
     ) -> Self {
+        GateParts {
+            authenticator,
+            connections,
+            sink,
+            metrics,
+            index,
+            policy: Arc::new(AllowAll),
+            pre_auth: PreAuthLimits::default(),
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(parts: GateParts) -> Self {
         Gate {
             inner: Arc::new(GateInner {
-                authenticator,
-                connections,
-                audit,
-                metrics,
-                index,
+                authenticator: parts.authenticator,
+                connections: parts.connections,
+                sink: parts.sink,
+                policy: parts.policy,
+                metrics: parts.metrics,
+                index: parts.index,
+                registry: Registry::default(),
+                limiter: Mutex::new(PreAuthLimiter::new(parts.pre_auth)),
             }),
         }
     }
 
-    pub fn connections(&self) -> &Connections {
-        &self.inner.connections
+    /// What an adapter needs to prepare for its connections before any session: each
+    /// connection's name, protocol and upstream TLS settings. Never a credential.
+    pub fn setup(&self) -> Vec<(String, Protocol, UpstreamTls)> {
+        self.inner
+            .connections
+            .iter()
+            .map(|c| {
+                let Target::Postgres(t) = &c.target;
+                (c.name.clone(), c.target.protocol(), t.tls.clone())
+            })
+            .collect()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Authenticates and authorises a connection attempt and opens its session.
@@ -123,51 +183,42 @@ impl Gate {
     pub async fn open(&self, req: ConnectRequest<'_>) -> Result<Session, Denied> {
         let inner = &self.inner;
         let label = Metrics::protocol(req.protocol.as_str());
+        let (connection_claim, connection_cut) = cap(req.connection, MAX_CLAIMED);
         let what = What {
-            connection: Some(req.connection.to_owned()),
+            connection: Some(connection_claim.to_owned()),
             protocol: Some(req.protocol.as_str().to_owned()),
+            detail: connection_cut.then(|| serde_json::json!({ "connection_truncated": true })),
             ..What::default()
         };
 
         let identity = match inner.authenticator.authenticate(req.credential).await {
             Ok(identity) => identity,
             Err(err) => {
-                inner
-                    .metrics
-                    .auth_failures_total
-                    .get_or_create(&label)
-                    .inc();
-                let who = Who {
-                    method: Some("none".to_owned()),
-                    source: Some(req.source.to_string()),
-                    claimed_user: req.claimed_user.map(str::to_owned),
-                    ..Who::default()
-                };
+                inner.metrics.auth_failures_total.get_or_create(&label).inc();
                 let denied = match &err {
                     AuthError::Rejected(reason) => Denied::BadCredential(reason.clone()),
                     AuthError::Unavailable(reason) => Denied::Unavailable(reason.clone()),
                 };
-                let mut event =
-                    Event::now(EventKind::AuthFailure, Outcome::failure(err.to_string()));
-                event.who = who;
-                event.what = what;
-                self.record_or_refuse(event).await?;
+                let who = Who {
+                    method: Some("none".to_owned()),
+                    source: Some(req.source.to_string()),
+                    claimed_user: req.claimed_user.map(|u| claimed(u)),
+                    ..Who::default()
+                };
+                self.pre_auth_failure(req.source, who, what, &err.to_string())
+                    .await?;
                 return Err(denied);
             }
         };
 
-        let who = identity.who(Some(req.source), req.claimed_user);
+        let who = identity.who(Some(req.source), req.claimed_user.map(claimed).as_deref());
         let connection = inner
             .connections
             .get(req.connection)
             .filter(|c| c.target.protocol() == req.protocol && c.access.permits(&identity))
             .cloned();
         let Some(connection) = connection else {
-            inner
-                .metrics
-                .auth_failures_total
-                .get_or_create(&label)
-                .inc();
+            inner.metrics.auth_failures_total.get_or_create(&label).inc();
             let reason = if inner.connections.get(req.connection).is_some() {
                 "identity not permitted on this connection"
             } else {
@@ -185,11 +236,14 @@ impl Gate {
         auth.session = Some(id.clone());
         auth.who = who.clone();
         auth.what = what.clone();
-        inner.audit.append(auth).map_err(|e| self.audit_failed(e))?;
+        inner.sink.append(auth).map_err(|e| self.audit_failed(e))?;
         let mut start = Event::now(EventKind::SessionStart, Outcome::success());
         start.session = Some(id.clone());
         start.who = who.clone();
-        start.what = what;
+        start.what = What {
+            detail: req.detail.cloned(),
+            ..what
+        };
         let started_at = start.time;
         self.record_or_refuse(start).await?;
 
@@ -205,288 +259,241 @@ impl Gate {
             started_at,
         };
         inner.index.started(&info).await;
-        Ok(Session {
+        let stop = inner.registry.register(info, &identity);
+        Ok(Session::new(
             id,
-            protocol: req.protocol,
+            req.protocol,
             identity,
             connection,
             who,
-            gate: self.clone(),
-            opened: Instant::now(),
-            statements: AtomicU64::new(0),
-            ended: false,
-        })
+            self.clone(),
+            stop,
+        ))
     }
 
-    /// Records malformed or hostile input on a connection that has no session yet.
+    /// The one authentication door for request-scoped callers: authenticates `credential`,
+    /// audits a failure (rate-limited per source) and counts it under `label`.
+    pub async fn authenticate_request(
+        &self,
+        label: &str,
+        credential: Option<&str>,
+        source: SocketAddr,
+        resource: &str,
+    ) -> Result<Caller, Denied> {
+        let result = match credential {
+            Some(credential) => self.inner.authenticator.authenticate(credential).await,
+            None => Err(AuthError::Rejected("missing bearer credential".to_owned())),
+        };
+        match result {
+            Ok(identity) => {
+                let who = identity.who(Some(source), None);
+                Ok(Caller { identity, who })
+            }
+            Err(err) => {
+                self.inner
+                    .metrics
+                    .auth_failures_total
+                    .get_or_create(&Metrics::protocol(label))
+                    .inc();
+                let who = Who {
+                    method: Some("none".to_owned()),
+                    source: Some(source.to_string()),
+                    ..Who::default()
+                };
+                let what = What {
+                    protocol: Some(label.to_owned()),
+                    resource: Some(cap(resource, MAX_CLAIMED).0.to_owned()),
+                    ..What::default()
+                };
+                self.pre_auth_failure(source, who, what, &err.to_string())
+                    .await?;
+                Err(match err {
+                    AuthError::Rejected(r) => Denied::BadCredential(r),
+                    AuthError::Unavailable(r) => Denied::Unavailable(r),
+                })
+            }
+        }
+    }
+
+    /// Records malformed or hostile input on a connection that has no session yet
+    /// (rate-limited per source, like every failure before authentication).
     pub async fn protocol_error(&self, protocol: Protocol, source: SocketAddr, reason: &str) {
         self.inner
             .metrics
             .protocol_errors_total
             .get_or_create(&Metrics::protocol(protocol.as_str()))
             .inc();
-        let mut event = Event::now(EventKind::ProtocolError, Outcome::failure(reason));
-        event.who = Who {
+        let who = Who {
             source: Some(source.to_string()),
             ..Who::default()
         };
-        event.what = What {
+        let what = What {
             protocol: Some(protocol.as_str().to_owned()),
             ..What::default()
         };
+        let mut event = Event::now(
+            EventKind::ProtocolError,
+            Outcome::failure(cap(reason, MAX_PRE_AUTH_REASON).0),
+        );
+        event.who = who;
+        event.what = what;
         // Nothing is left to refuse: the connection is closing either way.
-        let _ = self.record_or_refuse(event).await;
+        let _ = self.limited(source, event, reason).await;
+    }
+
+    async fn pre_auth_failure(
+        &self,
+        source: SocketAddr,
+        who: Who,
+        what: What,
+        reason: &str,
+    ) -> Result<(), Denied> {
+        let mut event = Event::now(
+            EventKind::AuthFailure,
+            Outcome::failure(cap(reason, MAX_PRE_AUTH_REASON).0),
+        );
+        event.who = who;
+        event.what = what;
+        self.limited(source, event, reason)
+            .await
+            .map_err(|e| self.audit_failed(e))
+    }
+
+    /// Writes a pre-authentication event unless its source is over its allowance (then it is
+    /// counted into a summary), plus the summaries of windows that closed.
+    async fn limited(
+        &self,
+        source: SocketAddr,
+        event: Event,
+        reason: &str,
+    ) -> Result<(), AuditError> {
+        let (admit, summaries) = self
+            .limiter()
+            .admit(source.ip(), cap(reason, 64).0, Instant::now());
+        self.write_summaries(summaries);
+        match admit {
+            Admit::Record => self.record(event).await,
+            Admit::Counted => match self.inner.sink.failure() {
+                // Fail closed still: when nothing can be recorded, nothing is admitted.
+                Some(why) => Err(AuditError::Unavailable(why)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Writes the summaries of pre-authentication windows that are over; call now and then
+    /// (and at stop with `all`).
+    pub fn sweep_pre_auth(&self, all: bool) {
+        let summaries = {
+            let mut limiter = self.limiter();
+            if all {
+                limiter.flush()
+            } else {
+                limiter.sweep(Instant::now())
+            }
+        };
+        self.write_summaries(summaries);
+    }
+
+    fn write_summaries(&self, summaries: Vec<Summary>) {
+        for s in summaries {
+            let mut event = Event::now(
+                EventKind::AuthFailureSummary,
+                Outcome::failure(format!(
+                    "{} failures before authentication counted, not recorded one by one",
+                    s.counted
+                )),
+            );
+            event.who = Who {
+                source: s.source.map(|ip| ip.to_string()),
+                ..Who::default()
+            };
+            event.what = What {
+                detail: Some(serde_json::json!({
+                    "counted": s.counted,
+                    "recorded": s.recorded,
+                    "window_seconds": s.window_start.elapsed().as_secs(),
+                    "reasons": s.reasons,
+                    "source": s.source.map_or("other sources".to_owned(), |ip| ip.to_string()),
+                })),
+                ..What::default()
+            };
+            if let Err(e) = self.inner.sink.append(event) {
+                tracing::error!(error = %e, "could not record a pre-authentication summary");
+            }
+        }
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, PreAuthLimiter> {
+        self.inner
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends any event and waits until it is durable.
     pub async fn record(&self, event: Event) -> Result<(), AuditError> {
-        let result = self.inner.audit.record(event).await;
+        let result = sink::record(self.inner.sink.as_ref(), event).await;
         if result.is_err() {
             self.inner.metrics.audit_failures_total.inc();
         }
         result
     }
 
+    /// The open sessions.
+    pub fn open_sessions(&self) -> Vec<SessionInfo> {
+        self.inner.registry.list()
+    }
+
+    /// Ends an open session on an operator's request: records `session.kill` (durable before
+    /// anything happens), then tells the session, which records its own end. False when no
+    /// such session is open.
+    pub async fn kill_session(&self, id: &str, by: &Caller) -> Result<bool, AuditError> {
+        if !self.open_sessions().iter().any(|s| s.id == id) {
+            return Ok(false);
+        }
+        let mut event = Event::now(EventKind::SessionKill, Outcome::success());
+        event.session = Some(id.to_owned());
+        event.who = by.who.clone();
+        self.record(event).await?;
+        Ok(self.inner.registry.stop(
+            id,
+            EndCause::Killed {
+                by: by.identity.principal(),
+            },
+        ))
+    }
+
+    /// Ends every open session opened with the API key `name` (it was revoked).
+    pub fn end_sessions_of_key(&self, name: &str) -> Vec<String> {
+        self.inner.registry.stop_where(
+            |identity| identity.api_key_name() == Some(name),
+            EndCause::CredentialRevoked,
+        )
+    }
+
+    /// Appends an event without waiting for it (callers that must not block on the disk).
+    pub fn append(&self, event: Event) -> Result<gatehouse_audit::Ticket, AuditError> {
+        self.inner.sink.append(event)
+    }
+
+    /// `Some(reason)` while the audit log refuses records.
+    pub fn audit_failure(&self) -> Option<String> {
+        self.inner.sink.failure()
+    }
+
     async fn record_or_refuse(&self, event: Event) -> Result<(), Denied> {
         self.record(event).await.map_err(|e| self.audit_failed(e))
     }
 
-    fn audit_failed(&self, err: AuditError) -> Denied {
+    pub(crate) fn audit_failed(&self, err: AuditError) -> Denied {
         tracing::error!(error = %err, "audit log refused a record; refusing the action");
         Denied::Unavailable("audit log unavailable".to_owned())
     }
 }
 
-/// How a session ended, for its `session.end` record.
-#[derive(Debug, Clone, Default)]
-pub struct SessionEnd {
-    pub reason: String,
-    /// The session ended in error (protocol violation, upstream failure, audit failure).
-    pub failed: bool,
-    pub detail: Option<serde_json::Value>,
-}
-
-/// An authenticated, authorised, audited session on one connection.
-pub struct Session {
-    id: String,
-    protocol: Protocol,
-    identity: Identity,
-    connection: Arc<Connection>,
-    who: Who,
-    gate: Gate,
-    opened: Instant,
-    statements: AtomicU64,
-    ended: bool,
-}
-
-impl Session {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
-    pub fn connection(&self) -> &Connection {
-        &self.connection
-    }
-
-    /// A tracing span carrying the session's identity, for the adapter to run the session in.
-    pub fn span(&self) -> tracing::Span {
-        tracing::info_span!(
-            "session",
-            id = %self.id,
-            protocol = self.protocol.as_str(),
-            identity = %self.identity,
-            connection = %self.connection.name,
-        )
-    }
-
-    /// Decides a command. Everything is allowed until rules exist; adapters already carry out
-    /// `Block` so rules can be added without touching them.
-    pub fn decide(&self, _command: &Command) -> Verdict {
-        Verdict::Allow
-    }
-
-    /// Records a finished command. The returned ticket must be durable (see [`Session::durable`])
-    /// before the client is shown the outcome.
-    pub fn record(
-        &self,
-        command: &Command,
-        outcome: &CommandOutcome,
-    ) -> Result<Ticket, AuditError> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        let metrics = &self.gate.inner.metrics;
-        metrics
-            .statement_duration_seconds
-            .observe(outcome.duration.as_secs_f64());
-        metrics
-            .statements_total
-            .get_or_create(&StatementLabels {
-                protocol: self.protocol.as_str(),
-                classification: command.kind(),
-                outcome: if outcome.error.is_none() {
-                    "ok"
-                } else {
-                    "error"
-                },
-            })
-            .inc();
-
-        let (text, truncated) = truncate(&command.text, MAX_AUDITED_STATEMENT);
-        let mut event = Event::now(
-            EventKind::Statement,
-            Outcome {
-                status: if outcome.error.is_none() {
-                    Status::Success
-                } else {
-                    Status::Failure
-                },
-                reason: outcome
-                    .error
-                    .as_ref()
-                    .map(|e| truncate(&e.message, MAX_AUDITED_ERROR).0.to_owned()),
-                code: outcome.error.as_ref().map(|e| e.code.clone()),
-                rows: Some(outcome.rows),
-                duration_ns: Some(u64::try_from(outcome.duration.as_nanos()).unwrap_or(u64::MAX)),
-            },
-        );
-        event.session = Some(self.id.clone());
-        event.who = self.who.clone();
-        event.what = What {
-            connection: Some(self.connection.name.clone()),
-            protocol: Some(self.protocol.as_str().to_owned()),
-            statement: Some(text.to_owned()),
-            classification: Some(command.kind().to_owned()),
-            detail: truncated.then(|| serde_json::json!({ "statement_truncated": true })),
-            ..What::default()
-        };
-        self.gate.inner.audit.append(event).inspect_err(|_| {
-            metrics.audit_failures_total.inc();
-        })
-    }
-
-    /// Records malformed or hostile input from an authenticated client.
-    pub async fn protocol_error(&self, reason: &str) {
-        self.gate
-            .inner
-            .metrics
-            .protocol_errors_total
-            .get_or_create(&Metrics::protocol(self.protocol.as_str()))
-            .inc();
-        let _ = self
-            .record_event(
-                EventKind::ProtocolError,
-                What::default(),
-                Outcome::failure(reason),
-            )
-            .await;
-    }
-
-    /// Records a command the verdict blocked; durable before the client hears of it.
-    pub async fn record_blocked(
-        &self,
-        command: &Command,
-        rule: &str,
-        reason: &str,
-    ) -> Result<(), AuditError> {
-        let (text, _) = truncate(&command.text, MAX_AUDITED_STATEMENT);
-        let what = What {
-            statement: Some(text.to_owned()),
-            classification: Some(command.kind().to_owned()),
-            detail: Some(serde_json::json!({ "verdict": "block", "rule": rule })),
-            ..What::default()
-        };
-        let mut outcome = Outcome::failure(format!("blocked by rule \"{rule}\": {reason}"));
-        outcome.code = Some("42501".to_owned());
-        self.record_event(EventKind::Statement, what, outcome).await
-    }
-
-    /// Waits until a recorded event is durable.
-    pub async fn durable(&self, ticket: Ticket) -> Result<(), AuditError> {
-        self.gate.inner.audit.durable(ticket).await
-    }
-
-    /// Records any other session event (a cancel request, a protocol error mid-session).
-    pub async fn record_event(
-        &self,
-        kind: EventKind,
-        mut what: What,
-        outcome: Outcome,
-    ) -> Result<(), AuditError> {
-        what.connection
-            .get_or_insert_with(|| self.connection.name.clone());
-        what.protocol
-            .get_or_insert_with(|| self.protocol.as_str().to_owned());
-        let mut event = Event::now(kind, outcome);
-        event.session = Some(self.id.clone());
-        event.who = self.who.clone();
-        event.what = what;
-        self.gate.record(event).await
-    }
-
-    /// Ends the session: audits its end with the statement count and duration.
-    pub async fn end(self, reason: &str) {
-        self.end_with(SessionEnd {
-            reason: reason.to_owned(),
-            failed: false,
-            detail: None,
-        })
-        .await
-    }
-
-    /// Ends the session with a failure status and optional details (never secrets).
-    pub async fn end_with(mut self, end: SessionEnd) {
-        self.ended = true;
-        let reason = end.reason.as_str();
-        let statements = self.statements.load(Ordering::Relaxed);
-        let mut outcome = if end.failed {
-            Outcome::failure(reason)
-        } else {
-            Outcome::success()
-        };
-        outcome.reason = Some(reason.to_owned());
-        outcome.duration_ns =
-            Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        let mut detail = serde_json::json!({ "statements": statements });
-        if let (Some(extra), Some(map)) = (end.detail, detail.as_object_mut()) {
-            map.insert("cause".to_owned(), extra);
-        }
-        let what = What {
-            detail: Some(detail),
-            ..What::default()
-        };
-        if let Err(err) = self
-            .record_event(EventKind::SessionEnd, what, outcome)
-            .await
-        {
-            tracing::error!(error = %err, "could not audit session end");
-        }
-        self.gate
-            .inner
-            .index
-            .ended(&self.id, statements, reason)
-            .await;
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let label = Metrics::protocol(self.protocol.as_str());
-        self.gate
-            .inner
-            .metrics
-            .sessions_open
-            .get_or_create(&label)
-            .dec();
-        if !self.ended {
-            tracing::warn!(session = %self.id, "session dropped without end()");
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> (&str, bool) {
+/// Cuts `text` to at most `max` bytes on a character boundary; true when it was cut.
+pub(crate) fn cap(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {
         return (text, false);
     }
@@ -495,6 +502,14 @@ fn truncate(text: &str, max: usize) -> (&str, bool) {
         end -= 1;
     }
     (&text[..end], true)
+}
+
+/// A claimed name as recorded: capped, with a visible mark when it was cut.
+fn claimed(text: &str) -> String {
+    match cap(text, MAX_CLAIMED) {
+        (t, false) => t.to_owned(),
+        (t, true) => format!("{t}… ({} bytes)", text.len()),
+    }
 }
 
 /// A new session id: time-ordered (nanoseconds) plus 32 random bits, as hex.

@@ -31,11 +31,35 @@ pub struct Identity {
     pub actors: Vec<ActorRef>,
     pub groups: Vec<String>,
     pub method: AuthMethod,
+    /// When the credential stops being valid (a token's `exp`); open sessions end then.
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 impl Identity {
     pub fn in_any_group(&self, groups: &[String]) -> bool {
         self.groups.iter().any(|g| groups.contains(g))
+    }
+
+    /// The subject qualified by how it was established, unique across methods and issuers:
+    /// `key:<name>` for an API key, `<issuer>#<sub>` for an OIDC token (the form Kubernetes
+    /// uses). A token whose `sub` is `key:x` is `https://idp#key:x`, never the API key `x`.
+    pub fn principal(&self) -> String {
+        match self.method {
+            AuthMethod::ApiKey => self.subject.clone(),
+            AuthMethod::Oidc => format!(
+                "{}#{}",
+                self.issuer.as_deref().unwrap_or_default(),
+                self.subject
+            ),
+        }
+    }
+
+    /// The API key's name, for an identity established by one.
+    pub fn api_key_name(&self) -> Option<&str> {
+        match self.method {
+            AuthMethod::ApiKey => self.subject.strip_prefix("key:"),
+            AuthMethod::Oidc => None,
+        }
     }
 
     /// The audit view of this identity, from the given source address.

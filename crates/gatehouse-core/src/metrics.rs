@@ -63,7 +63,7 @@ impl Metrics {
         );
         registry.register(
             "statement_duration_seconds",
-            "Time from a statement reaching the gateway to its completion upstream",
+            "Time from a statement becoming the server's current one to its completion",
             statement_duration_seconds.clone(),
         );
         registry.register(

@@ -1,4 +1,5 @@
 //! Pure inspection of commands: plain functions over strings, no I/O.
 
+pub mod effects;
 pub mod shape;
 pub mod sql;

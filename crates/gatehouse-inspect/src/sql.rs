@@ -1,8 +1,10 @@
 //! First classification of SQL text: read, write, ddl or other.
 //!
 //! The parser is `sqlparser` with the PostgreSQL dialect. Text it cannot parse (vendor syntax,
-//! a truncated statement) falls back to its first keyword and is flagged `parsed: false`, so a
-//! later policy can treat it as unclassifiable and fail closed.
+//! a truncated statement) is split into statements by a lexer that knows PostgreSQL's quoting
+//! and comments, each classified by its first keyword, and flagged `parsed: false`, so a later
+//! policy can treat it as unclassifiable and fail closed. Unparsed text is never `read`: a
+//! statement the parser could not see may do anything its keywords do not show.
 
 use serde::Serialize;
 use sqlparser::ast::{CopySource, Query, SetExpr, Statement};
@@ -21,6 +23,9 @@ pub enum StatementKind {
     Write,
     /// Changes schema or privileges (CREATE, ALTER, DROP, GRANT, REVOKE).
     Ddl,
+    /// The gateway does not know the statement's text (an Execute of a prepared statement it
+    /// could not follow): it may do anything.
+    Unknown,
 }
 
 impl StatementKind {
@@ -30,6 +35,7 @@ impl StatementKind {
             StatementKind::Other => "other",
             StatementKind::Write => "write",
             StatementKind::Ddl => "ddl",
+            StatementKind::Unknown => "unknown",
         }
     }
 }
@@ -98,6 +104,36 @@ pub fn classify(sql: &str) -> Classification {
         },
         Err(_) => classify_by_keywords(sql),
     }
+}
+
+/// The statements `sql` prepares in SQL (`PREPARE name AS ...`), in order: the name as the
+/// server folds it and the original text of the whole `PREPARE` statement. `None` when the text
+/// cannot be followed exactly (it does not parse, or splits differently than it parses).
+pub fn prepared(sql: &str) -> Option<Vec<(String, String)>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let pieces: Vec<&str> = split(sql)
+        .into_iter()
+        .filter(|p| !first_keyword(p).is_empty())
+        .collect();
+    if pieces.len() != statements.len() {
+        return None;
+    }
+    Some(
+        statements
+            .iter()
+            .zip(pieces)
+            .filter_map(|(statement, text)| match statement {
+                Statement::Prepare { name, .. } => {
+                    let name = match name.quote_style {
+                        Some(_) => name.value.clone(),
+                        None => name.value.to_lowercase(),
+                    };
+                    Some((name, text.trim().to_owned()))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn statement_kind(statement: &Statement) -> StatementKind {
@@ -197,31 +233,149 @@ fn set_expr_kind(body: &SetExpr) -> StatementKind {
     }
 }
 
-/// Keyword fallback for text the parser rejects: split on `;` outside quotes is not attempted
-/// here; the first keyword of the text decides.
+/// Keyword fallback for text the parser rejects: every statement (split by [`split`]) is
+/// classified by its first keyword; the text is at least `other`, never `read`.
 fn classify_by_keywords(sql: &str) -> Classification {
-    let first = first_keyword(sql);
-    let kind = match first.as_str() {
-        "SELECT" | "WITH" | "SHOW" | "TABLE" | "VALUES" | "FETCH" | "EXPLAIN" => {
-            StatementKind::Read
+    let mut kind = StatementKind::Other;
+    let mut statements = 0;
+    for piece in split(sql) {
+        let first = first_keyword(piece);
+        if first.is_empty() {
+            continue;
         }
-        "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "TRUNCATE" | "CALL" | "DO"
-        | "EXECUTE" => StatementKind::Write,
-        "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "REINDEX" | "CLUSTER"
-        | "SECURITY" | "IMPORT" => StatementKind::Ddl,
-        _ => StatementKind::Other,
-    };
-    // A WITH or EXPLAIN we could not parse may hide a write: do not call it a read.
-    let kind = if matches!(first.as_str(), "WITH" | "EXPLAIN") {
-        StatementKind::Other
-    } else {
-        kind
-    };
+        statements += 1;
+        let piece_kind = match first.as_str() {
+            "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "TRUNCATE" | "CALL" | "DO"
+            | "EXECUTE" => StatementKind::Write,
+            "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "REINDEX"
+            | "CLUSTER" | "SECURITY" | "IMPORT" => StatementKind::Ddl,
+            // A read we could not parse may hide a write (a CTE, a function call).
+            _ => StatementKind::Other,
+        };
+        kind = kind.max(piece_kind);
+    }
     Classification {
         kind,
-        statements: usize::from(!first.is_empty()),
+        statements,
         parsed: false,
     }
+}
+
+/// Splits SQL text at the semicolons that end statements, as PostgreSQL's lexer would: not
+/// inside quotes (`'...'` with `''`, `E'...'` with backslash escapes, `"..."`), dollar quotes
+/// (`$tag$...$tag$`), `--` comments or nested `/* */` comments. Unterminated quoting runs to
+/// the end of the text. Assumes `standard_conforming_strings = on`.
+pub fn split(sql: &str) -> Vec<&str> {
+    let b = sql.as_bytes();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut paren = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b';' if paren == 0 => {
+                pieces.push(&sql[start..i]);
+                start = i + 1;
+                i += 1;
+            }
+            b'(' => {
+                paren += 1;
+                i += 1;
+            }
+            b')' => {
+                paren = paren.saturating_sub(1);
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'\'' => {
+                let escapes = i > 0
+                    && matches!(b[i - 1], b'e' | b'E')
+                    && (i == 1 || !is_ident_byte(b[i - 2]));
+                i = skip_quoted(b, i, b'\'', escapes);
+            }
+            b'"' => i = skip_quoted(b, i, b'"', false),
+            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => match dollar_tag(b, i) {
+                Some(tag_len) => {
+                    let tag = &b[i..i + tag_len];
+                    let body = i + tag_len;
+                    i = find(b, body, tag).map_or(b.len(), |end| end + tag_len);
+                }
+                None => i += 1,
+            },
+            _ => i += 1,
+        }
+    }
+    pieces.push(&sql[start..]);
+    pieces
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// The end of a quoted string or identifier starting at `b[i]`; a doubled quote continues it.
+fn skip_quoted(b: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> usize {
+    i += 1;
+    while i < b.len() {
+        if backslash_escapes && b[i] == b'\\' {
+            i += 2;
+        } else if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// The end of a nested block comment starting at `b[i]`.
+fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// The length of a dollar-quote tag (`$$` or `$name$`) starting at `b[i]`.
+fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < b.len() && b[j] != b'$' {
+        let c = b[j];
+        let ok = c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 || (j > i + 1 && c.is_ascii_digit());
+        if !ok {
+            return None;
+        }
+        j += 1;
+    }
+    (j < b.len()).then_some(j + 1 - i)
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
 }
 
 /// The first SQL keyword, skipping whitespace, `--` line comments and `/* */` block comments
@@ -275,7 +429,8 @@ mod tests {
             ("SELECT 1", Read),
             ("select * from t where a = $1", Read),
             ("SHOW search_path", Read),
-            ("TABLE accounts", Read),
+            // Not understood by the parser, so not called a read.
+            ("TABLE accounts", Other),
             ("VALUES (1), (2)", Read),
             ("EXPLAIN DELETE FROM t", Read),
             ("EXPLAIN ANALYZE DELETE FROM t", Write),
@@ -321,7 +476,7 @@ mod tests {
     fn unparsable_text_falls_back_to_keywords() {
         let table: &[(&str, StatementKind)] = &[
             ("/* hi */ -- x\n DELETE FROM t WHERE ???", Write),
-            ("SELECT FROM WHERE ((", Read),
+            ("SELECT FROM WHERE ((", Other),
             ("CREATE FOOBAR thing", Ddl),
             ("/* /* nested */ */ DROP SOMETHING weird", Ddl),
             ("WITH broken AS (", Other),
@@ -332,6 +487,51 @@ mod tests {
             assert!(!c.parsed, "{sql} should not parse");
             assert_eq!(c.kind, *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn unparsed_text_is_never_read_and_every_statement_counts() {
+        let table: &[(&str, StatementKind, usize)] = &[
+            ("SELECT 1; UPDATE t SET a = 1; CHECKPOINT", Write, 3),
+            ("SELECT 1 ??; DROP TABLE t", Ddl, 2),
+            ("SELECT 'a;b' ??; SELECT $$;$$", Other, 2),
+            ("SELECT ?? ; /* ; */ DELETE FROM t", Write, 2),
+            ("SELECT E'\\';' ??; UPDATE t SET a = 2", Write, 2),
+            ("SELECT \"a;\" ??; TRUNCATE t", Write, 2),
+            ("SELECT $tag$ ; $x$ ; $tag$ ??; DO $$ BEGIN END $$", Write, 2),
+            ("SELECT ?? -- ; DROP TABLE t", Other, 1),
+        ];
+        for (sql, want, count) in table {
+            let c = classify(sql);
+            assert!(!c.parsed, "{sql} should not parse");
+            assert_eq!((c.kind, c.statements), (*want, *count), "{sql}");
+        }
+    }
+
+    #[test]
+    fn follows_sql_prepare() {
+        assert_eq!(
+            prepared("PREPARE Foo AS UPDATE t SET a = 1; PREPARE \"Bar\" (int) AS SELECT $1"),
+            Some(vec![
+                ("foo".into(), "PREPARE Foo AS UPDATE t SET a = 1".into()),
+                ("Bar".into(), "PREPARE \"Bar\" (int) AS SELECT $1".into()),
+            ])
+        );
+        assert_eq!(prepared("SELECT 1"), Some(vec![]));
+        assert_eq!(prepared("PREPARE p AS SELEC"), None);
+    }
+
+    #[test]
+    fn split_follows_postgres_quoting() {
+        assert_eq!(split("a; b"), vec!["a", " b"]);
+        assert_eq!(split("a ';' b; c"), vec!["a ';' b", " c"]);
+        assert_eq!(split("E'\\'' ; x"), vec!["E'\\'' ", " x"]);
+        assert_eq!(split("'\\'; x"), vec!["'\\'", " x"]);
+        assert_eq!(split("'it''s'; x"), vec!["'it''s'", " x"]);
+        assert_eq!(split("$a$ ; $a$; x"), vec!["$a$ ; $a$", " x"]);
+        assert_eq!(split("x$a$ ; y"), vec!["x$a$ ", " y"]);
+        assert_eq!(split("/* /* ; */ ; */ x; y"), vec!["/* /* ; */ ; */ x", " y"]);
+        assert_eq!(split("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2); x"), vec!["CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)", " x"]);
     }
 
     #[test]

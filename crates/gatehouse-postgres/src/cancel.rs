@@ -1,16 +1,20 @@
-//! Cancel keys: the client only ever sees the gateway's key; a CancelRequest carrying it is
-//! mapped to the upstream server's own key.
+//! Cancel keys: the client gets the server's own process id (so `pg_backend_pid()` and
+//! notifications agree with it, and `pg_terminate_backend` works) with a secret of the
+//! gateway's; a CancelRequest carrying that pair is mapped to the server's own key. The
+//! registry keeps where to send it, never a credential (a cancel needs none).
 
-use gatehouse_core::PostgresTarget;
+use gatehouse_core::UpstreamTls;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Clone)]
 pub struct CancelTarget {
     pub session: String,
     pub connection: String,
-    pub target: PostgresTarget,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub upstream_key: (i32, i32),
 }
 
@@ -20,12 +24,16 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers a session and returns the key to give its client.
+    /// Registers a session and returns the key to give its client: the server's pid (or a
+    /// random one when the server sent none) and a random secret.
     pub fn register(&self, target: CancelTarget) -> CancelGuard {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = match target.upstream_key.0 {
+            0 => rand::random::<i32>() & i32::MAX,
+            pid => pid,
+        };
         let key = loop {
-            // Positive pid like a real backend's; 32 random bits of secret.
-            let key = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
+            let key = (pid, rand::random::<i32>());
             if !keys.contains_key(&key) {
                 break key;
             }
@@ -40,7 +48,7 @@ impl CancelRegistry {
     pub fn lookup(&self, key: (i32, i32)) -> Option<CancelTarget> {
         self.keys
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
             .cloned()
     }
@@ -57,7 +65,7 @@ impl Drop for CancelGuard {
         self.registry
             .keys
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
     }
 }

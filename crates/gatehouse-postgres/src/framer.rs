@@ -1,9 +1,12 @@
 //! Reads PostgreSQL messages from a byte stream with bounded memory.
 //!
-//! Small messages come out whole. Messages of a *streamable* type (row data, COPY data) larger
-//! than the inline limit come out as a header followed by chunks, so a 1 GiB row never sits in
-//! memory. Every other message is capped at `max_message`; a larger one is a protocol error.
-//! `next` is cancel-safe: state changes only once a piece is returned.
+//! Small messages come out whole. Messages of a *streamable* type (row data, COPY data, a Bind
+//! with large parameters) larger than the inline limit come out as a head (the header and the
+//! first part of the body, for the fields at the front) followed by chunks, so a 1 GiB row
+//! never sits in memory. Every other message is capped at `max_message`: a larger one comes out
+//! as [`Piece::Oversized`] with its head, and the framer skips the rest of it, so the caller can
+//! refuse it properly and carry on. `next` is cancel-safe: state changes only once a piece is
+//! returned.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -16,11 +19,18 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum Piece {
     /// A whole message, header included (`raw[0]` is the tag).
     Whole { tag: u8, raw: Bytes },
-    /// The 5-byte header of a large streamable message; its body follows as chunks.
-    Head { tag: u8, raw: Bytes },
+    /// The header and first [`HEAD_BODY`] bytes of a large streamable message (`len` is its
+    /// whole body's length); the rest of the body follows as chunks.
+    Head { tag: u8, raw: Bytes, len: usize },
     /// Part of a large message's body.
     Chunk(Bytes),
+    /// A message over the limit: its header and first [`HEAD_BODY`] bytes of body. The framer
+    /// skips the rest; nothing of it is returned.
+    Oversized { tag: u8, head: Bytes, len: usize },
 }
+
+/// How much of a large message's body comes with its head.
+pub const HEAD_BODY: usize = INLINE_LIMIT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -28,8 +38,6 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("invalid message length {len} for message type {tag:?}")]
     BadLength { tag: char, len: i64 },
-    #[error("message of type {tag:?} is {len} bytes, over the {max}-byte limit")]
-    TooLarge { tag: char, len: usize, max: usize },
     #[error("connection closed in the middle of a message")]
     Truncated,
 }
@@ -39,6 +47,8 @@ pub struct Framer<R> {
     buf: BytesMut,
     /// Bytes of a large message's body still to come.
     remaining: usize,
+    /// Bytes of an oversized message still to skip.
+    skip: usize,
     max_message: usize,
     streamable: fn(u8) -> bool,
 }
@@ -49,6 +59,7 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
             remaining: 0,
+            skip: 0,
             max_message,
             streamable,
         }
@@ -60,10 +71,18 @@ impl<R: AsyncRead + Unpin> Framer<R> {
         if self.remaining > 0 {
             return !self.buf.is_empty();
         }
+        if self.skip > 0 {
+            return false;
+        }
         match header(&self.buf) {
             Some((tag, len)) => {
                 let body = len.saturating_sub(4);
-                self.buf.len() > len || ((self.streamable)(tag) && body > INLINE_LIMIT)
+                let large = if (self.streamable)(tag) {
+                    body > INLINE_LIMIT
+                } else {
+                    body > self.max_message
+                };
+                self.buf.len() > len || (large && self.buf.len() >= 5 + HEAD_BODY)
             }
             None => false,
         }
@@ -78,6 +97,14 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             let n = self.remaining.min(self.buf.len());
             self.remaining -= n;
             return Ok(Some(Piece::Chunk(self.buf.split_to(n).freeze())));
+        }
+        while self.skip > 0 {
+            if self.buf.is_empty() && self.fill().await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+            let n = self.skip.min(self.buf.len());
+            let _ = self.buf.split_to(n);
+            self.skip -= n;
         }
         while self.buf.len() < 5 {
             if self.fill().await? == 0 {
@@ -98,17 +125,30 @@ impl<R: AsyncRead + Unpin> Framer<R> {
         }
         let len = len as usize; // non-negative, checked above
         let body = len - 4;
-        if (self.streamable)(tag) && body > INLINE_LIMIT {
-            let raw = self.buf.split_to(5).freeze();
-            self.remaining = body;
-            return Ok(Some(Piece::Head { tag, raw }));
-        }
-        if body > self.max_message {
-            return Err(FrameError::TooLarge {
-                tag: char::from(tag),
+        let large = if (self.streamable)(tag) {
+            body > INLINE_LIMIT
+        } else {
+            body > self.max_message
+        };
+        if large {
+            let head = 5 + HEAD_BODY.min(body);
+            while self.buf.len() < head {
+                self.buf.reserve(head - self.buf.len());
+                if self.fill().await? == 0 {
+                    return Err(FrameError::Truncated);
+                }
+            }
+            let raw = self.buf.split_to(head).freeze();
+            if (self.streamable)(tag) {
+                self.remaining = body - (head - 5);
+                return Ok(Some(Piece::Head { tag, raw, len: body }));
+            }
+            self.skip = body - (head - 5);
+            return Ok(Some(Piece::Oversized {
+                tag,
+                head: raw,
                 len: body,
-                max: self.max_message,
-            });
+            }));
         }
         while self.buf.len() < 1 + len {
             self.buf.reserve(1 + len - self.buf.len());
@@ -131,6 +171,10 @@ impl<R: AsyncRead + Unpin> Framer<R> {
 
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 
     /// The stream and any bytes read but not yet returned.
@@ -173,11 +217,17 @@ mod tests {
             panic!()
         };
         assert_eq!(&raw[..], &msg(b'C', b"SELECT 1\0")[..]);
-        let Some(Piece::Head { tag: b'D', raw }) = f.next().await.unwrap() else {
+        let Some(Piece::Head {
+            tag: b'D',
+            raw,
+            len: 200_000,
+        }) = f.next().await.unwrap()
+        else {
             panic!()
         };
-        assert_eq!(raw.len(), 5);
-        let mut got = 0;
+        assert_eq!(raw.len(), 5 + HEAD_BODY);
+        assert_eq!(&raw[5..], &big[..HEAD_BODY]);
+        let mut got = raw.len() - 5;
         loop {
             match f.next().await.unwrap() {
                 Some(Piece::Chunk(c)) => {
@@ -198,9 +248,19 @@ mod tests {
         let mut f = Framer::new(&input[..], 1024, streamable);
         assert!(matches!(f.next().await, Err(FrameError::BadLength { .. })));
 
+        // Over the limit: its head comes out, the rest is skipped, the next message is read.
+        let mut input = msg(b'Q', &vec![b'x'; 100_000]);
+        input.extend(msg(b'S', b""));
+        let mut f = Framer::new(&input[..], 1024, streamable);
+        let Some(Piece::Oversized { tag: b'Q', head, len: 100_000 }) = f.next().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(head.len(), 5 + HEAD_BODY);
+        assert!(matches!(f.next().await, Ok(Some(Piece::Whole { tag: b'S', .. }))));
+        assert!(f.next().await.unwrap().is_none());
         let input = [b'Q', 0x7f, 0xff, 0xff, 0xff, b'x'];
         let mut f = Framer::new(&input[..], 1024, streamable);
-        assert!(matches!(f.next().await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(f.next().await, Err(FrameError::Truncated)));
 
         let input = [b'Q', 0xff, 0xff, 0xff, 0xff];
         let mut f = Framer::new(&input[..], 1024, streamable);
@@ -264,6 +324,7 @@ mod tests {
                 if tag == b'C' && len > 1024 {
                     continue;
                 }
+                let len = if tag == b'D' && len > 0 && len < 100 { len + 70_000 } else { len };
                 input.extend(msg(tag, &body));
             }
             let reader = Trickle {
@@ -281,6 +342,7 @@ mod tests {
                         out.extend_from_slice(&raw);
                     }
                     Piece::Head { raw, .. } | Piece::Chunk(raw) => out.extend_from_slice(&raw),
+                    Piece::Oversized { .. } => panic!("no message here is over the limit"),
                 }
             }
             assert_eq!(out, input, "seed {seed}");

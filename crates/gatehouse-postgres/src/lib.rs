@@ -7,14 +7,17 @@
 
 mod cancel;
 pub mod codec;
+pub mod encoding;
+mod flow;
 mod framer;
+mod names;
+mod params;
 mod relay;
 mod startup;
 mod stream;
 pub mod tls;
-mod tracker;
 
-pub use relay::RelayLimits;
+pub use relay::{Initial, RelayLimits};
 pub use startup::RequireTls;
 
 use crate::cancel::{CancelRegistry, CancelTarget};
@@ -23,7 +26,7 @@ use crate::startup::{HandshakeError, Startup};
 use crate::stream::PgStream;
 use bytes::BytesMut;
 use gatehouse_core::audit::{Event, EventKind, Outcome, What, Who};
-use gatehouse_core::{ConnectRequest, Denied, Gate, Protocol, SessionEnd, Target};
+use gatehouse_core::{ConnectRequest, Denied, EndCause, Gate, Protocol, Target};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +76,7 @@ const MAX_PENDING_HANDSHAKES: usize = 256;
 /// A client past its startup packet and password, not yet authenticated.
 struct Greeted {
     client: PgStream,
+    /// The startup parameters to forward (checked against the allow-list).
     params: Vec<(String, String)>,
     user: String,
     connection: String,
@@ -94,6 +98,8 @@ pub struct PgGateway {
     upstream_tls: HashMap<String, Option<Arc<rustls::ClientConfig>>>,
 }
 
+
+
 impl PgGateway {
     pub fn new(
         gate: Gate,
@@ -101,14 +107,15 @@ impl PgGateway {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Arc<Self>, SetupError> {
         let mut upstream_tls = HashMap::new();
-        for connection in gate.connections().iter() {
-            let Target::Postgres(target) = &connection.target;
-            let tls =
-                tls::client_config(&target.tls).map_err(|source| SetupError::UpstreamTls {
-                    connection: connection.name.clone(),
-                    source,
-                })?;
-            upstream_tls.insert(connection.name.clone(), tls);
+        for (name, protocol, settings) in gate.setup() {
+            if protocol != Protocol::Postgres {
+                continue;
+            }
+            let tls = tls::client_config(&settings).map_err(|source| SetupError::UpstreamTls {
+                connection: name.clone(),
+                source,
+            })?;
+            upstream_tls.insert(name, tls);
         }
         Ok(Arc::new(PgGateway {
             gate,
@@ -231,12 +238,14 @@ impl PgGateway {
         drop(slot);
         // Phase 2: authenticate and open the session. Each authenticator bounds its own I/O;
         // no outer timeout may cut an opened, audited session short.
+        let detail = params::record(&greeted.params);
         let request = ConnectRequest {
             protocol: Protocol::Postgres,
             connection: &greeted.connection,
             credential: &greeted.credential,
             claimed_user: Some(&greeted.user),
             source: peer,
+            detail: Some(&detail),
         };
         let session = match self.gate.open(request).await {
             Ok(session) => session,
@@ -267,14 +276,10 @@ impl PgGateway {
             .get(&session.connection().name)
             .cloned()
             .flatten();
-        let forwarded: Vec<(String, String)> = params
-            .into_iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
-            .collect();
         let upstream = match upstream::connect(
             target,
             tls.as_ref(),
-            &forwarded,
+            &params,
             self.config.handshake_timeout,
         )
         .await
@@ -293,12 +298,24 @@ impl PgGateway {
                     ),
                 };
                 startup::send_error(&mut client, Severity::Fatal, code, &text).await;
+                let cause = EndCause::UpstreamConnectFailed(e.to_string());
+                session.end(&cause, None).await;
+                return;
+            }
+        };
+        // The settings the server reports decide how the gateway reads the client's text.
+        let initial = match params::initial(&upstream.startup_messages, target.allow_fastpath) {
+            Ok(initial) => initial,
+            Err(reason) => {
+                startup::send_error(
+                    &mut client,
+                    Severity::Fatal,
+                    sqlstate::CANT_CHANGE_RUNTIME_PARAM,
+                    &reason,
+                )
+                .await;
                 session
-                    .end_with(SessionEnd {
-                        reason: "upstream connection failed".to_owned(),
-                        failed: true,
-                        detail: Some(serde_json::json!({ "upstream_error": e.to_string() })),
-                    })
+                    .end(&EndCause::UnsafeSessionState(reason), None)
                     .await;
                 return;
             }
@@ -306,8 +323,10 @@ impl PgGateway {
         let cancel_guard = self.cancels.register(CancelTarget {
             session: session.id().to_owned(),
             connection: session.connection().name.clone(),
-            target: target.clone(),
-            tls,
+            host: target.host.clone(),
+            port: target.port,
+            tls: target.tls.clone(),
+            tls_config: tls,
             upstream_key: upstream.key.unwrap_or_default(),
         });
         tracing::info!("session started");
@@ -317,36 +336,24 @@ impl PgGateway {
         codec::backend_key_data(&mut greeting, cancel_guard.key.0, cancel_guard.key.1);
         codec::ready_for_query(&mut greeting, b'I');
         if client.write_all(&greeting).await.is_err() {
-            session.end("client disconnected during startup").await;
+            session.end(&EndCause::ClientClosed, None).await;
             return;
         }
-        let end = relay::run(
+        let cause = relay::run(
             &session,
             client,
             upstream.stream,
             self.config.limits,
+            initial,
             self.shutdown.clone(),
         )
         .await;
-        tracing::info!(reason = %end, "session ended");
+        tracing::info!(reason = %cause, "session ended");
         drop(cancel_guard);
-        if let relay::End::ClientProtocol(reason) = &end {
+        if let EndCause::ClientProtocol(reason) = &cause {
             session.protocol_error(reason).await;
         }
-        let failed = !matches!(
-            end,
-            relay::End::ClientTerminated
-                | relay::End::ClientClosed
-                | relay::End::IdleTimeout
-                | relay::End::Shutdown
-        );
-        session
-            .end_with(SessionEnd {
-                reason: end.to_string(),
-                failed,
-                detail: None,
-            })
-            .await;
+        session.end(&cause, None).await;
     }
 
     /// The startup sequence up to the password; `None` when the connection was a cancel
@@ -389,6 +396,14 @@ impl PgGateway {
             .filter(|d| !d.is_empty())
             .unwrap_or(&user)
             .to_owned();
+        let params = match params::forwarded(&params) {
+            Ok(params) => params,
+            Err(reason) => {
+                return Err(
+                    startup::fatal(&mut client, sqlstate::INSUFFICIENT_PRIVILEGE, &reason).await,
+                )
+            }
+        };
         let credential = startup::read_password(&mut client).await?;
         Ok(Some(Greeted {
             client,
@@ -416,7 +431,7 @@ impl PgGateway {
             let _ = self.gate.record(event).await;
             return;
         };
-        let result = upstream::cancel(&found.target, found.tls.as_ref(), found.upstream_key).await;
+        let result = upstream::cancel(&found, found.upstream_key).await;
         let outcome = match &result {
             Ok(()) => Outcome::success(),
             Err(e) => Outcome::failure(e.to_string()),

@@ -16,6 +16,19 @@ impl PgStream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, PgStream::Plain(_))
     }
+
+    /// The server's certificate (DER) on a TLS connection to an upstream.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            PgStream::ClientTls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|c| c.as_ref().to_vec()),
+            _ => None,
+        }
+    }
 }
 
 impl AsyncRead for PgStream {

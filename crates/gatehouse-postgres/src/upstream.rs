@@ -4,7 +4,7 @@ use crate::codec;
 use crate::framer::{FrameError, Framer, Piece};
 use crate::stream::PgStream;
 use bytes::{Buf, BytesMut};
-use gatehouse_core::{PostgresTarget, UpstreamTlsMode};
+use gatehouse_core::{PostgresTarget, UpstreamAuth, UpstreamTls, UpstreamTlsMode};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
@@ -31,6 +31,8 @@ pub enum UpstreamError {
     NoPassword,
     #[error("the upstream server asked for an unsupported authentication method ({0})")]
     UnsupportedAuth(String),
+    #[error("the upstream server asked for the password by {0}, which the connection does not allow (upstream.auth); the password was not sent")]
+    AuthRefused(&'static str),
     #[error("upstream protocol error: {0}")]
     Protocol(String),
     #[error("the startup packet for the upstream would be {0} bytes, over PostgreSQL's limit")]
@@ -59,12 +61,14 @@ pub struct Upstream {
     pub key: Option<(i32, i32)>,
 }
 
-/// Opens a (possibly TLS) connection to the target, without the startup message.
+/// Opens a (possibly TLS) connection to `host:port`, without the startup message.
 pub async fn open(
-    target: &PostgresTarget,
+    host: &str,
+    port: u16,
+    settings: &UpstreamTls,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<PgStream, UpstreamError> {
-    let addr = format!("{}:{}", target.host, target.port);
+    let addr = format!("{host}:{port}");
     let tcp = TcpStream::connect(&addr)
         .await
         .map_err(|e| UpstreamError::Connect(addr, e))?;
@@ -79,11 +83,10 @@ pub async fn open(
     let answer = tcp.read_u8().await?;
     match answer {
         b'S' => {
-            let name = target
-                .tls
+            let name = settings
                 .server_name
                 .clone()
-                .unwrap_or_else(|| target.host.clone());
+                .unwrap_or_else(|| host.to_owned());
             let name = ServerName::try_from(name).map_err(|e| UpstreamError::Tls(e.to_string()))?;
             let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
@@ -91,7 +94,7 @@ pub async fn open(
                 .map_err(|e| UpstreamError::Tls(e.to_string()))?;
             Ok(PgStream::ClientTls(Box::new(stream)))
         }
-        b'N' if target.tls.mode == UpstreamTlsMode::Prefer => Ok(PgStream::Plain(tcp)),
+        b'N' if settings.mode == UpstreamTlsMode::Prefer => Ok(PgStream::Plain(tcp)),
         b'N' => Err(UpstreamError::TlsRefused),
         other => Err(UpstreamError::Protocol(format!(
             "unexpected answer {other:#x} to SSLRequest"
@@ -116,7 +119,7 @@ async fn connect_inner(
     tls: Option<&Arc<rustls::ClientConfig>>,
     client_params: &[(String, String)],
 ) -> Result<Upstream, UpstreamError> {
-    let mut stream = open(target, tls).await?;
+    let mut stream = open(&target.host, target.port, &target.tls, tls).await?;
     let mut out = BytesMut::new();
     let params = [
         ("user", target.user.as_str()),
@@ -157,10 +160,21 @@ async fn connect_inner(
                         .map(|p| p.expose())
                         .ok_or(UpstreamError::NoPassword)
                 };
+                let allowed = |method: UpstreamAuth| {
+                    if target.auth_methods.contains(&method) {
+                        Ok(())
+                    } else {
+                        Err(UpstreamError::AuthRefused(method.as_str()))
+                    }
+                };
                 match code {
                     0 => continue,
-                    3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
+                    3 => {
+                        allowed(UpstreamAuth::Password)?;
+                        frontend::password_message(password()?.as_bytes(), &mut out)?
+                    }
                     5 => {
+                        allowed(UpstreamAuth::Md5)?;
                         let salt: [u8; 4] = body
                             .get(..4)
                             .and_then(|s| s.try_into().ok())
@@ -173,17 +187,29 @@ async fn connect_inner(
                         frontend::password_message(hash.as_bytes(), &mut out)?;
                     }
                     10 => {
+                        allowed(UpstreamAuth::ScramSha256)?;
                         let offered = sasl_mechanisms(body);
-                        if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
+                        // Channel binding ties the exchange to this TLS connection: a server
+                        // in the middle cannot relay it to the real one.
+                        let binding = framer
+                            .get_ref()
+                            .peer_certificate()
+                            .and_then(|der| crate::tls::end_point_hash(&der));
+                        let (mechanism, binding) = match binding {
+                            Some(hash) if offered.iter().any(|m| m == "SCRAM-SHA-256-PLUS") => (
+                                "SCRAM-SHA-256-PLUS",
+                                ChannelBinding::tls_server_end_point(hash),
+                            ),
+                            // TLS but the server does not offer binding: say so (`y`), so a
+                            // downgrade by a server in the middle is detected by the real one.
+                            Some(_) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                            None => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                        };
+                        if !offered.iter().any(|m| m == mechanism) {
                             return Err(UpstreamError::UnsupportedAuth(offered.join(", ")));
                         }
-                        let client =
-                            ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                        frontend::sasl_initial_response(
-                            "SCRAM-SHA-256",
-                            client.message(),
-                            &mut out,
-                        )?;
+                        let client = ScramSha256::new(password()?.as_bytes(), binding);
+                        frontend::sasl_initial_response(mechanism, client.message(), &mut out)?;
                         scram = Some(client);
                     }
                     11 => {
@@ -255,11 +281,11 @@ fn sasl_mechanisms(body: &[u8]) -> Vec<String> {
 
 /// Sends a CancelRequest with the upstream's own key over a new connection.
 pub async fn cancel(
-    target: &PostgresTarget,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    route: &crate::cancel::CancelTarget,
     key: (i32, i32),
 ) -> Result<(), UpstreamError> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), open(target, tls))
+    let open = open(&route.host, route.port, &route.tls, route.tls_config.as_ref());
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), open)
         .await
         .map_err(|_| UpstreamError::Timeout)??;
     let mut out = BytesMut::new();

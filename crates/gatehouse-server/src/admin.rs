@@ -1,8 +1,11 @@
 //! The admin API: health, metrics, and the key and session endpoints the CLI uses.
 //!
-//! Every `/api` call is authenticated with a bearer credential (an API key or an OIDC token)
-//! and audited with its outcome before the response leaves. Identities in one of the
-//! configured admin groups have the admin role; everyone else may only ask who they are.
+//! Every `/api/v1` request, unknown paths included, is authenticated through the gate's one
+//! request door (an API key or an OIDC token; failures audited and rate-limited like every
+//! failure before authentication) and audited with its outcome before the response leaves.
+//! Identities in one of the configured admin groups have the admin role; everyone else may
+//! only ask who they are. A change (key created or revoked, session ended) is recorded before
+//! it takes effect, and refused when it cannot be recorded.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,28 +13,31 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use gatehouse_audit::{AuditLog, Event, EventKind, Outcome, What, Who};
-use gatehouse_core::{Authenticator, Identity, Metrics};
+use gatehouse_audit::{AuditLog, Event, EventKind, Outcome, What};
+use gatehouse_core::{Caller, Denied, Gate, Metrics};
 use gatehouse_store::{NewApiKey, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
+mod serve;
+pub use serve::{serve, ServeLimits};
+
 #[derive(Clone)]
 pub struct AdminState {
-    pub authenticator: Arc<dyn Authenticator>,
+    pub gate: Gate,
     pub store: Arc<dyn Store>,
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
     pub admin_groups: Vec<String>,
+    pub metrics_require_auth: bool,
 }
 
 /// The authenticated caller of an API request.
 #[derive(Clone)]
-struct Caller {
-    identity: Identity,
-    who: Who,
+struct Authed {
+    caller: Caller,
     admin: bool,
 }
 
@@ -41,11 +47,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{name}/revoke", post(revoke_key))
         .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}/kill", post(kill_session))
+        // Before the layer, so unknown paths are authenticated and audited too.
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
-        ))
-        .fallback(not_found);
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -68,6 +76,14 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    fn audit_unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log is unavailable; nothing was changed",
+        )
     }
 }
 
@@ -112,22 +128,72 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+async fn metrics(State(state): State<AdminState>, request: Request) -> Response {
+    if state.metrics_require_auth {
+        let source = source_of(&request);
+        let credential = bearer(request.headers());
+        match state
+            .gate
+            .authenticate_request("admin-api", credential, source, "GET /metrics")
+            .await
+        {
+            Ok(caller) if caller.identity.in_any_group(&state.admin_groups) => {}
+            Ok(_) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "/metrics needs the admin role",
+                )
+                .into_response()
+            }
+            Err(denied) => return unauthenticated(&denied).into_response(),
+        }
+    }
+    let stats = state.audit.stats();
+    let mut text = state.metrics.render();
+    // The audit log's own figures, appended in the same exposition format.
+    if let Some(eof) = text.rfind("# EOF") {
+        text.truncate(eof);
+    }
+    text.push_str(&format!(
+        "# HELP gatehouse_audit_available_bytes Free space on the audit log's file system.\n\
+         # TYPE gatehouse_audit_available_bytes gauge\n\
+         gatehouse_audit_available_bytes {}\n\
+         # HELP gatehouse_audit_refused Records the audit log refused while failed.\n\
+         # TYPE gatehouse_audit_refused counter\n\
+         gatehouse_audit_refused_total {}\n# EOF\n",
+        stats.available_bytes, stats.refused
+    ));
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }
 
-fn source_of(request: &Request) -> Option<SocketAddr> {
+fn source_of(request: &Request) -> SocketAddr {
     request
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+fn unauthenticated(denied: &Denied) -> ApiError {
+    match denied {
+        Denied::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "authentication or the audit log is unavailable",
+        ),
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid bearer credential is required",
+        ),
+    }
 }
 
 /// Authenticates the bearer credential and audits the call with its final status.
@@ -143,53 +209,19 @@ async fn authenticate(
         .extensions()
         .get::<axum::extract::OriginalUri>()
         .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
-    let what = What {
-        protocol: Some("admin-api".to_owned()),
-        resource: Some(format!("{method} {path}")),
-        ..What::default()
-    };
+    let resource = format!("{method} {path}");
     let credential = bearer(request.headers());
-    let identity = match credential {
-        Some(credential) => state
-            .authenticator
-            .authenticate(credential)
-            .await
-            .map_err(|e| e.to_string()),
-        None => Err("missing bearer credential".to_owned()),
+    let caller = match state
+        .gate
+        .authenticate_request("admin-api", credential, source, &resource)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(denied) => return unauthenticated(&denied).into_response(),
     };
-    let identity = match identity {
-        Ok(identity) => identity,
-        Err(reason) => {
-            state
-                .metrics
-                .auth_failures_total
-                .get_or_create(&Metrics::protocol("admin-api"))
-                .inc();
-            let mut event = Event::now(EventKind::AuthFailure, Outcome::failure(reason));
-            event.who = Who {
-                method: Some("none".to_owned()),
-                source: source.map(|s| s.to_string()),
-                ..Who::default()
-            };
-            event.what = what;
-            if state.audit.record(event).await.is_err() {
-                return audit_unavailable();
-            }
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a valid bearer credential is required",
-            )
-            .into_response();
-        }
-    };
-    let who = identity.who(source, None);
-    let admin = identity.in_any_group(&state.admin_groups);
-    request.extensions_mut().insert(Caller {
-        identity,
-        who: who.clone(),
-        admin,
-    });
+    let admin = caller.identity.in_any_group(&state.admin_groups);
+    let who = caller.who.clone();
+    request.extensions_mut().insert(Authed { caller, admin });
     let response = next.run(request).await;
 
     let status = response.status();
@@ -201,20 +233,15 @@ async fn authenticate(
     outcome.code = Some(status.as_u16().to_string());
     let mut event = Event::now(EventKind::AdminRequest, outcome);
     event.who = who;
-    event.what = what;
-    if state.audit.record(event).await.is_err() {
-        return audit_unavailable();
+    event.what = What {
+        protocol: Some("admin-api".to_owned()),
+        resource: Some(resource),
+        ..What::default()
+    };
+    if state.gate.record(event).await.is_err() {
+        return ApiError::audit_unavailable().into_response();
     }
     response
-}
-
-fn audit_unavailable() -> Response {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "audit_unavailable",
-        "the audit log is unavailable",
-    )
-    .into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -226,8 +253,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.admin {
+fn require_admin(authed: &Authed) -> Result<(), ApiError> {
+    if authed.admin {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -242,15 +269,16 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-async fn whoami(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
-    let id = &caller.identity;
+async fn whoami(Extension(authed): Extension<Authed>) -> Json<serde_json::Value> {
+    let id = &authed.caller.identity;
     Json(serde_json::json!({
         "subject": id.subject,
+        "principal": id.principal(),
         "issuer": id.issuer,
         "actors": id.actors,
         "groups": id.groups,
         "method": id.method.as_str(),
-        "admin": caller.admin,
+        "admin": authed.admin,
     }))
 }
 
@@ -277,9 +305,9 @@ impl From<gatehouse_store::ApiKeyRecord> for KeyView {
 
 async fn list_keys(
     State(state): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    Extension(authed): Extension<Authed>,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
-    require_admin(&caller)?;
+    require_admin(&authed)?;
     Ok(Json(
         state
             .store
@@ -309,10 +337,10 @@ fn valid_name(name: &str) -> bool {
 
 async fn create_key(
     State(state): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    Extension(authed): Extension<Authed>,
     body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    require_admin(&caller)?;
+    require_admin(&authed)?;
     let Json(body) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     if !valid_name(&body.name) {
@@ -329,7 +357,34 @@ async fn create_key(
             format!("invalid group name {bad:?}"),
         ));
     }
+    let conflict = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a key named {:?} already exists", body.name),
+        )
+    };
+    if state
+        .store
+        .list_keys()
+        .await?
+        .iter()
+        .any(|k| k.name == body.name)
+    {
+        return Err(conflict());
+    }
     let (key, hash) = gatehouse_auth::api_key::generate();
+    let detail = serde_json::json!({ "groups": body.groups });
+    // Recorded before the key exists: a key the log does not know of never works.
+    record_key_event(
+        &state,
+        &authed,
+        EventKind::KeyCreated,
+        &body.name,
+        Outcome::success(),
+        Some(detail),
+    )
+    .await?;
     let record = NewApiKey {
         name: body.name.clone(),
         groups: body.groups.clone(),
@@ -337,25 +392,22 @@ async fn create_key(
         prefix: key.chars().take(7).collect(),
         created_at: time::OffsetDateTime::now_utc(),
     };
-    match state.store.insert_key(record).await {
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("a key named {:?} already exists", body.name),
-            ))
-        }
-        other => other?,
+    if let Err(e) = state.store.insert_key(record).await {
+        let reason = format!("not applied: {e}");
+        let _ = record_key_event(
+            &state,
+            &authed,
+            EventKind::KeyCreated,
+            &body.name,
+            Outcome::failure(reason),
+            None,
+        )
+        .await;
+        return Err(match e {
+            StoreError::Conflict(_) => conflict(),
+            other => other.into(),
+        });
     }
-    let detail = serde_json::json!({ "groups": body.groups });
-    record_key_event(
-        &state,
-        &caller,
-        EventKind::KeyCreated,
-        &body.name,
-        Some(detail),
-    )
-    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": body.name, "groups": body.groups, "key": key })),
@@ -365,36 +417,95 @@ async fn create_key(
 
 async fn revoke_key(
     State(state): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    Extension(authed): Extension<Authed>,
     Path(name): Path<String>,
-) -> Result<Json<KeyView>, ApiError> {
-    require_admin(&caller)?;
-    let Some(record) = state
-        .store
-        .revoke_key(&name, time::OffsetDateTime::now_utc())
-        .await?
-    else {
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&authed)?;
+    let existing = state.store.list_keys().await?;
+    let Some(current) = existing.into_iter().find(|k| k.name == name) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no key named {name:?}"),
         ));
     };
-    record_key_event(&state, &caller, EventKind::KeyRevoked, &name, None).await?;
-    Ok(Json(record.into()))
+    // Recorded before the revocation takes effect; then the key's open sessions end too.
+    let open: Vec<String> = state
+        .gate
+        .open_sessions()
+        .into_iter()
+        .filter(|s| s.subject == format!("key:{name}"))
+        .map(|s| s.id)
+        .collect();
+    let detail = serde_json::json!({ "ends_sessions": open, "already_revoked": current.is_revoked() });
+    record_key_event(
+        &state,
+        &authed,
+        EventKind::KeyRevoked,
+        &name,
+        Outcome::success(),
+        Some(detail),
+    )
+    .await?;
+    let record = match state
+        .store
+        .revoke_key(&name, time::OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(Some(record)) => record,
+        Ok(None) | Err(_) => {
+            let _ = record_key_event(
+                &state,
+                &authed,
+                EventKind::KeyRevoked,
+                &name,
+                Outcome::failure("not applied: the state store did not revoke the key"),
+                None,
+            )
+            .await;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the key could not be revoked",
+            ));
+        }
+    };
+    let ended = state.gate.end_sessions_of_key(&name);
+    let mut view = serde_json::to_value(KeyView::from(record)).unwrap_or_default();
+    if let Some(map) = view.as_object_mut() {
+        map.insert("sessions_ended".into(), ended.into());
+    }
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
 struct SessionQuery {
     limit: Option<u32>,
+    /// Only the sessions open now.
+    open: Option<bool>,
 }
 
 async fn list_sessions(
     State(state): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    Extension(authed): Extension<Authed>,
     Query(query): Query<SessionQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&caller)?;
+    require_admin(&authed)?;
+    if query.open == Some(true) {
+        let list: Vec<serde_json::Value> = state
+            .gate
+            .open_sessions()
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id, "protocol": s.protocol.as_str(), "connection": s.connection,
+                    "subject": s.subject, "actors": s.actors, "source": s.source.to_string(),
+                    "started_at": rfc3339(s.started_at), "ended_at": null,
+                })
+            })
+            .collect();
+        return Ok(Json(serde_json::Value::Array(list)));
+    }
     let sessions = state
         .store
         .list_sessions(query.limit.unwrap_or(100).min(10_000))
@@ -412,27 +523,43 @@ async fn list_sessions(
     Ok(Json(serde_json::Value::Array(list)))
 }
 
+async fn kill_session(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&authed)?;
+    match state.gate.kill_session(&id, &authed.caller).await {
+        Ok(true) => Ok(Json(serde_json::json!({ "id": id, "ended": true }))),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no open session {id:?}"),
+        )),
+        Err(_) => Err(ApiError::audit_unavailable()),
+    }
+}
+
 /// Audits a change to a key, durably, before the response is sent.
 async fn record_key_event(
     state: &AdminState,
-    caller: &Caller,
+    authed: &Authed,
     kind: EventKind,
     name: &str,
+    outcome: Outcome,
     detail: Option<serde_json::Value>,
 ) -> Result<(), ApiError> {
-    let mut event = Event::now(kind, Outcome::success());
-    event.who = caller.who.clone();
+    let mut event = Event::now(kind, outcome);
+    event.who = authed.caller.who.clone();
     event.what = What {
         protocol: Some("admin-api".to_owned()),
         resource: Some(format!("key:{name}")),
         detail,
         ..What::default()
     };
-    state.audit.record(event).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the audit log is unavailable",
-        )
-    })
+    state
+        .gate
+        .record(event)
+        .await
+        .map_err(|_| ApiError::audit_unavailable())
 }

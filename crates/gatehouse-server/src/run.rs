@@ -5,7 +5,7 @@ use crate::config::{self, Config};
 use crate::{bootstrap, index, listeners, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
-use gatehouse_core::{Authenticator, Gate, Metrics};
+use gatehouse_core::{Authenticator, Gate, GateParts, Metrics};
 use gatehouse_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub postgres_addr: SocketAddr,
     audit: AuditLog,
+    gate: Gate,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     pg_threads: Vec<std::thread::JoinHandle<()>>,
@@ -66,10 +67,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config::Fsync::Periodic => FsyncMode::Periodic(config.audit.fsync_interval),
             config::Fsync::Never => FsyncMode::Never,
         },
+        low_space_bytes: config.audit.low_space_warning,
         ..Options::default()
     };
     let audit = AuditLog::open(&config.audit.dir, options)
         .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+    // Read before this run writes anything: what the previous run left open.
+    let unclean = gatehouse_audit::unclean_stop(audit.path())
+        .with_context(|| format!("reading {}", audit.path().display()))?;
     let mut start = Event::now(EventKind::GatewayStart, Outcome::success());
     start.what.detail = Some(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -77,6 +82,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         "recovered_partial_record": audit.recovered_partial().map(|p| p.display().to_string()),
     }));
     audit.record(start).await?;
+    if let Some(unclean) = unclean {
+        close_previous_run(&audit, &unclean).await?;
+    }
     let config_bytes = std::fs::read(&config.source).unwrap_or_default();
     let mut loaded = Event::now(EventKind::ConfigLoaded, Outcome::success());
     loaded.what = What {
@@ -109,13 +117,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let authenticator: Arc<dyn Authenticator> = authenticator;
     let metrics = Arc::new(Metrics::new());
-    let gate = Gate::new(
-        authenticator.clone(),
+    let gate = Gate::new(GateParts::new(
+        authenticator,
         wiring::connections(&config),
-        audit.clone(),
+        Arc::new(audit.clone()),
         metrics.clone(),
         Arc::new(index::StoreIndex(store.clone())),
-    );
+    ));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -137,23 +145,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
     let app = admin::router(AdminState {
-        authenticator,
+        gate: gate.clone(),
         store,
         audit: audit.clone(),
         metrics,
         admin_groups: config.admin.admin_groups.clone(),
+        metrics_require_auth: config.admin.metrics_require_auth,
     });
-    let mut admin_shutdown = shutdown_rx.clone();
+    let limits = admin::ServeLimits {
+        max_connections: config.admin.max_connections,
+        request_timeout: config.admin.request_timeout,
+    };
+    tasks.push(tokio::spawn(admin::serve(
+        admin_listener,
+        app,
+        limits,
+        shutdown_rx.clone(),
+    )));
+    // Failures before authentication are summarised per window; write the summaries.
+    let sweeper = gate.clone();
+    let mut sweep_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(
-            admin_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = admin_shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin API stopped");
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => sweeper.sweep_pre_auth(false),
+                _ = sweep_stop.wait_for(|stop| *stop) => break,
+            }
         }
     }));
 
@@ -162,10 +179,54 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_addr,
         postgres_addr,
         audit,
+        gate,
         shutdown,
         tasks,
         pg_threads,
     })
+}
+
+/// Closes in the log what a run that stopped without `gateway.stop` left open: one
+/// `gateway.unclean_stop` naming the head it left, then a `session.end` for every session it
+/// left open, with the statements that never got a result.
+async fn close_previous_run(
+    audit: &AuditLog,
+    unclean: &gatehouse_audit::UncleanStop,
+) -> anyhow::Result<()> {
+    let head = serde_json::json!({
+        "seq": unclean.last_seq,
+        "hash": unclean.last_hash.as_str(),
+        "time": gatehouse_audit::timefmt::Rfc3339Nanos(unclean.last_time).to_string(),
+    });
+    tracing::warn!(
+        previous_head = unclean.last_seq,
+        open_sessions = unclean.open_sessions.len(),
+        "the previous run stopped without closing the audit log; closing its open sessions"
+    );
+    let mut event = Event::now(
+        EventKind::GatewayUncleanStop,
+        Outcome::failure("the previous run ended without gateway.stop (crash, kill or power loss)"),
+    );
+    event.what.detail = Some(serde_json::json!({
+        "previous_head": head,
+        "open_sessions": unclean.open_sessions.iter().map(|s| &s.id).collect::<Vec<_>>(),
+    }));
+    let mut last = audit.append(event)?;
+    for session in &unclean.open_sessions {
+        let mut end = Event::now(
+            EventKind::SessionEnd,
+            Outcome::failure("the gateway stopped without closing the session (unclean stop)"),
+        );
+        end.session = Some(session.id.clone());
+        end.what.detail = Some(serde_json::json!({
+            "cause": "unclean_stop",
+            "previous_head": head,
+            "unfinished_statements": session.unfinished_statements,
+        }));
+        last = audit.append(end)?;
+    }
+    audit.durable(last).await?;
+    Ok(())
 }
 
 impl Running {
@@ -185,6 +246,7 @@ impl Running {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE + std::time::Duration::from_secs(1), task)
                 .await;
         }
+        self.gate.sweep_pre_auth(true);
         self.audit
             .record(Event::now(EventKind::GatewayStop, Outcome::success()))
             .await?;

@@ -6,7 +6,8 @@ use gatehouse_auth::{
     ApiKeyAuthenticator, CombinedAuthenticator, KeyInfo, KeyLookup, OidcAuthenticator, OidcIssuer,
 };
 use gatehouse_core::{
-    Access, Connection, Connections, PostgresTarget, Secret, Target, UpstreamTls, UpstreamTlsMode,
+    Access, Connection, Connections, PostgresTarget, Secret, Target, UpstreamAuth, UpstreamTls,
+    UpstreamTlsMode,
 };
 use gatehouse_store::Store;
 use rustls_pki_types::pem::PemObject;
@@ -33,6 +34,16 @@ pub fn connections(config: &Config) -> Connections {
                     ca_file: up.tls.ca_file.clone(),
                     server_name: up.tls.server_name.clone(),
                 },
+                auth_methods: up
+                    .auth
+                    .iter()
+                    .map(|a| match a {
+                        config::UpstreamAuth::ScramSha256 => UpstreamAuth::ScramSha256,
+                        config::UpstreamAuth::Md5 => UpstreamAuth::Md5,
+                        config::UpstreamAuth::Password => UpstreamAuth::Password,
+                    })
+                    .collect(),
+                allow_fastpath: c.allow_fastpath,
             }),
         };
         Connection {
@@ -128,7 +139,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<gatehouse_postgres::PgConfig
         },
         handshake_timeout: pg.handshake_timeout,
         limits: gatehouse_postgres::RelayLimits {
-            max_message: 16 * 1024 * 1024,
+            max_message: pg.max_message,
             idle_timeout: pg.idle_timeout,
         },
     })

@@ -92,13 +92,13 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn sessions(server: &str, limit: u32) -> anyhow::Result<ExitCode> {
-    let sessions = request(
-        reqwest::Method::GET,
-        server,
-        &format!("/sessions?limit={limit}"),
-        None,
-    )?;
+pub fn sessions(server: &str, limit: u32, open: bool) -> anyhow::Result<ExitCode> {
+    let query = if open {
+        "/sessions?open=true".to_owned()
+    } else {
+        format!("/sessions?limit={limit}")
+    };
+    let sessions = request(reqwest::Method::GET, server, &query, None)?;
     println!(
         "{:<26} {:<10} {:<12} {:<28} {:<30} {:>6} END",
         "ID", "PROTOCOL", "CONNECTION", "SUBJECT", "STARTED", "STMTS"
@@ -115,6 +115,13 @@ pub fn sessions(server: &str, limit: u32) -> anyhow::Result<ExitCode> {
             s["end_reason"].as_str().unwrap_or("(open)"),
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill_session(server: &str, id: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/sessions/{}/kill", encode_segment(id));
+    request(reqwest::Method::POST, server, &path, None)?;
+    eprintln!("ended session {id}");
     Ok(ExitCode::SUCCESS)
 }
 

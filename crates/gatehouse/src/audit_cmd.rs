@@ -34,6 +34,16 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
                 report.first_seq.unwrap_or(0),
                 report.last_seq.unwrap_or(0),
             );
+            if report.outcomes_unknown > 0 {
+                let examples: Vec<String> =
+                    report.unknown_examples.iter().map(u64::to_string).collect();
+                println!(
+                    "{} of {} forwarded statement(s) have no recorded result (outcome unknown: the gateway or session stopped before the server answered); first at seq {}",
+                    report.outcomes_unknown,
+                    report.statements_forwarded,
+                    examples.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
@@ -88,6 +98,12 @@ pub fn export(
         "exported {} of {} record(s)",
         summary.records_exported, summary.records_read
     );
+    if summary.outcomes_unknown > 0 {
+        eprintln!(
+            "{} forwarded statement(s) have no recorded result: shown with status unknown",
+            summary.outcomes_unknown
+        );
+    }
     if summary.partial_last_line {
         eprintln!(
             "warning: the log ends with an unfinished record (a crash mid-write); it was skipped"

@@ -97,6 +97,16 @@ enum SessionsCommand {
     List {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only the sessions open now
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// End an open session (audited); its client gets an error and is disconnected
+    Kill {
+        /// The session id (from `sessions list --open`)
+        id: String,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -164,8 +174,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => admin_client::keys(cmd),
-        Command::Sessions(SessionsCommand::List { limit, server }) => {
-            admin_client::sessions(&server.server, limit)
+        Command::Sessions(SessionsCommand::List {
+            limit,
+            open,
+            server,
+        }) => admin_client::sessions(&server.server, limit, open),
+        Command::Sessions(SessionsCommand::Kill { id, server }) => {
+            admin_client::kill_session(&server.server, &id)
         }
         Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),
         Command::Audit(AuditCommand::Export {

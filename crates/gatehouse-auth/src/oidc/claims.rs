@@ -26,6 +26,10 @@ pub(crate) fn identity(
         actors: actors(claims)?,
         groups: groups(claims, names.groups),
         method: AuthMethod::Oidc,
+        expires_at: claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok()),
     })
 }
 

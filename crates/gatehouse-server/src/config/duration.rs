@@ -131,3 +131,62 @@ mod tests {
         );
     }
 }
+
+/// Human-readable sizes: a number of bytes, or `<integer><unit>` with `KiB`, `MiB`, `GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let invalid = || format!("invalid size {text:?}: expected bytes or a whole number with KiB, MiB or GiB, e.g. 16MiB");
+    if digits == 0 {
+        return Err(invalid());
+    }
+    let n: u64 = text[..digits].parse().map_err(|_| invalid())?;
+    let unit = match text[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(unit).ok_or_else(invalid)
+}
+
+/// A size in the config file: a YAML integer (bytes) or a string with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigSize(pub u64);
+
+impl<'de> Deserialize<'de> for ConfigSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConfigSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 16MiB, 512KiB or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigSize, E> {
+                Ok(ConfigSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigSize, E> {
+                u64::try_from(v)
+                    .map(ConfigSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigSize, E> {
+                parse_size(v).map(ConfigSize).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(super::parse_size("1024"), Ok(1024));
+        assert_eq!(super::parse_size("2 GiB"), Ok(2 << 30));
+        assert!(super::parse_size("16MB").is_err());
+        assert!(super::parse_size("MiB").is_err());
+        assert!(super::parse_size("99999999999999GiB").is_err());
+    }
+}

@@ -70,6 +70,12 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Identities in any of these groups get the admin role.
     pub admin_groups: Vec<String>,
+    /// `/metrics` needs a bearer credential of an admin.
+    pub metrics_require_auth: bool,
+    /// Most admin API connections open at once (further ones wait in the kernel's backlog).
+    pub max_connections: usize,
+    /// Longest an admin connection may take to send a request's headers, and may stay idle.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,8 @@ pub struct AuditConfig {
     pub fsync: Fsync,
     /// With `fsync: periodic`, the longest a written record waits for its sync.
     pub fsync_interval: Duration,
+    /// Free space below which an `audit.disk_low` record and a warning are written (0: off).
+    pub low_space_warning: u64,
 }
 
 /// Whether each audit record is fsynced before the action it records proceeds.
@@ -164,6 +172,13 @@ pub struct PostgresConfig {
     pub idle_timeout: Option<Duration>,
     /// Threads serving PostgreSQL sessions, each a single-threaded runtime sharing the port.
     pub workers: usize,
+    /// Largest client message that is not streamed (a query, a Parse); larger ones are refused.
+    pub max_message: usize,
+    /// Longest a new connection may take to send its first byte.
+    pub first_packet_timeout: Duration,
+    /// Connections at most in their unauthenticated handshake at once, and per source address.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_source: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +206,8 @@ pub struct ConnectionConfig {
     pub protocol: Protocol,
     pub upstream: UpstreamConfig,
     pub allow: AllowConfig,
+    /// Whether clients may call server functions directly (PostgreSQL fastpath).
+    pub allow_fastpath: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -208,6 +225,19 @@ pub struct UpstreamConfig {
     /// Held by the gateway, never shown to the client.
     pub password: Option<Secret>,
     pub tls: UpstreamTls,
+    /// How the password may be proven to the server.
+    pub auth: Vec<UpstreamAuth>,
+}
+
+/// Ways the gateway may prove the held password to the upstream (libpq's `require_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UpstreamAuth {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "password")]
+    Password,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +266,7 @@ pub enum UpstreamTlsMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowConfig {
     pub groups: Vec<String>,
-    /// `key:<name>` for API keys, the token subject for OIDC identities.
+    /// `key:<name>` for API keys, `<issuer>#<sub>` for OIDC identities.
     pub subjects: Vec<String>,
     pub any_authenticated: bool,
 }

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::duration::ConfigDuration;
+use super::duration::{ConfigDuration, ConfigSize};
 use super::model::{
-    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamTlsMode,
+    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamAuth,
+    UpstreamTlsMode,
 };
 use super::secret::SecretRef;
 
@@ -44,6 +45,9 @@ pub(crate) struct RawLog {
 pub(crate) struct RawAdmin {
     pub listen: Option<Listen>,
     pub admin_groups: Option<Vec<String>>,
+    pub metrics_require_auth: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub request_timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +56,7 @@ pub(crate) struct RawAudit {
     pub dir: Option<PathBuf>,
     pub fsync: Option<Fsync>,
     pub fsync_interval: Option<String>,
+    pub low_space_warning: Option<ConfigSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +106,10 @@ pub(crate) struct RawPostgres {
     pub handshake_timeout: Option<ConfigDuration>,
     pub idle_timeout: Option<ConfigDuration>,
     pub workers: Option<usize>,
+    pub max_message: Option<ConfigSize>,
+    pub first_packet_timeout: Option<ConfigDuration>,
+    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_source: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +125,7 @@ pub(crate) struct RawConnection {
     pub protocol: Protocol,
     pub upstream: RawUpstream,
     pub allow: Option<RawAllow>,
+    pub allow_fastpath: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +137,7 @@ pub(crate) struct RawUpstream {
     pub user: String,
     pub password: Option<SecretRef>,
     pub tls: Option<RawUpstreamTls>,
+    pub auth: Option<Vec<UpstreamAuth>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::duration::parse_duration;
+use super::duration::{parse_duration, ConfigSize};
 use super::error::{ConfigError, Issue};
 use super::locate::{display_path, locate_nearest};
 use super::model::*;
@@ -23,6 +23,15 @@ const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
+/// PostgreSQL's own limit for a message.
+const MAX_MAX_MESSAGE: u64 = 1 << 30;
+const DEFAULT_FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_MAX_HANDSHAKES: usize = 256;
+const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
+const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
+const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_LOW_SPACE_WARNING: u64 = 1 << 30;
 
 pub(crate) struct Resolver<'a> {
     text: &'a str,
@@ -181,9 +190,27 @@ impl<'a> Resolver<'a> {
                  the admin API",
             );
         }
+        let max_connections = raw
+            .max_connections
+            .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS);
+        if !(1..=65_536).contains(&max_connections) {
+            self.error(&["admin", "max_connections"], "must be between 1 and 65536");
+        }
+        let request_timeout = raw
+            .request_timeout
+            .map_or(DEFAULT_ADMIN_REQUEST_TIMEOUT, |d| d.0);
+        if request_timeout.is_zero() {
+            self.error(
+                &["admin", "request_timeout"],
+                "must be greater than 0: an idle connection would be kept forever",
+            );
+        }
         AdminConfig {
             listen,
             admin_groups,
+            metrics_require_auth: raw.metrics_require_auth.unwrap_or(false),
+            max_connections: max_connections.clamp(1, 65_536),
+            request_timeout,
         }
     }
 
@@ -215,6 +242,9 @@ impl<'a> Resolver<'a> {
             dir,
             fsync,
             fsync_interval,
+            low_space_warning: raw
+                .low_space_warning
+                .map_or(DEFAULT_LOW_SPACE_WARNING, |s| s.0),
         }
     }
 
@@ -340,6 +370,32 @@ impl<'a> Resolver<'a> {
         if !(1..=256).contains(&workers) {
             self.error(&["postgres", "workers"], "must be between 1 and 256");
         }
+        let max_message = raw.max_message.map_or(DEFAULT_MAX_MESSAGE, |ConfigSize(s)| s);
+        if !(1024..=MAX_MAX_MESSAGE).contains(&max_message) {
+            self.error(
+                &["postgres", "max_message"],
+                "must be between 1KiB and 1GiB (PostgreSQL's own limit)",
+            );
+        }
+        let first_packet_timeout = raw
+            .first_packet_timeout
+            .map_or(DEFAULT_FIRST_PACKET_TIMEOUT, |d| d.0);
+        if first_packet_timeout.is_zero() || first_packet_timeout > handshake_timeout {
+            self.error(
+                &["postgres", "first_packet_timeout"],
+                "must be greater than 0 and at most handshake_timeout",
+            );
+        }
+        let max_handshakes = raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES);
+        let per_source = raw
+            .max_handshakes_per_source
+            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_SOURCE);
+        if max_handshakes == 0 || per_source == 0 || per_source > max_handshakes {
+            self.error(
+                &["postgres", "max_handshakes_per_source"],
+                "max_handshakes and max_handshakes_per_source must be at least 1, the second at most the first",
+            );
+        }
         PostgresConfig {
             workers: workers.clamp(1, 256),
             listen,
@@ -347,6 +403,10 @@ impl<'a> Resolver<'a> {
             require_tls,
             handshake_timeout,
             idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+            max_message: max_message.clamp(1024, MAX_MAX_MESSAGE) as usize,
+            first_packet_timeout,
+            max_handshakes: max_handshakes.max(1),
+            max_handshakes_per_source: per_source.clamp(1, max_handshakes.max(1)),
         }
     }
 
@@ -402,6 +462,7 @@ impl<'a> Resolver<'a> {
             protocol: raw.protocol,
             upstream,
             allow,
+            allow_fastpath: raw.allow_fastpath.unwrap_or(false),
         }
     }
 
@@ -433,6 +494,30 @@ impl<'a> Resolver<'a> {
             .server_name
             .map(|s| self.non_empty(&tls_key("server_name"), s));
         let mode = tls_raw.mode.unwrap_or(UpstreamTlsMode::Prefer);
+        let auth = raw.auth.unwrap_or_else(|| vec![UpstreamAuth::ScramSha256]);
+        if auth.is_empty() {
+            self.error(
+                &key("auth"),
+                "list at least one of scram-sha-256, md5, password (or remove it for scram-sha-256)",
+            );
+        }
+        if password.is_some()
+            && !is_loopback_host(&host)
+            && matches!(mode, UpstreamTlsMode::Prefer | UpstreamTlsMode::Require)
+        {
+            self.warn(
+                &tls_key("mode"),
+                "the password goes to a non-loopback host whose certificate is not verified: \
+                 a server in the middle could receive it (use verify-full)",
+            );
+        }
+        if auth.contains(&UpstreamAuth::Password) && mode != UpstreamTlsMode::VerifyFull {
+            self.warn(
+                &key("auth"),
+                "password authentication sends the password itself; without tls verify-full \
+                 a server in the middle can read it",
+            );
+        }
         UpstreamConfig {
             host,
             port,
@@ -444,6 +529,7 @@ impl<'a> Resolver<'a> {
                 ca_file,
                 server_name,
             },
+            auth,
         }
     }
 
@@ -456,6 +542,18 @@ impl<'a> Resolver<'a> {
             &["connections", name, "allow", "subjects"],
             raw.subjects.unwrap_or_default(),
         );
+        for subject in &subjects {
+            if !valid_subject(subject) {
+                self.error(
+                    &["connections", name, "allow", "subjects"],
+                    format!(
+                        "{subject:?}: subjects are qualified by how they authenticate: \
+                         key:<name> for an API key, <issuer>#<sub> for an OIDC token \
+                         (e.g. https://idp.example.com#alice)"
+                    ),
+                );
+            }
+        }
         let any_authenticated = raw.any_authenticated.unwrap_or(false);
         if groups.is_empty() && subjects.is_empty() && !any_authenticated {
             self.error(
@@ -482,6 +580,19 @@ fn log(raw: RawLog) -> LogConfig {
 fn default_addr(text: &str) -> SocketAddr {
     text.parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// `key:<name>`, or `<issuer>#<sub>` with an http(s) issuer.
+fn valid_subject(subject: &str) -> bool {
+    if let Some(name) = subject.strip_prefix("key:") {
+        return !name.is_empty();
+    }
+    match subject.split_once('#') {
+        Some((issuer, sub)) => {
+            !sub.is_empty() && (issuer.starts_with("https://") || issuer.starts_with("http://"))
+        }
+        None => false,
+    }
 }
 
 fn valid_connection_name(name: &str) -> bool {

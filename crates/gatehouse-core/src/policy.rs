@@ -1,0 +1,98 @@
+//! The policy step: who may run what. Pure: a decision from the identity, the connection and
+//! the statement in its context.
+
+use crate::command::Command;
+use crate::connection::Connection;
+use crate::identity::Identity;
+
+/// Where in its protocol a statement is being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A simple query (possibly several statements), run as it arrives.
+    Query,
+    /// A statement prepared (named, or the unnamed one); it runs at a later Execute.
+    Prepare { name: &'a str },
+    /// A portal run: the statement's text is what was prepared under `statement`, if known.
+    Execute {
+        portal: &'a str,
+        statement: Option<&'a str>,
+    },
+    /// A server function called directly by its object id (PostgreSQL fastpath).
+    FunctionCall { oid: u32 },
+}
+
+impl Step<'_> {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::Query => "query",
+            Step::Prepare { .. } => "prepare",
+            Step::Execute { .. } => "execute",
+            Step::FunctionCall { .. } => "function_call",
+        }
+    }
+}
+
+/// The server's transaction state, as last reported by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transaction {
+    Idle,
+    InBlock,
+    Failed,
+}
+
+/// Everything a policy sees about one statement.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementContext<'a> {
+    pub identity: &'a Identity,
+    pub connection: &'a Connection,
+    pub command: &'a Command,
+    pub step: Step<'a>,
+    pub transaction: Transaction,
+}
+
+/// What the response to an allowed statement goes through on its way to the client. Empty
+/// for now: responses are relayed verbatim. Masking adds its column and detector rules here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponsePlan {}
+
+/// A statement refused by a rule; the caller sees the rule and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: String,
+    pub reason: String,
+    /// The protocol-neutral error code (a SQLSTATE for SQL protocols).
+    pub code: &'static str,
+}
+
+/// A statement held until a person approves it (not produced yet: approvals come next).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    pub request_id: String,
+    pub rule: String,
+}
+
+/// The policy's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    Allow { plan: ResponsePlan },
+    Block(Refusal),
+    Hold(PendingApproval),
+}
+
+/// Decides statements. Called on the statement path: must not block.
+pub trait Policy: Send + Sync {
+    fn decide(&self, statement: &StatementContext<'_>) -> Decision;
+}
+
+/// Allows everything: the policy until rules are configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    fn decide(&self, _: &StatementContext<'_>) -> Decision {
+        Decision::Allow {
+            plan: ResponsePlan::default(),
+        }
+    }
+}

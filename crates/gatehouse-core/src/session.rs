@@ -1,0 +1,540 @@
+//! An open session: the statement pipeline an adapter drives for each command.
+//!
+//! Per statement, in order: [`Session::admit`] asks the policy and writes the `statement`
+//! record — before the statement reaches the server — and returns what to do: forward it
+//! (after its record's ticket is durable, which the [`Gated`] upstream writer enforces) or
+//! refuse it. When the server has answered, [`Session::complete`] writes its
+//! `statement.result`. A statement the server never answered is completed as unknown, with the
+//! rows and bytes that had already reached the client.
+
+use crate::barrier::Gated;
+use crate::command::Command;
+use crate::connection::{Connection, Protocol};
+use crate::end::EndCause;
+use crate::gate::{cap, Gate};
+use crate::identity::Identity;
+use crate::metrics::{Metrics, StatementLabels};
+use crate::policy::{
+    Decision, PendingApproval, Refusal, ResponsePlan, StatementContext, Step, Transaction,
+};
+use gatehouse_audit::{AuditError, Event, EventKind, Outcome, Status, Ticket, What, Who};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWrite;
+use tokio::sync::watch;
+
+/// Statement text up to this length is recorded whole; longer text keeps its first and last
+/// halves of this, with its full length and SHA-256.
+const MAX_AUDITED_STATEMENT: usize = 64 * 1024;
+/// Longest upstream error message kept in a record.
+const MAX_AUDITED_ERROR: usize = 1024;
+
+/// A statement as the adapter presents it for a decision.
+#[derive(Debug, Clone)]
+pub struct Statement<'a> {
+    pub command: &'a Command,
+    pub step: Step<'a>,
+    pub transaction: Transaction,
+    /// Protocol details for the record (never secrets).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Identifies a forwarded statement: the `seq` of its `statement` record (and its kind, for
+/// the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementId {
+    seq: u64,
+    kind: &'static str,
+}
+
+impl StatementId {
+    pub fn seq(self) -> u64 {
+        self.seq
+    }
+}
+
+/// A statement allowed to run. Its record is written; the message may be forwarded once
+/// `ticket` is durable (hold it on the upstream [`Gated`] writer).
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub id: StatementId,
+    pub ticket: Ticket,
+    pub plan: ResponsePlan,
+}
+
+/// A statement refused; its record is written. Show the refusal once `ticket` is durable.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub ticket: Ticket,
+    pub refusal: Refusal,
+}
+
+impl Refused {
+    /// The message the caller sees.
+    pub fn message(&self) -> String {
+        self.refusal.message()
+    }
+}
+
+impl Refusal {
+    /// `blocked by rule "R": reason`, or the reason alone for the gateway's own limits.
+    pub fn message(&self) -> String {
+        if self.rule.is_empty() {
+            self.reason.clone()
+        } else {
+            format!("blocked by rule \"{}\": {}", self.rule, self.reason)
+        }
+    }
+}
+
+/// The policy's decision, carried out as records.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    Forward(Admitted),
+    Refuse(Refused),
+    Hold(PendingApproval),
+}
+
+/// How a forwarded statement ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultStatus {
+    Succeeded,
+    /// The server reported an error.
+    Failed { code: String, message: String },
+    /// The server skipped it: an earlier message of the same batch failed.
+    NotRun { reason: String },
+    /// Its outcome was never seen (the session ended first). It may have run.
+    Unknown { reason: String },
+}
+
+/// The result of a forwarded statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementResult {
+    pub status: ResultStatus,
+    /// Rows reported by the server (or, when unknown, rows already relayed to the client).
+    pub rows: u64,
+    /// Bytes of response relayed to the client.
+    pub bytes: u64,
+    /// From when the statement became the server's current one to its end.
+    pub duration: Duration,
+}
+
+/// What ends a session from outside its connection: an operator, a revocation, the
+/// credential's expiry.
+pub struct StopSignal {
+    stop: watch::Receiver<Option<EndCause>>,
+    expires_at: Option<time::OffsetDateTime>,
+}
+
+impl StopSignal {
+    /// Resolves when the session must end, with the cause.
+    pub async fn wait(&mut self) -> EndCause {
+        let expiry = async {
+            match self.expires_at {
+                Some(at) => {
+                    let left = at - time::OffsetDateTime::now_utc();
+                    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let stopped = async {
+            match self.stop.wait_for(Option::is_some).await {
+                Ok(cause) => cause.clone(),
+                Err(_) => None,
+            }
+        };
+        tokio::select! {
+            () = expiry => EndCause::CredentialExpired,
+            cause = stopped => match cause {
+                Some(cause) => cause,
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// An authenticated, authorised, audited session on one connection.
+pub struct Session {
+    id: String,
+    protocol: Protocol,
+    identity: Identity,
+    connection: Arc<Connection>,
+    who: Who,
+    gate: Gate,
+    opened: Instant,
+    statements: AtomicU64,
+    ended: bool,
+    stop: watch::Receiver<Option<EndCause>>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: String,
+        protocol: Protocol,
+        identity: Identity,
+        connection: Arc<Connection>,
+        who: Who,
+        gate: Gate,
+        stop: watch::Receiver<Option<EndCause>>,
+    ) -> Self {
+        Session {
+            id,
+            protocol,
+            identity,
+            connection,
+            who,
+            gate,
+            opened: Instant::now(),
+            statements: AtomicU64::new(0),
+            ended: false,
+            stop,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection, its target and held credential included: only a session has it.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// A tracing span carrying the session's identity, for the adapter to run the session in.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "session",
+            id = %self.id,
+            protocol = self.protocol.as_str(),
+            identity = %self.identity,
+            connection = %self.connection.name,
+        )
+    }
+
+    /// Wraps the upstream write half: nothing is written before the records it depends on
+    /// are durable, and nothing at all once the audit log refuses records.
+    pub fn upstream_writer<W: AsyncWrite + Unpin>(&self, writer: W) -> Gated<W> {
+        Gated::new(writer, self.gate.inner.sink.clone(), true)
+    }
+
+    /// Wraps the client write half: refusals are shown only once recorded.
+    pub fn client_writer<W: AsyncWrite + Unpin>(&self, writer: W) -> Gated<W> {
+        Gated::new(writer, self.gate.inner.sink.clone(), false)
+    }
+
+    /// What ends the session from outside (kill, revocation, credential expiry).
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal {
+            stop: self.stop.clone(),
+            expires_at: self.identity.expires_at,
+        }
+    }
+
+    /// Decides a statement and writes its record. Call before the statement's message is
+    /// forwarded; forward only on [`Admission::Forward`], after its ticket is durable.
+    pub fn admit(&self, statement: Statement<'_>) -> Result<Admission, AuditError> {
+        let context = StatementContext {
+            identity: &self.identity,
+            connection: &self.connection,
+            command: statement.command,
+            step: statement.step,
+            transaction: statement.transaction,
+        };
+        match self.gate.inner.policy.decide(&context) {
+            Decision::Allow { plan } => {
+                let event = self.statement_event(&statement, Outcome::pending(), "allow", None);
+                let ticket = self.append(event)?;
+                self.statements.fetch_add(1, Ordering::Relaxed);
+                Ok(Admission::Forward(Admitted {
+                    id: StatementId {
+                        seq: ticket.seq(),
+                        kind: statement.command.kind(),
+                    },
+                    ticket,
+                    plan,
+                }))
+            }
+            Decision::Block(refusal) => self.refuse(statement, refusal).map(Admission::Refuse),
+            Decision::Hold(pending) => Ok(Admission::Hold(pending)),
+        }
+    }
+
+    /// Decides a statement that does not run yet (a Parse): writes a record only when it is
+    /// refused. The Execute that runs it is admitted (and recorded) on its own.
+    pub fn screen(&self, statement: Statement<'_>) -> Result<Option<Refused>, AuditError> {
+        let context = StatementContext {
+            identity: &self.identity,
+            connection: &self.connection,
+            command: statement.command,
+            step: statement.step,
+            transaction: statement.transaction,
+        };
+        match self.gate.inner.policy.decide(&context) {
+            Decision::Allow { .. } | Decision::Hold(_) => Ok(None),
+            Decision::Block(refusal) => self.refuse(statement, refusal).map(Some),
+        }
+    }
+
+    /// Refuses a statement without asking the policy (the gateway's own limits) and writes its
+    /// record. An empty `rule` means the gateway itself refused it.
+    pub fn refuse(
+        &self,
+        statement: Statement<'_>,
+        refusal: Refusal,
+    ) -> Result<Refused, AuditError> {
+        let mut outcome = Outcome::failure(refusal.message());
+        outcome.code = Some(refusal.code.to_owned());
+        let rule = (!refusal.rule.is_empty()).then_some(refusal.rule.as_str());
+        let event = self.statement_event(&statement, outcome, "block", rule);
+        let ticket = self.append(event)?;
+        self.count(statement.command.kind(), "blocked");
+        Ok(Refused { ticket, refusal })
+    }
+
+    /// Writes the result of a forwarded statement.
+    pub fn complete(
+        &self,
+        id: StatementId,
+        result: &StatementResult,
+    ) -> Result<Ticket, AuditError> {
+        let metrics = &self.gate.inner.metrics;
+        metrics
+            .statement_duration_seconds
+            .observe(result.duration.as_secs_f64());
+        let (status, label, reason, code) = match &result.status {
+            ResultStatus::Succeeded => (Status::Success, "ok", None, None),
+            ResultStatus::Failed { code, message } => (
+                Status::Failure,
+                "error",
+                Some(cap(message, MAX_AUDITED_ERROR).0.to_owned()),
+                Some(code.clone()),
+            ),
+            ResultStatus::NotRun { reason } => {
+                (Status::Failure, "not_run", Some(reason.clone()), None)
+            }
+            ResultStatus::Unknown { reason } => {
+                (Status::Unknown, "unknown", Some(reason.clone()), None)
+            }
+        };
+        metrics
+            .statements_total
+            .get_or_create(&StatementLabels {
+                protocol: self.protocol.as_str(),
+                classification: id.kind,
+                outcome: label,
+            })
+            .inc();
+        let mut event = Event::now(
+            EventKind::StatementResult,
+            Outcome {
+                status,
+                reason,
+                code,
+                rows: Some(result.rows),
+                duration_ns: Some(u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX)),
+            },
+        );
+        event.session = Some(self.id.clone());
+        event.refers = Some(id.seq);
+        event.who = self.who.clone();
+        event.what = What {
+            connection: Some(self.connection.name.clone()),
+            protocol: Some(self.protocol.as_str().to_owned()),
+            detail: Some(serde_json::json!({ "bytes": result.bytes })),
+            ..What::default()
+        };
+        self.append(event)
+    }
+
+    fn statement_event(
+        &self,
+        statement: &Statement<'_>,
+        outcome: Outcome,
+        decision: &str,
+        rule: Option<&str>,
+    ) -> Event {
+        let command = statement.command;
+        let text = &command.text;
+        let mut detail = serde_json::Map::new();
+        detail.insert("step".into(), statement.step.as_str().into());
+        match statement.step {
+            Step::Prepare { name } => {
+                detail.insert("prepared".into(), name.into());
+            }
+            Step::Execute { portal, statement } => {
+                detail.insert("portal".into(), portal.into());
+                if let Some(name) = statement {
+                    detail.insert("prepared".into(), name.into());
+                }
+            }
+            Step::FunctionCall { oid } => {
+                detail.insert("function_oid".into(), oid.into());
+            }
+            Step::Query => {}
+        }
+        detail.insert("decision".into(), decision.into());
+        if let Some(rule) = rule {
+            detail.insert("rule".into(), rule.into());
+        }
+        detail.insert("parsed".into(), command.classification.parsed.into());
+        detail.insert(
+            "statements".into(),
+            command.classification.statements.into(),
+        );
+        if !command.known {
+            detail.insert("text_known".into(), false.into());
+        }
+        if let Some(encoding) = command.decoded_from {
+            detail.insert("client_encoding".into(), encoding.into());
+        }
+        let recorded = if text.len() > MAX_AUDITED_STATEMENT {
+            let half = MAX_AUDITED_STATEMENT / 2;
+            let head = cap(text, half).0;
+            let mut tail_start = text.len() - half;
+            while !text.is_char_boundary(tail_start) {
+                tail_start += 1;
+            }
+            detail.insert("statement_truncated".into(), true.into());
+            detail.insert("statement_bytes".into(), text.len().into());
+            detail.insert(
+                "statement_sha256".into(),
+                hex::encode(Sha256::digest(text.as_bytes())).into(),
+            );
+            detail.insert("statement_tail".into(), text[tail_start..].into());
+            head.to_owned()
+        } else {
+            text.to_string()
+        };
+        if let Some(serde_json::Value::Object(extra)) = &statement.detail {
+            for (k, v) in extra {
+                detail.insert(k.clone(), v.clone());
+            }
+        }
+        let mut event = Event::now(EventKind::Statement, outcome);
+        event.session = Some(self.id.clone());
+        event.who = self.who.clone();
+        event.what = What {
+            connection: Some(self.connection.name.clone()),
+            protocol: Some(self.protocol.as_str().to_owned()),
+            statement: Some(recorded),
+            classification: Some(command.kind().to_owned()),
+            detail: Some(serde_json::Value::Object(detail)),
+            ..What::default()
+        };
+        event
+    }
+
+    fn append(&self, event: Event) -> Result<Ticket, AuditError> {
+        self.gate.inner.sink.append(event).inspect_err(|_| {
+            self.gate.inner.metrics.audit_failures_total.inc();
+        })
+    }
+
+    fn count(&self, classification: &'static str, outcome: &'static str) {
+        self.gate
+            .inner
+            .metrics
+            .statements_total
+            .get_or_create(&StatementLabels {
+                protocol: self.protocol.as_str(),
+                classification,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records malformed or hostile input from an authenticated client.
+    pub async fn protocol_error(&self, reason: &str) {
+        self.gate
+            .inner
+            .metrics
+            .protocol_errors_total
+            .get_or_create(&Metrics::protocol(self.protocol.as_str()))
+            .inc();
+        let _ = self
+            .record_event(
+                EventKind::ProtocolError,
+                What::default(),
+                Outcome::failure(reason),
+            )
+            .await;
+    }
+
+    /// Records any other session event (a cancel request, a protocol error mid-session).
+    pub async fn record_event(
+        &self,
+        kind: EventKind,
+        mut what: What,
+        outcome: Outcome,
+    ) -> Result<(), AuditError> {
+        what.connection
+            .get_or_insert_with(|| self.connection.name.clone());
+        what.protocol
+            .get_or_insert_with(|| self.protocol.as_str().to_owned());
+        let mut event = Event::now(kind, outcome);
+        event.session = Some(self.id.clone());
+        event.who = self.who.clone();
+        event.what = what;
+        self.gate.record(event).await
+    }
+
+    /// Ends the session: audits its end with the cause, statement count and duration (and any
+    /// protocol details, never secrets).
+    pub async fn end(mut self, cause: &EndCause, detail: Option<serde_json::Value>) {
+        self.ended = true;
+        self.gate.inner.registry.remove(&self.id);
+        let reason = cause.to_string();
+        let statements = self.statements.load(Ordering::Relaxed);
+        let mut outcome = if cause.failed() {
+            Outcome::failure(reason.clone())
+        } else {
+            Outcome::success()
+        };
+        outcome.reason = Some(reason.clone());
+        outcome.duration_ns =
+            Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let mut body = serde_json::json!({ "statements": statements, "cause": cause.code() });
+        if let (Some(extra), Some(map)) = (detail, body.as_object_mut()) {
+            map.insert("detail".to_owned(), extra);
+        }
+        let what = What {
+            detail: Some(body),
+            ..What::default()
+        };
+        if let Err(err) = self
+            .record_event(EventKind::SessionEnd, what, outcome)
+            .await
+        {
+            tracing::error!(error = %err, "could not audit session end");
+        }
+        self.gate
+            .inner
+            .index
+            .ended(&self.id, statements, &reason)
+            .await;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let label = Metrics::protocol(self.protocol.as_str());
+        self.gate
+            .inner
+            .metrics
+            .sessions_open
+            .get_or_create(&label)
+            .dec();
+        if !self.ended {
+            self.gate.inner.registry.remove(&self.id);
+            tracing::warn!(session = %self.id, "session dropped without end()");
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! Client → upstream: every message decoded, every statement admitted (its record written)
+//! before its bytes may leave, every answered message queued as an op first.
+
+use super::{gated_end, write_out, Initial, RelayLimits, Shared, FLUSH_AT, MAX_BUFFERED_INPUT, MAX_OPS_IN_FLIGHT};
+use crate::codec::{self, sqlstate};
+use crate::flow::{Copy, OpKind};
+use crate::framer::{FrameError, Framer, Piece};
+use crate::names::{Known, Lookup, OpSeq};
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::{
+    Admission, Classifier, Command, EndCause, Gated, Refusal, Refused, Session, Statement,
+    StatementKind, Step,
+};
+use gatehouse_inspect::sql;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the next client message must wait for.
+#[derive(Debug, Clone, Copy)]
+enum Await {
+    /// The server's answer to this op (a name it may change, a settle).
+    Answered(OpSeq),
+    /// Whether this op's statement started a COPY from the client (or finished without one).
+    CopyState(OpSeq),
+    /// Every op answered: the encoding and settings the server reports are current.
+    Idle,
+    /// Room in the op queue.
+    Capacity,
+}
+
+/// What happens to the chunks of a large message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunks {
+    Forward,
+    Drop,
+}
+
+struct ClientLoop<'a, W> {
+    session: &'a Session,
+    shared: &'a Shared,
+    upstream: &'a mut Gated<W>,
+    limits: RelayLimits,
+    initial: Initial,
+    out: BytesMut,
+    inbox: VecDeque<Piece>,
+    inbox_bytes: usize,
+    classifier: Classifier,
+    /// A refused extended-protocol message: the client's messages up to its Sync are dropped
+    /// (as the server itself would after an error) and the refusal is carried out at the Sync.
+    refused: Option<Refused>,
+    chunks: Chunks,
+    awaiting: Option<Await>,
+    /// A statement that may change lexing settings ran since the server was last idle: a
+    /// transaction end may revert it, so it waits too.
+    lexing_touched: bool,
+}
+
+pub(super) async fn run<R, W>(
+    session: &Session,
+    shared: &Shared,
+    client: &mut Framer<R>,
+    upstream: &mut Gated<W>,
+    limits: RelayLimits,
+    initial: Initial,
+) -> EndCause
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut relay = ClientLoop {
+        session,
+        shared,
+        upstream,
+        limits,
+        initial,
+        out: BytesMut::with_capacity(FLUSH_AT),
+        inbox: VecDeque::new(),
+        inbox_bytes: 0,
+        classifier: Classifier::default(),
+        refused: None,
+        chunks: Chunks::Forward,
+        awaiting: None,
+        lexing_touched: false,
+    };
+    relay.run(client).await
+}
+
+/// The result of handling one message: go on, or look at it again once `Await` holds.
+enum Step2 {
+    Next,
+    Retry(Await),
+}
+
+impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
+    async fn run<R: AsyncRead + Unpin>(&mut self, client: &mut Framer<R>) -> EndCause {
+        loop {
+            if let Some(wait) = self.awaiting.take() {
+                if let Err(end) = self.wait(wait, client).await {
+                    return end;
+                }
+            }
+            let piece = match self.inbox.pop_front() {
+                Some(piece) => {
+                    self.inbox_bytes -= piece_len(&piece);
+                    piece
+                }
+                None => {
+                    if !client.has_buffered_piece() {
+                        if let Err(e) = write_out(self.upstream, &mut self.out).await {
+                            return gated_end(e, true);
+                        }
+                    }
+                    let piece = match client.next().await {
+                        Ok(Some(piece)) => piece,
+                        Ok(None) => return EndCause::ClientClosed,
+                        Err(FrameError::Io(e)) => return EndCause::ClientIo(e.to_string()),
+                        Err(e) => return EndCause::ClientProtocol(e.to_string()),
+                    };
+                    self.shared.activity.touch();
+                    piece
+                }
+            };
+            match self.handle(&piece) {
+                Ok(Step2::Next) => {}
+                Ok(Step2::Retry(wait)) => {
+                    self.inbox_bytes += piece_len(&piece);
+                    self.inbox.push_front(piece);
+                    self.awaiting = Some(wait);
+                }
+                Err(end) => {
+                    if end == EndCause::ClientTerminated {
+                        let _ = write_out(self.upstream, &mut self.out).await;
+                    }
+                    return end;
+                }
+            }
+            if self.out.len() >= FLUSH_AT {
+                if let Err(e) = write_out(self.upstream, &mut self.out).await {
+                    return gated_end(e, true);
+                }
+            }
+        }
+    }
+
+    /// Waits until `wait` holds, forwarding what is pending first and reading the client into
+    /// the bounded inbox meanwhile (so a disconnect is seen).
+    async fn wait<R: AsyncRead + Unpin>(
+        &mut self,
+        wait: Await,
+        client: &mut Framer<R>,
+    ) -> Result<(), EndCause> {
+        write_out(self.upstream, &mut self.out)
+            .await
+            .map_err(|e| gated_end(e, true))?;
+        loop {
+            let notified = self.shared.answered.notified();
+            if self.holds(wait) {
+                return Ok(());
+            }
+            if self.inbox_bytes >= MAX_BUFFERED_INPUT {
+                notified.await;
+                continue;
+            }
+            tokio::select! {
+                () = notified => {}
+                piece = client.next() => match piece {
+                    Ok(Some(piece)) => {
+                        self.shared.activity.touch();
+                        self.inbox_bytes += piece_len(&piece);
+                        self.inbox.push_back(piece);
+                    }
+                    Ok(None) => return Err(EndCause::ClientClosed),
+                    Err(FrameError::Io(e)) => return Err(EndCause::ClientIo(e.to_string())),
+                    Err(e) => return Err(EndCause::ClientProtocol(e.to_string())),
+                },
+            }
+        }
+    }
+
+    fn holds(&self, wait: Await) -> bool {
+        let flow = self.shared.flow();
+        match wait {
+            Await::Answered(op) => flow.answered(op),
+            Await::CopyState(op) => flow.copy == Copy::In || flow.answered(op),
+            Await::Idle => flow.in_flight() == 0,
+            Await::Capacity => flow.in_flight() < MAX_OPS_IN_FLIGHT,
+        }
+    }
+
+    /// Handles one piece of client input.
+    fn handle(&mut self, piece: &Piece) -> Result<Step2, EndCause> {
+        let (tag, raw, whole) = match piece {
+            Piece::Whole { tag, raw } => (*tag, raw, true),
+            Piece::Head { tag, raw, .. } => (*tag, raw, false),
+            Piece::Chunk(raw) => {
+                if self.chunks == Chunks::Forward {
+                    self.out.extend_from_slice(raw);
+                }
+                return Ok(Step2::Next);
+            }
+            Piece::Oversized { tag, head, len } => return self.oversized(*tag, head, *len),
+        };
+        let body = &raw[5..];
+        self.chunks = Chunks::Forward;
+        if self.shared.flow().in_flight() >= MAX_OPS_IN_FLIGHT && !matches!(tag, b'd' | b'c' | b'f' | b'X') {
+            return Ok(Step2::Retry(Await::Capacity));
+        }
+        let copy = self.shared.flow().copy;
+        if copy == Copy::In {
+            return self.in_copy(tag, raw, whole);
+        }
+        match tag {
+            b'Q' => self.query(body, raw),
+            b'P' => self.parse(body, raw),
+            b'B' => self.bind(body, raw, whole),
+            b'E' => self.execute(body, raw),
+            b'D' => {
+                if self.refused.is_some() {
+                    return Ok(Step2::Next);
+                }
+                let (kind, _) = codec::target(body, "Describe").map_err(protocol)?;
+                self.push(OpKind::Describe {
+                    statement: kind == b'S',
+                });
+                self.out.extend_from_slice(raw);
+                Ok(Step2::Next)
+            }
+            b'C' => {
+                if self.refused.is_some() {
+                    return Ok(Step2::Next);
+                }
+                let (kind, name) = codec::target(body, "Close").map_err(protocol)?;
+                let mut flow = self.shared.flow();
+                let (seq, batch) = (flow.next_seq(), flow.batch);
+                if let Err(wait) = flow.names.close(seq, batch, kind, name) {
+                    return Ok(Step2::Retry(Await::Answered(wait)));
+                }
+                flow.push(OpKind::Close);
+                drop(flow);
+                self.out.extend_from_slice(raw);
+                Ok(Step2::Next)
+            }
+            b'H' => {
+                self.out.extend_from_slice(raw);
+                Ok(Step2::Next)
+            }
+            b'S' => self.sync(raw),
+            b'F' => self.function_call(body, raw),
+            // COPY messages outside COPY are ignored by the server; nothing to forward.
+            b'd' | b'c' | b'f' => {
+                if !whole {
+                    self.chunks = Chunks::Drop;
+                }
+                Ok(Step2::Next)
+            }
+            b'X' => {
+                self.out.extend_from_slice(raw);
+                Err(EndCause::ClientTerminated)
+            }
+            other => Err(EndCause::ClientProtocol(format!(
+                "unexpected message type {:?}",
+                char::from(other)
+            ))),
+        }
+    }
+
+    /// While the server reads COPY data: data goes through; Flush and Sync are ignored by the
+    /// server (and not forwarded, so a COPY that failed on the server cannot turn them into
+    /// answers the gateway does not expect); anything else breaks the protocol.
+    fn in_copy(&mut self, tag: u8, raw: &Bytes, whole: bool) -> Result<Step2, EndCause> {
+        match tag {
+            b'd' => {
+                self.out.extend_from_slice(raw);
+                Ok(Step2::Next)
+            }
+            b'c' | b'f' => {
+                self.out.extend_from_slice(raw);
+                let mut flow = self.shared.flow();
+                flow.copy = Copy::No;
+                let op = flow.copy_op;
+                drop(flow);
+                // A query with several COPY statements may start another.
+                self.awaiting = Some(Await::CopyState(op));
+                if !whole {
+                    self.chunks = Chunks::Forward;
+                }
+                Ok(Step2::Next)
+            }
+            b'H' | b'S' => Ok(Step2::Next),
+            b'X' => {
+                self.out.extend_from_slice(raw);
+                Err(EndCause::ClientTerminated)
+            }
+            other => Err(EndCause::ClientProtocol(format!(
+                "message type {:?} during COPY FROM STDIN",
+                char::from(other)
+            ))),
+        }
+    }
+
+    fn push(&self, kind: OpKind) -> OpSeq {
+        self.shared.flow().push(kind)
+    }
+
+    /// Decodes client text in the session's client encoding into a classified command;
+    /// `Err` with a refusal when the bytes are not valid in it.
+    fn command(&mut self, bytes: &[u8]) -> Result<Command, (Command, Refusal)> {
+        let encoding = self.shared.flow().encoding;
+        match encoding.decode(bytes) {
+            Some(text) => {
+                let mut command = Command::sql_cached(text.into_owned(), &mut self.classifier);
+                command.decoded_from = encoding.label();
+                Ok(command)
+            }
+            None => {
+                let mut command = Command::unparsed(
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    StatementKind::Unknown,
+                );
+                command.decoded_from = encoding.label();
+                let refusal = Refusal {
+                    rule: String::new(),
+                    reason: format!(
+                        "invalid byte sequence for encoding \"{}\"",
+                        encoding.label().unwrap_or("UTF8")
+                    ),
+                    code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                };
+                Err((command, refusal))
+            }
+        }
+    }
+
+    fn statement<'c>(&self, command: &'c Command, step: Step<'c>) -> Statement<'c> {
+        Statement {
+            command,
+            step,
+            transaction: self.shared.flow().transaction(),
+            detail: None,
+        }
+    }
+
+    fn query(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
+        let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
+        let (command, refusal) = match self.command(text) {
+            Ok(command) => (command, None),
+            Err((command, refusal)) => (command, Some(refusal)),
+        };
+        let effects = command.effects;
+        {
+            let mut flow = self.shared.flow();
+            let (seq, batch) = (flow.next_seq(), flow.batch);
+            if let Err(wait) = flow.names.query(seq, batch, effects.prepared) {
+                return Ok(Step2::Retry(Await::Answered(wait)));
+            }
+        }
+        let statement = self.statement(&command, Step::Query);
+        let admission = match refusal {
+            Some(refusal) => self.session.refuse(statement, refusal).map(Admission::Refuse),
+            None => self.session.admit(statement),
+        }
+        .map_err(audit)?;
+        match admission {
+            Admission::Forward(admitted) => {
+                let prepares = effects.prepared.then(|| prepared(&command)).flatten();
+                let seq = self.push(OpKind::Query {
+                    statement: Some(admitted.id),
+                    follows_names: effects.prepared,
+                    prepares,
+                });
+                self.upstream.hold(admitted.ticket);
+                self.out.extend_from_slice(raw);
+                self.after_statement(seq, &command);
+            }
+            Admission::Refuse(refused) => self.refuse_query(&refused, effects.prepared),
+            Admission::Hold(_) => return Err(not_yet("approvals")),
+        }
+        Ok(Step2::Next)
+    }
+
+    /// Carries out a refusal of a simple query (or function call) as an error the server
+    /// itself raises, so the transaction state stays the server's.
+    fn refuse_query(&mut self, refused: &Refused, follows_names: bool) {
+        self.push(OpKind::Query {
+            statement: None,
+            follows_names,
+            prepares: None,
+        });
+        self.upstream.hold(refused.ticket);
+        codec::query(
+            &mut self.out,
+            &codec::raise_statement(refused.refusal.code, &refused.message()),
+        );
+    }
+
+    /// Waits, after a statement, for what its answer may change.
+    fn after_statement(&mut self, seq: OpSeq, command: &Command) {
+        let effects = command.effects;
+        if effects.lexing {
+            self.lexing_touched = true;
+        }
+        if effects.lexing || (effects.transaction_end && self.lexing_touched) {
+            self.awaiting = Some(Await::Idle);
+        } else if effects.copy_in {
+            self.awaiting = Some(Await::CopyState(seq));
+        }
+    }
+
+    fn parse(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
+        if self.refused.is_some() {
+            return Ok(Step2::Next);
+        }
+        let (name, text) = codec::parse_message(body).map_err(protocol)?;
+        let display = String::from_utf8_lossy(name).into_owned();
+        let (command, refusal) = match self.command(text) {
+            Ok(command) => (command, None),
+            Err((command, refusal)) => (command, Some(refusal)),
+        };
+        let statement = self.statement(&command, Step::Prepare { name: &display });
+        let refused = match refusal {
+            Some(refusal) => Some(self.session.refuse(statement, refusal).map_err(audit)?),
+            None => self.session.screen(statement).map_err(audit)?,
+        };
+        if let Some(refused) = refused {
+            self.refused = Some(refused);
+            return Ok(Step2::Next);
+        }
+        let mut flow = self.shared.flow();
+        let (seq, batch) = (flow.next_seq(), flow.batch);
+        if let Err(wait) = flow.names.parse(seq, batch, name, Arc::new(command)) {
+            return Ok(Step2::Retry(Await::Answered(wait)));
+        }
+        flow.push(OpKind::Parse);
+        drop(flow);
+        self.out.extend_from_slice(raw);
+        Ok(Step2::Next)
+    }
+
+    fn bind(&mut self, body: &[u8], raw: &Bytes, whole: bool) -> Result<Step2, EndCause> {
+        if self.refused.is_some() {
+            if !whole {
+                self.chunks = Chunks::Drop;
+            }
+            return Ok(Step2::Next);
+        }
+        let (portal, statement) = codec::bind_names(body).map_err(|_| {
+            EndCause::ClientProtocol("malformed Bind message (or names too long)".into())
+        })?;
+        let mut flow = self.shared.flow();
+        let (seq, batch) = (flow.next_seq(), flow.batch);
+        let known = match flow.names.lookup_statement(statement, batch) {
+            Lookup::Known(known) => known,
+            Lookup::Missing => Known::Unknown,
+            Lookup::WaitFor(op) => return Ok(Step2::Retry(Await::Answered(op))),
+        };
+        if let Err(wait) = flow.names.bind(seq, batch, portal, known) {
+            return Ok(Step2::Retry(Await::Answered(wait)));
+        }
+        flow.push(OpKind::Bind);
+        drop(flow);
+        self.out.extend_from_slice(raw);
+        Ok(Step2::Next)
+    }
+
+    fn execute(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
+        if self.refused.is_some() {
+            return Ok(Step2::Next);
+        }
+        let portal = codec::execute_portal(body).map_err(protocol)?;
+        let shown = String::from_utf8_lossy(portal).into_owned();
+        let looked_up = {
+            let flow = self.shared.flow();
+            flow.names.lookup_portal(portal, flow.batch)
+        };
+        let command = match looked_up {
+            Lookup::Known(Known::Text(command)) => command,
+            Lookup::Known(Known::Unknown) => Arc::new(Command::unknown(format!(
+                "/* portal \"{shown}\": a prepared statement whose text the gateway could not follow */"
+            ))),
+            Lookup::Missing => Arc::new(Command::unknown(format!(
+                "/* portal \"{shown}\": not bound through the gateway's view (a cursor declared in SQL, or no such portal) */"
+            ))),
+            Lookup::WaitFor(op) => return Ok(Step2::Retry(Await::Answered(op))),
+        };
+        let statement = self.statement(
+            &command,
+            Step::Execute {
+                portal: &shown,
+                statement: None,
+            },
+        );
+        match self.session.admit(statement).map_err(audit)? {
+            Admission::Forward(admitted) => {
+                let seq = self.push(OpKind::Execute {
+                    statement: Some(admitted.id),
+                });
+                self.upstream.hold(admitted.ticket);
+                self.out.extend_from_slice(raw);
+                self.after_statement(seq, &command);
+            }
+            Admission::Refuse(refused) => self.refused = Some(refused),
+            Admission::Hold(_) => return Err(not_yet("approvals")),
+        }
+        Ok(Step2::Next)
+    }
+
+    fn sync(&mut self, raw: &Bytes) -> Result<Step2, EndCause> {
+        let Some(refused) = self.refused.take() else {
+            self.push(OpKind::Sync);
+            self.out.extend_from_slice(raw);
+            return Ok(Step2::Next);
+        };
+        // Carried out by the server, in a statement of the gateway's own that touches none of
+        // the client's names: it raises the error, which aborts the batch's transaction as
+        // the refused message's own error would have; closed again after the Sync.
+        let name = format!("gatehouse_refusal_{:016x}", rand::random::<u64>());
+        let sql = codec::raise_statement(refused.refusal.code, &refused.message());
+        self.upstream.hold(refused.ticket);
+        let out = &mut self.out;
+        named_parse(out, &name, &sql);
+        named_bind(out, &name);
+        named_execute(out, &name);
+        out.extend_from_slice(raw);
+        named_close(out, &name);
+        sync_message(out);
+        let mut flow = self.shared.flow();
+        flow.push(OpKind::InjectedSetup);
+        flow.push(OpKind::InjectedSetup);
+        flow.push(OpKind::InjectedRaise);
+        flow.push(OpKind::Sync);
+        flow.push(OpKind::InjectedSetup);
+        flow.push(OpKind::InjectedSync);
+        Ok(Step2::Next)
+    }
+
+    fn function_call(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
+        let call = codec::function_call(body).map_err(protocol)?;
+        let args: Vec<serde_json::Value> = call
+            .args
+            .iter()
+            .map(|arg| match arg {
+                None => serde_json::json!({ "null": true }),
+                Some(bytes) => serde_json::json!({
+                    "bytes": bytes.len(),
+                    "sha256": hex::encode(Sha256::digest(bytes)),
+                }),
+            })
+            .collect();
+        let command = Command::unparsed(
+            format!("/* fastpath function call */ oid {}", call.oid),
+            StatementKind::Unknown,
+        );
+        let statement = Statement {
+            command: &command,
+            step: Step::FunctionCall { oid: call.oid },
+            transaction: self.shared.flow().transaction(),
+            detail: Some(serde_json::json!({ "arguments": args })),
+        };
+        let admission = if self.initial.allow_fastpath {
+            self.session.admit(statement)
+        } else {
+            let refusal = Refusal {
+                rule: String::new(),
+                reason: format!(
+                    "direct function calls (fastpath) are disabled on connection \"{}\"; set allow_fastpath on the connection to allow them",
+                    self.session.connection().name
+                ),
+                code: sqlstate::FEATURE_NOT_SUPPORTED,
+            };
+            self.session.refuse(statement, refusal).map(Admission::Refuse)
+        }
+        .map_err(audit)?;
+        match admission {
+            Admission::Forward(admitted) => {
+                self.push(OpKind::FunctionCall {
+                    statement: Some(admitted.id),
+                });
+                self.upstream.hold(admitted.ticket);
+                self.out.extend_from_slice(raw);
+            }
+            Admission::Refuse(refused) => self.refuse_query(&refused, false),
+            Admission::Hold(_) => return Err(not_yet("approvals")),
+        }
+        Ok(Step2::Next)
+    }
+
+    /// A message over `postgres.max_message`: refused with an error (recorded with its head),
+    /// the session goes on.
+    fn oversized(&mut self, tag: u8, head: &Bytes, len: usize) -> Result<Step2, EndCause> {
+        let body = &head[5..];
+        let text = match tag {
+            b'Q' => body,
+            b'P' => codec::read_bytes(body, "Parse")
+                .map(|(_, rest)| rest)
+                .unwrap_or_default(),
+            b'F' => &[][..],
+            other => {
+                return Err(EndCause::ClientProtocol(format!(
+                    "message of type {:?} is {len} bytes, over the {}-byte limit",
+                    char::from(other),
+                    self.limits.max_message
+                )))
+            }
+        };
+        let shown = String::from_utf8_lossy(text.split(|&b| b == 0).next().unwrap_or_default());
+        let command = Command::unparsed(shown.into_owned(), StatementKind::Unknown);
+        let refusal = Refusal {
+            rule: String::new(),
+            reason: format!(
+                "message of {len} bytes is over the gateway's limit of {} bytes (postgres.max_message)",
+                self.limits.max_message
+            ),
+            code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        };
+        let step = if tag == b'P' {
+            Step::Prepare { name: "" }
+        } else {
+            Step::Query
+        };
+        let mut statement = self.statement(&command, step);
+        statement.detail = Some(serde_json::json!({ "message_bytes": len, "statement_complete": false }));
+        if tag == b'P' && self.refused.is_some() {
+            return Ok(Step2::Next);
+        }
+        let refused = self.session.refuse(statement, refusal).map_err(audit)?;
+        if tag == b'P' {
+            self.refused = Some(refused);
+        } else {
+            self.refuse_query(&refused, false);
+        }
+        Ok(Step2::Next)
+    }
+}
+
+/// The statements a simple query prepares in SQL, as commands.
+fn prepared(command: &Command) -> Option<Vec<(Vec<u8>, Arc<Command>)>> {
+    let prepared = sql::prepared(&command.text)?;
+    Some(
+        prepared
+            .into_iter()
+            .map(|(name, text)| (name.into_bytes(), Arc::new(Command::sql(text))))
+            .collect(),
+    )
+}
+
+fn piece_len(piece: &Piece) -> usize {
+    match piece {
+        Piece::Whole { raw, .. } | Piece::Head { raw, .. } | Piece::Chunk(raw) => raw.len(),
+        Piece::Oversized { head, .. } => head.len(),
+    }
+}
+
+fn protocol(e: codec::ParseError) -> EndCause {
+    EndCause::ClientProtocol(e.to_string())
+}
+
+fn audit(e: gatehouse_core::audit::AuditError) -> EndCause {
+    EndCause::AuditUnavailable(e.to_string())
+}
+
+fn not_yet(what: &str) -> EndCause {
+    EndCause::ClientProtocol(format!("{what} are not available yet"))
+}
+
+fn named_parse(out: &mut BytesMut, name: &str, sql: &str) {
+    codec::message_with(out, b'P', |b| {
+        codec::put_cstr(b, name);
+        codec::put_cstr(b, sql);
+        b.extend_from_slice(&0i16.to_be_bytes());
+    });
+}
+
+fn named_bind(out: &mut BytesMut, name: &str) {
+    codec::message_with(out, b'B', |b| {
+        codec::put_cstr(b, name);
+        codec::put_cstr(b, name);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    });
+}
+
+fn named_execute(out: &mut BytesMut, name: &str) {
+    codec::message_with(out, b'E', |b| {
+        codec::put_cstr(b, name);
+        b.extend_from_slice(&0i32.to_be_bytes());
+    });
+}
+
+fn named_close(out: &mut BytesMut, name: &str) {
+    codec::message_with(out, b'C', |b| {
+        b.extend_from_slice(b"S");
+        codec::put_cstr(b, name);
+    });
+}
+
+fn sync_message(out: &mut BytesMut) {
+    codec::message_with(out, b'S', |_| {});
+}
