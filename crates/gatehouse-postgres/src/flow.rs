@@ -56,6 +56,9 @@ pub struct Op {
     bytes: u64,
     error: Option<(String, String)>,
     tags: Vec<String>,
+    /// A query got at least one statement's answer (CommandComplete, EmptyQueryResponse or
+    /// ErrorResponse): a ReadyForQuery before that answers nothing the gateway sent.
+    answered: bool,
 }
 
 /// A statement that finished (or never will), to record.
@@ -148,6 +151,7 @@ impl Flow {
             bytes: 0,
             error: None,
             tags: Vec::new(),
+            answered: false,
         });
         if is_sync {
             self.batch += 1;
@@ -217,15 +221,18 @@ impl Flow {
             (_, b'E') if codec::error_detail(body).severity == "FATAL" => {
                 // Ends the connection; ops are completed as unknown when it closes.
             }
-            (OpKind::Query { .. }, b'T' | b'I' | b'H' | b'd' | b'c') => {}
+            (OpKind::Query { .. }, b'I') => head.answered = true,
+            (OpKind::Query { .. }, b'T' | b'H' | b'd' | b'c') => {}
             (OpKind::Query { .. }, b'D') => head.data_rows += 1,
             (OpKind::Query { follows_names, .. }, b'C') => {
+                head.answered = true;
                 head.rows += codec::command_rows(body);
                 if *follows_names {
                     head.tags.push(tag_text(body));
                 }
             }
             (OpKind::Query { .. } | OpKind::FunctionCall { .. }, b'E') => {
+                head.answered = true;
                 if head.error.is_none() {
                     head.error = Some(error_of(body));
                 }
@@ -243,6 +250,12 @@ impl Flow {
                 | OpKind::InjectedSync,
                 b'Z',
             ) => {
+                if matches!(head.kind, OpKind::Query { .. } | OpKind::FunctionCall { .. })
+                    && !head.answered
+                {
+                    unexpected(&mut r, head);
+                    return r;
+                }
                 let status = body.first().copied().unwrap_or(b'I');
                 self.status = status;
                 self.skipping = false;
@@ -254,7 +267,7 @@ impl Flow {
             }
             // A failure at Sync: the implicit transaction's commit failed.
             (OpKind::Sync, b'E') => {}
-            (OpKind::FunctionCall { .. }, b'V') => {}
+            (OpKind::FunctionCall { .. }, b'V') => head.answered = true,
             (OpKind::Parse | OpKind::Bind | OpKind::Close, b'1' | b'2' | b'3') => {
                 let expected = match head.kind {
                     OpKind::Parse => b'1',

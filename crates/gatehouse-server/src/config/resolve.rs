@@ -379,7 +379,7 @@ impl<'a> Resolver<'a> {
         }
         let first_packet_timeout = raw
             .first_packet_timeout
-            .map_or(DEFAULT_FIRST_PACKET_TIMEOUT, |d| d.0);
+            .map_or(DEFAULT_FIRST_PACKET_TIMEOUT.min(handshake_timeout), |d| d.0);
         if first_packet_timeout.is_zero() || first_packet_timeout > handshake_timeout {
             self.error(
                 &["postgres", "first_packet_timeout"],

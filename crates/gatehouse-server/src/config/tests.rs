@@ -174,7 +174,7 @@ fn unknown_key_at_depth_names_line_and_key() {
     assert_eq!(
         error_of(&text),
         "gatehouse.yaml:8: connections.demo.upstream.passwrd: unknown key, expected one of \
-         `host`, `port`, `database`, `user`, `password`, `tls`"
+         `host`, `port`, `database`, `user`, `password`, `tls`, `auth`"
     );
     assert_eq!(
         error_of("lgo: {}\n"),
