@@ -267,6 +267,14 @@ print(f"\nfailing only directly: {len(only_direct)}")
 for t in only_direct:
     o, msg = direct[t]
     print(f"  {o:6} {t}\n         {msg}")
+changed = sorted(t for t in set(direct) & set(gateway)
+                 if direct[t][0] != gateway[t][0] and t not in only_gw and t not in only_direct
+                 and not (direct[t][0] in bad and gateway[t][0] in bad))
+if changed:
+    print(f"\nother outcome changes (direct -> gateway): {len(changed)}")
+    for t in changed:
+        print(f"  {direct[t][0]} -> {gateway[t][0]}  {t}")
+        print(f"         {direct[t][1] or gateway[t][1]}")
 if missing:
     print(f"\nin one report only: {len(missing)}")
     for t in missing:

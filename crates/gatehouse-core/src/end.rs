@@ -31,7 +31,7 @@ pub enum EndCause {
     /// The server entered a state the gateway cannot read safely (e.g. a client encoding whose
     /// multi-byte characters can contain quote or backslash bytes).
     UnsafeSessionState(String),
-    /// The upstream connection could not be opened.
+    /// The upstream connection could not be opened (the reason goes into the record's detail).
     UpstreamConnectFailed(String),
 }
 
@@ -89,7 +89,7 @@ impl fmt::Display for EndCause {
             EndCause::UpstreamIo(why) => write!(f, "upstream i/o: {why}"),
             EndCause::AuditUnavailable(why) => write!(f, "audit log unavailable: {why}"),
             EndCause::UnsafeSessionState(why) => write!(f, "unsafe session state: {why}"),
-            EndCause::UpstreamConnectFailed(why) => write!(f, "upstream connection failed: {why}"),
+            EndCause::UpstreamConnectFailed(_) => f.write_str("upstream connection failed"),
         }
     }
 }

@@ -299,6 +299,28 @@ impl Session {
         Ok(Refused { ticket, refusal })
     }
 
+    /// Records a statement the server refused before running anything (a Parse that failed):
+    /// written after the fact, since nothing ran.
+    pub fn server_refused(
+        &self,
+        command: &Command,
+        step: Step<'_>,
+        code: &str,
+        message: &str,
+    ) -> Result<Ticket, AuditError> {
+        let mut outcome = Outcome::failure(cap(message, MAX_AUDITED_ERROR).0);
+        outcome.code = Some(code.to_owned());
+        let statement = Statement {
+            command,
+            step,
+            transaction: Transaction::Idle,
+            detail: Some(serde_json::json!({ "refused_by": "server" })),
+        };
+        let event = self.statement_event(&statement, outcome, "allow", None);
+        self.count(command.kind(), "error");
+        self.append(event)
+    }
+
     /// Writes the result of a forwarded statement.
     pub fn complete(
         &self,
@@ -502,8 +524,11 @@ impl Session {
         outcome.duration_ns =
             Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let mut body = serde_json::json!({ "statements": statements, "cause": cause.code() });
-        if let (Some(extra), Some(map)) = (detail, body.as_object_mut()) {
-            map.insert("detail".to_owned(), extra);
+        if let (Some(serde_json::Value::Object(extra)), Some(map)) = (detail, body.as_object_mut())
+        {
+            for (k, v) in extra {
+                map.entry(k).or_insert(v);
+            }
         }
         let what = What {
             detail: Some(body),

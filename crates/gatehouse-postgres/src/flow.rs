@@ -27,7 +27,8 @@ pub enum OpKind {
         /// The statements its text prepares in SQL (name, text), when it could be parsed.
         prepares: Option<Vec<(Vec<u8>, Arc<Command>)>>,
     },
-    Parse,
+    /// A Parse: the statement (and its name) to record if the server refuses it.
+    Parse { command: Arc<Command>, name: Vec<u8> },
     Bind,
     Describe { statement: bool },
     Execute { statement: Option<StatementId> },
@@ -80,6 +81,17 @@ pub struct Reaction {
     pub ready: Option<u8>,
     /// The server's responses no longer match the requests: end the session.
     pub violation: Option<String>,
+    /// A Parse the server refused: recorded (after the fact; nothing ran).
+    pub refused_parse: Option<RefusedParse>,
+}
+
+/// A statement the server refused to prepare.
+#[derive(Debug)]
+pub struct RefusedParse {
+    pub command: Arc<Command>,
+    pub name: Vec<u8>,
+    pub code: String,
+    pub message: String,
 }
 
 /// Whether the server reads COPY data from the client.
@@ -97,6 +109,9 @@ pub struct Flow {
     pub batch: u64,
     /// After an error in the extended protocol the server skips to the next Sync.
     skipping: bool,
+    /// The error that started the skip, when a Parse or Bind failed: it is the error of the
+    /// statement whose Execute the server then skipped.
+    skip_error: Option<(String, String)>,
     /// Transaction status of the last ReadyForQuery.
     pub status: u8,
     pub copy: Copy,
@@ -120,6 +135,7 @@ impl Flow {
             next_seq: 1,
             batch: 0,
             skipping: false,
+            skip_error: None,
             status: b'I',
             copy: Copy::No,
             copy_op: 0,
@@ -259,6 +275,7 @@ impl Flow {
                 let status = body.first().copied().unwrap_or(b'I');
                 self.status = status;
                 self.skipping = false;
+                self.skip_error = None;
                 self.copy = Copy::No;
                 r.ready = Some(status);
                 r.drop = matches!(head.kind, OpKind::InjectedSync);
@@ -268,9 +285,9 @@ impl Flow {
             // A failure at Sync: the implicit transaction's commit failed.
             (OpKind::Sync, b'E') => {}
             (OpKind::FunctionCall { .. }, b'V') => head.answered = true,
-            (OpKind::Parse | OpKind::Bind | OpKind::Close, b'1' | b'2' | b'3') => {
+            (OpKind::Parse { .. } | OpKind::Bind | OpKind::Close, b'1' | b'2' | b'3') => {
                 let expected = match head.kind {
-                    OpKind::Parse => b'1',
+                    OpKind::Parse { .. } => b'1',
                     OpKind::Bind => b'2',
                     _ => b'3',
                 };
@@ -298,7 +315,7 @@ impl Flow {
                 self.finish_head(&mut r);
             }
             (
-                OpKind::Parse
+                OpKind::Parse { .. }
                 | OpKind::Bind
                 | OpKind::Describe { .. }
                 | OpKind::Execute { .. }
@@ -308,6 +325,15 @@ impl Flow {
                 b'E',
             ) => {
                 head.error = Some(error_of(body));
+                if let OpKind::Parse { command, name } = &head.kind {
+                    let (code, message) = error_of(body);
+                    r.refused_parse = Some(RefusedParse {
+                        command: command.clone(),
+                        name: name.clone(),
+                        code,
+                        message,
+                    });
+                }
                 self.copy = Copy::No;
                 self.fail_head(&mut r);
             }
@@ -332,7 +358,7 @@ impl Flow {
                 }
                 self.names.confirm(op.seq);
             }
-            OpKind::Parse | OpKind::Bind | OpKind::Close => self.names.confirm(op.seq),
+            OpKind::Parse { .. } | OpKind::Bind | OpKind::Close => self.names.confirm(op.seq),
             _ => {}
         }
         if r.ready == Some(b'I') {
@@ -352,6 +378,10 @@ impl Flow {
         };
         self.names.revert_batch_from(op.seq, op.batch);
         self.skipping = true;
+        self.skip_error = match op.kind {
+            OpKind::Parse { .. } | OpKind::Bind => op.error.clone(),
+            _ => None,
+        };
         if let Some(done) = done(&op, None) {
             r.done.push(done);
         }
@@ -366,9 +396,20 @@ impl Flow {
             .front()
             .is_some_and(|op| !matches!(op.kind, OpKind::Sync | OpKind::InjectedSync))
         {
-            if let Some(op) = self.ops.pop_front() {
-                let reason = "not run: an earlier message of the same batch failed";
-                if let Some(done) = done(&op, Some(reason)) {
+            if let Some(mut op) = self.ops.pop_front() {
+                let not_run = match (&op.kind, self.skip_error.take()) {
+                    // The Execute of the statement whose Parse or Bind failed: that failure
+                    // is its own.
+                    (OpKind::Execute { .. }, Some(error)) => {
+                        op.error = Some(error);
+                        None
+                    }
+                    (_, error) => {
+                        self.skip_error = error;
+                        Some("not run: an earlier message of the same batch failed")
+                    }
+                };
+                if let Some(done) = done(&op, not_run) {
                     r.done.push(done);
                 }
             }
@@ -418,7 +459,7 @@ impl Op {
     fn describe(&self) -> &'static str {
         match self.kind {
             OpKind::Query { .. } => "a query",
-            OpKind::Parse => "a Parse",
+            OpKind::Parse { .. } => "a Parse",
             OpKind::Bind => "a Bind",
             OpKind::Describe { .. } => "a Describe",
             OpKind::Execute { .. } => "an Execute",

@@ -51,6 +51,9 @@ pub struct Framer<R> {
     skip: usize,
     max_message: usize,
     streamable: fn(u8) -> bool,
+    /// Oversized messages of these types come out with their head (the caller records it);
+    /// others at once, with no head.
+    oversized_head: fn(u8) -> bool,
 }
 
 impl<R: AsyncRead + Unpin> Framer<R> {
@@ -62,7 +65,14 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             skip: 0,
             max_message,
             streamable,
+            oversized_head: |_| false,
         }
+    }
+
+    /// Which oversized messages come out with their head.
+    pub fn with_oversized_head(mut self, wanted: fn(u8) -> bool) -> Self {
+        self.oversized_head = wanted;
+        self
     }
 
     /// True when the next piece can be produced without reading the socket; relays use it to
@@ -131,7 +141,12 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             body > self.max_message
         };
         if large {
-            let head = 5 + HEAD_BODY.min(body);
+            let streamable = (self.streamable)(tag);
+            let head = if streamable || (self.oversized_head)(tag) {
+                5 + HEAD_BODY.min(body)
+            } else {
+                5
+            };
             while self.buf.len() < head {
                 self.buf.reserve(head - self.buf.len());
                 if self.fill().await? == 0 {
@@ -139,7 +154,7 @@ impl<R: AsyncRead + Unpin> Framer<R> {
                 }
             }
             let raw = self.buf.split_to(head).freeze();
-            if (self.streamable)(tag) {
+            if streamable {
                 self.remaining = body - (head - 5);
                 return Ok(Some(Piece::Head { tag, raw, len: body }));
             }
@@ -251,7 +266,7 @@ mod tests {
         // Over the limit: its head comes out, the rest is skipped, the next message is read.
         let mut input = msg(b'Q', &vec![b'x'; 100_000]);
         input.extend(msg(b'S', b""));
-        let mut f = Framer::new(&input[..], 1024, streamable);
+        let mut f = Framer::new(&input[..], 1024, streamable).with_oversized_head(|t| t == b'Q');
         let Some(Piece::Oversized { tag: b'Q', head, len: 100_000 }) = f.next().await.unwrap() else {
             panic!()
         };

@@ -299,7 +299,8 @@ impl PgGateway {
                 };
                 startup::send_error(&mut client, Severity::Fatal, code, &text).await;
                 let cause = EndCause::UpstreamConnectFailed(e.to_string());
-                session.end(&cause, None).await;
+                let detail = serde_json::json!({ "upstream_error": e.to_string() });
+                session.end(&cause, Some(detail)).await;
                 return;
             }
         };

@@ -427,12 +427,16 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             self.refused = Some(refused);
             return Ok(Step2::Next);
         }
+        let command = Arc::new(command);
         let mut flow = self.shared.flow();
         let (seq, batch) = (flow.next_seq(), flow.batch);
-        if let Err(wait) = flow.names.parse(seq, batch, name, Arc::new(command)) {
+        if let Err(wait) = flow.names.parse(seq, batch, name, command.clone()) {
             return Ok(Step2::Retry(Await::Answered(wait)));
         }
-        flow.push(OpKind::Parse);
+        flow.push(OpKind::Parse {
+            command,
+            name: name.to_vec(),
+        });
         drop(flow);
         self.out.extend_from_slice(raw);
         Ok(Step2::Next)

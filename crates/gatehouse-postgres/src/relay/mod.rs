@@ -113,7 +113,8 @@ where
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let mut client_in = Framer::new(client_r, limits.max_message, |tag| {
         matches!(tag, b'd' | b'B')
-    });
+    })
+    .with_oversized_head(|tag| matches!(tag, b'Q' | b'P'));
     let mut upstream_in = Framer::new(upstream_r, MAX_UPSTREAM_MESSAGE, |tag| {
         matches!(tag, b'D' | b'd' | b'E' | b'N')
     });

@@ -6,7 +6,7 @@ use crate::codec;
 use crate::encoding::ClientEncoding;
 use crate::framer::{FrameError, Framer, Piece};
 use bytes::BytesMut;
-use gatehouse_core::{EndCause, Gated, Session};
+use gatehouse_core::{EndCause, Gated, Session, Step};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) async fn run<R, W>(
@@ -70,6 +70,18 @@ where
         }
         for done in &reaction.done {
             if let Err(e) = session.complete(done.id, &done.result) {
+                return EndCause::AuditUnavailable(e.to_string());
+            }
+        }
+        if let Some(refused) = &reaction.refused_parse {
+            let name = String::from_utf8_lossy(&refused.name);
+            let result = session.server_refused(
+                &refused.command,
+                Step::Prepare { name: &name },
+                &refused.code,
+                &refused.message,
+            );
+            if let Err(e) = result {
                 return EndCause::AuditUnavailable(e.to_string());
             }
         }

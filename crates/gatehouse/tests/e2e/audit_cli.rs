@@ -432,7 +432,13 @@ fn audit_log_holds_lifecycle_admin_and_session_events() {
             .collect();
         assert_eq!(
             of_session,
-            ["auth.success", "session.start", "statement", "session.end"],
+            [
+                "auth.success",
+                "session.start",
+                "statement",
+                "statement.result",
+                "session.end"
+            ],
             "{subject}"
         );
         for e in events.iter().filter(|e| e["session"] == session) {

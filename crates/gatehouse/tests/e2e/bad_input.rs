@@ -44,6 +44,29 @@ fn assert_fatal(what: &str, msgs: &[(u8, Vec<u8>)], end: End, code: &str) -> Str
     field(&fields, b'M')
 }
 
+/// The statement was refused with an ERROR (not FATAL) carrying `code`, then ReadyForQuery,
+/// and the connection stays open. Returns the error message text.
+fn assert_refused(what: &str, msgs: &[(u8, Vec<u8>)], end: End, code: &str) -> String {
+    let tags: String = msgs.iter().map(|(t, _)| char::from(*t)).collect();
+    assert!(tags.ends_with("EZ"), "{what}: expected ErrorResponse, ReadyForQuery; got {tags:?}");
+    let fields = error_fields(&msgs[msgs.len() - 2].1);
+    assert_eq!(field(&fields, b'S'), "ERROR", "{what}: {fields:?}");
+    assert_eq!(field(&fields, b'C'), code, "{what}: {fields:?}");
+    assert_eq!(end, End::TimedOut, "{what}: the session stays open");
+    field(&fields, b'M')
+}
+
+/// The refused statement from `source` is in the audit log: a `statement` record, decision
+/// block, with `code`.
+fn audited_refusal(gw: &Gateway, what: &str, source: &str, code: &str) -> Value {
+    let event = gw.wait_for_event(&format!("{what}: refused statement from {source}"), |e| {
+        e["kind"] == "statement" && e["who"]["source"] == source && e["outcome"]["code"] == code
+    });
+    assert_eq!(event["outcome"]["status"], "failure", "{what}: {event}");
+    assert_eq!(event["what"]["detail"]["decision"], "block", "{what}: {event}");
+    event
+}
+
 /// The pre-session rejection of `source` is audited (protocol.error or auth.failure).
 fn audited_rejection(gw: &Gateway, what: &str, source: &str) -> Value {
     let event = gw.wait_for_event(
@@ -314,33 +337,22 @@ fn a_2_gib_message_length_after_authentication_is_refused_without_allocating() {
     let before = peaks(pid);
     let mut bytes = header(b'Q', 0x7fff_ffff);
     bytes.extend(std::iter::repeat_n(b'x', 8 * MIB));
+    // Refused as soon as its head is in, recorded with its claimed size; the gateway then
+    // skips what follows of it without keeping any.
     let (source, msgs, end) = attack_session(&gw, &bytes);
-    let text = assert_fatal("2 GiB Query", &msgs, end, "08P01");
-    assert!(text.contains("over the 16777216-byte limit"), "{text}");
-    audited_session_end(&gw, "2 GiB Query", &source, "over the 16777216-byte limit");
+    let text = assert_refused("2 GiB Query", &msgs, end, "54000");
+    assert!(text.contains("over the gateway's limit of 16777216 bytes"), "{text}");
+    let event = audited_refusal(&gw, "2 GiB Query", &source, "54000");
+    assert_eq!(event["what"]["detail"]["message_bytes"], 0x7fff_ffff - 4);
     assert_peaks_grew_little("2 GiB Query length", pid, before);
     assert_serves(&mut gw);
 
-    // CopyData is streamed rather than buffered, so a 2 GiB CopyData outside COPY is passed
-    // on piecemeal; the server refuses it. The gateway must stay small and alive.
+    // CopyData outside COPY is ignored by the server; the gateway drops it as it streams in.
     let mut bytes = header(b'd', 0x7fff_ffff);
     bytes.extend(std::iter::repeat_n(b'x', 8 * MIB));
-    let (source, msgs, end) = attack_session(&gw, &bytes);
-    assert!(
-        matches!(end, End::Closed | End::Reset),
-        "2 GiB CopyData: session still open ({end:?})"
-    );
-    if let Some((b'E', body)) = msgs.last() {
-        eprintln!("2 GiB CopyData: client got {:?}", error_fields(body));
-    } else {
-        eprintln!(
-            "2 GiB CopyData: client got {} message(s) then {end:?}",
-            msgs.len()
-        );
-    }
-    gw.wait_for_event("2 GiB CopyData: session.end", |e| {
-        e["kind"] == "session.end" && e["who"]["source"] == source.as_str()
-    });
+    let (_, msgs, end) = attack_session(&gw, &bytes);
+    assert!(msgs.is_empty(), "2 GiB CopyData outside COPY: no answer ({msgs:?})");
+    assert_eq!(end, End::TimedOut, "2 GiB CopyData: the session is still open");
     assert_peaks_grew_little("2 GiB CopyData", pid, before);
     assert_serves(&mut gw);
 }
@@ -767,11 +779,6 @@ fn unknown_and_malformed_messages_after_authentication() {
             "malformed Query",
         ),
         (
-            "Query with invalid UTF-8",
-            message(b'Q', b"SELECT '\xff'\0"),
-            "malformed Query",
-        ),
-        (
             "Parse without any NUL",
             message(b'P', b"stmt"),
             "malformed Parse",
@@ -809,6 +816,13 @@ fn unknown_and_malformed_messages_after_authentication() {
         audited_session_end(&gw, what, &source, expected);
         assert_serves(&mut gw);
     }
+    // Text that is not valid in the session's encoding is refused as PostgreSQL refuses it
+    // (22021), recorded, and never forwarded; the session goes on.
+    let (source, msgs, end) = attack_session(&gw, &message(b'Q', b"SELECT '\xff'\0"));
+    let text = assert_refused("Query with invalid UTF-8", &msgs, end, "22021");
+    assert!(text.contains("invalid byte sequence for encoding \"UTF8\""), "{text}");
+    audited_refusal(&gw, "Query with invalid UTF-8", &source, "22021");
+    assert_serves(&mut gw);
 
     // Garbage after a good statement: the good one is audited, the session ends cleanly.
     let mut s = authenticated(&gw);
@@ -868,15 +882,22 @@ fn query_text_size_limits() {
         format!("SELECT length('{}')", "x".repeat(filler))
     };
 
-    // One byte over the 16 MiB limit: refused before it is read.
+    // One byte over the 16 MiB limit: refused with an error, recorded, the session goes on.
     let started = Instant::now();
     let (source, msgs, end) = attack_session(&gw, &query_message(&sql_of_body(limit + 1)));
-    let refusal = assert_fatal("16 MiB + 1 query", &msgs, end, "08P01");
+    let refusal = assert_refused("16 MiB + 1 query", &msgs, end, "54000");
     assert!(
-        refusal.contains(&format!("{} bytes, over the {limit}-byte limit", limit + 1)),
+        refusal.contains(&format!(
+            "message of {} bytes is over the gateway's limit of {limit} bytes (postgres.max_message)",
+            limit + 1
+        )),
         "{refusal}"
     );
-    audited_session_end(&gw, "16 MiB + 1 query", &source, "over the");
+    let event = audited_refusal(&gw, "16 MiB + 1 query", &source, "54000");
+    assert!(event["what"]["statement"]
+        .as_str()
+        .unwrap()
+        .starts_with("SELECT length('xxx"));
     eprintln!("16 MiB + 1 query refused in {:?}", started.elapsed());
     assert_serves(&mut gw);
 
@@ -900,14 +921,20 @@ fn query_text_size_limits() {
     let out = gw.psql_args("main", &["-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), MIB.to_string());
-    let event = gw.wait_for_event("1 MiB statement", |e| {
-        e["kind"] == "statement"
-            && e["what"]["detail"]["statement_truncated"] == true
-            && e["outcome"]["rows"] == 1
+    let events = gw.audit_events_until(Duration::from_secs(10), |events| {
+        joined_statements(events).iter().any(|e| {
+            e["what"]["detail"]["statement_bytes"] == sql.len() && e["outcome"]["rows"] == 1
+        })
     });
+    let event = joined_statements(&events)
+        .into_iter()
+        .find(|e| e["what"]["detail"]["statement_bytes"] == sql.len())
+        .expect("1 MiB statement recorded");
+    assert_eq!(event["what"]["detail"]["statement_truncated"], true);
+    assert!(sql.ends_with(event["what"]["detail"]["statement_tail"].as_str().unwrap()));
     let audited = event["what"]["statement"].as_str().unwrap();
     assert!(
-        sql.starts_with(audited) && audited.len() <= 64 * 1024,
+        sql.starts_with(audited) && audited.len() <= 32 * 1024,
         "audited {} bytes",
         audited.len()
     );
@@ -1135,57 +1162,42 @@ fn ten_thousand_aborted_handshakes() {
         after = proc_kib(pid, "VmRSS:");
     }
 
-    // Every attempt is audited; wait for the last records to land.
-    let count = |events: &[Value]| -> (usize, usize, usize) {
-        let new = &events[events_before.min(events.len())..];
-        let errors: Vec<&Value> = new
-            .iter()
-            .filter(|e| e["kind"] == "protocol.error")
-            .collect();
-        let closed_early = errors
-            .iter()
-            .filter(|e| e["outcome"]["reason"] == "closed before startup")
-            .count();
-        (errors.len(), closed_early, errors.len() - closed_early)
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut errors, mut closed_early, mut other) = count(&gw.audit_events());
-    while errors < CONNECTIONS && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        (errors, closed_early, other) = count(&gw.audit_events());
-    }
-    let sample_reasons: std::collections::BTreeMap<String, usize> = gw.audit_events()
-        [events_before..]
-        .iter()
-        .filter(|e| e["kind"] == "protocol.error")
-        .fold(Default::default(), |mut m, e| {
-            *m.entry(
-                e["outcome"]["reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-            .or_default() += 1;
-            m
-        });
     let failures = failures.len();
     eprintln!(
         "aborted handshakes: {CONNECTIONS} in {flood_time:?} ({CONCURRENCY} at a time); \
          gateway VmRSS baseline {baseline} KiB, sampled peak {peak_sampled} KiB, VmHWM {hwm_before} -> {hwm} KiB, after {after} KiB; \
-         client-side failures {failures}; protocol.error records: {errors} ({closed_early} closed before startup, {other} other); reasons {sample_reasons:?}"
+         client-side failures {failures}"
     );
     assert!(
         after <= baseline + 16 * 1024,
         "RSS after the flood {after} KiB vs baseline {baseline} KiB"
     );
-    // One record per aborted handshake: none lost, none doubled.
-    assert_eq!(
-        errors, CONNECTIONS,
-        "protocol.error records for {CONNECTIONS} aborted handshakes"
-    );
-    assert_eq!((closed_early, other), (CONNECTIONS / 2, CONNECTIONS / 2));
-
-    // The chain is intact.
-    assert!(gw.assert_audit_verifies().contains("intact"));
     assert_serves(&mut gw);
+
+    // Every attempt is accounted for in the log, but one source cannot make the gateway write
+    // a record per attempt: a few are recorded one by one, the rest counted in summaries
+    // (written when their window closes, at the latest at stop).
+    gw.stop();
+    let events = gw.audit_events();
+    let new = &events[events_before..];
+    let individual = new.iter().filter(|e| e["kind"] == "protocol.error").count();
+    let summaries: Vec<&Value> = new
+        .iter()
+        .filter(|e| e["kind"] == "auth.failure.summary")
+        .collect();
+    let counted: u64 = summaries
+        .iter()
+        .map(|e| e["what"]["detail"]["counted"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!("records: {individual} individual, {counted} counted in {} summaries", summaries.len());
+    assert!(individual <= 20, "{individual} individual records from one source");
+    assert_eq!(
+        individual as u64 + counted,
+        CONNECTIONS as u64,
+        "every aborted handshake is recorded or counted, none lost or doubled"
+    );
+    assert!(summaries
+        .iter()
+        .all(|e| e["who"]["source"] == "127.0.0.1"));
+    assert!(gw.assert_audit_verifies().contains("intact"));
 }

@@ -233,6 +233,8 @@ impl Drop for PgCluster {
 #[derive(Default)]
 pub struct GatewayBuilder {
     connections: Vec<String>,
+    /// `upstream.auth` for the connections added after [`GatewayBuilder::upstream_auth`].
+    upstream_auth: Option<String>,
     postgres_extra: String,
     top_extra: String,
     env: Vec<(String, String)>,
@@ -257,11 +259,23 @@ impl GatewayBuilder {
             }
             None => String::new(),
         };
+        let auth_line = self
+            .upstream_auth
+            .as_ref()
+            .map(|methods| format!("      auth: {methods}\n"))
+            .unwrap_or_default();
         self.connections.push(format!(
-            "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: {user}\n{password_line}      tls: {{ mode: {tls_mode}, ca_file: {ca} }}\n    allow:\n      groups: [developers, gatehouse-admins]\n",
+            "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: {user}\n{password_line}{auth_line}      tls: {{ mode: {tls_mode}, ca_file: {ca} }}\n    allow:\n      groups: [developers, gatehouse-admins]\n",
             port = cluster.port,
             ca = cluster.cert_file.display(),
         ));
+        self
+    }
+
+    /// `upstream.auth` (a YAML list such as `[scram-sha-256, md5]`) for the connections added
+    /// from now on.
+    pub fn upstream_auth(mut self, methods: &str) -> Self {
+        self.upstream_auth = Some(methods.to_owned());
         self
     }
 
@@ -543,9 +557,12 @@ impl Gateway {
             .collect()
     }
 
-    /// Every `statement` record.
+    /// Every `statement` record, each with its outcome as an examiner reads it: a forwarded
+    /// statement's record (written `pending` before it reached the server) carries the
+    /// outcome of its `statement.result` (and `result_seq`); one with no result stays
+    /// `pending`.
     pub fn statements(&self) -> Vec<Value> {
-        self.events_of_kind("statement")
+        joined_statements(&self.audit_events())
     }
 
     /// The `statement` records whose text satisfies `pred`.
@@ -595,11 +612,18 @@ impl Gateway {
             .unwrap_or_else(|| panic!("no audit event: {what}"))
     }
 
-    /// Waits until the `statement` record of exactly `sql` is in the audit log.
+    /// Waits until the `statement` record of exactly `sql` and its result are in the audit
+    /// log; returns the joined record (see [`Gateway::statements`]).
     pub fn wait_for_statement(&self, sql: &str) -> Value {
-        self.wait_for_event(&format!("statement {sql:?}"), |e| {
-            e["kind"] == "statement" && e["what"]["statement"] == sql
-        })
+        let events = self.audit_events_until(Duration::from_secs(10), |events| {
+            joined_statements(events)
+                .iter()
+                .any(|e| e["what"]["statement"] == sql && e["outcome"]["status"] != "pending")
+        });
+        joined_statements(&events)
+            .into_iter()
+            .find(|e| e["what"]["statement"] == sql && e["outcome"]["status"] != "pending")
+            .unwrap_or_else(|| panic!("no audit event: statement {sql:?} with its result"))
     }
 
     /// Waits for `session` to end, lets `settle` pass for any second record to land, and
@@ -685,6 +709,31 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// `statement` records with their results' outcomes (see [`Gateway::statements`]).
+pub fn joined_statements(events: &[Value]) -> Vec<Value> {
+    let results: std::collections::HashMap<u64, &Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "statement.result")
+        .filter_map(|e| e["ref"].as_u64().map(|r| (r, e)))
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["kind"] == "statement")
+        .map(|e| {
+            let mut e = e.clone();
+            let seq = e["seq"].as_u64().unwrap_or_default();
+            if e["outcome"]["status"] == "pending" {
+                if let Some(result) = results.get(&seq) {
+                    e["outcome"] = result["outcome"].clone();
+                    e["result_seq"] = result["seq"].clone();
+                    e["result_detail"] = result["what"]["detail"].clone();
+                }
+            }
+            e
+        })
+        .collect()
 }
 
 /// Percent-encodes userinfo for a URL.

@@ -87,15 +87,31 @@ fn api_key_create_use_and_revoke() {
     assert_eq!(failure["who"]["method"], "none");
     assert!(failure["who"].get("subject").is_none(), "{failure:#}");
 
-    // Documented behaviour (`gatehouse keys revoke --help`): revocation refuses *new*
-    // connections; a session already open keeps working until it ends.
+    // A session opened with the key ends too: its client is told why, and the end is
+    // recorded with the cause.
     rt.block_on(async {
-        let rows = open
+        let err = open
             .simple_query("SELECT 'after revocation'")
             .await
-            .expect("the open session continues");
-        assert!(!rows.is_empty());
+            .expect_err("the open session was ended");
+        if let Some(db) = err.as_db_error() {
+            assert_eq!(db.code().code(), "28000", "{db:?}");
+            assert!(db.message().contains("revoked"), "{db:?}");
+        }
     });
+    let end = gateway.wait_for_event("the revoked key's session ends", |e| {
+        e["kind"] == "session.end"
+            && e["who"]["subject"] == "key:ci"
+            && e["what"]["detail"]["cause"] == "credential_revoked"
+    });
+    assert_eq!(end["outcome"]["reason"], "credential revoked");
+    let revoked = gateway.events_of_kind("key.revoked");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["what"]["detail"]["ends_sessions"].as_array().map(Vec::len), Some(1));
+    assert!(
+        revoked[0]["seq"].as_u64() < end["seq"].as_u64(),
+        "the revocation is recorded before it takes effect"
+    );
 
     let list = gateway.cli(&["keys", "list"]);
     let line = text(&list.stdout)

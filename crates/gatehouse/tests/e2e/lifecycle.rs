@@ -51,11 +51,12 @@ fn stop_ends_open_sessions_with_an_audited_end_before_the_gateway_stop() {
     let ended = &events[end];
     assert_eq!(ended["outcome"]["reason"], "gateway shutting down");
     // The statement cut short is recorded as unfinished, not lost.
-    let cut = events
-        .iter()
-        .find(|e| e["kind"] == "statement" && e["what"]["statement"] == "SELECT pg_sleep(20)")
+    let cut = gateway
+        .statements()
+        .into_iter()
+        .find(|e| e["what"]["statement"] == "SELECT pg_sleep(20)")
         .expect("interrupted statement recorded");
-    assert_eq!(cut["outcome"]["status"], "failure");
+    assert_eq!(cut["outcome"]["status"], "unknown", "{cut:#}");
 
     gateway.assert_audit_verifies();
 }

@@ -5,11 +5,8 @@ fn psql_through_the_gateway_with_scram_upstream() {
     let (_cluster, gateway) = cluster_and_gateway();
     let out = gateway.psql("main", "SELECT 40 + 2");
     assert_eq!(out.trim(), "42");
-    let events = gateway.audit_events();
-    let stmt = events
-        .iter()
-        .find(|e| e["kind"] == "statement")
-        .expect("statement event");
+    let events = gateway.statements();
+    let stmt = events.first().expect("statement event");
     assert_eq!(stmt["what"]["statement"], "SELECT 40 + 2");
     assert_eq!(stmt["what"]["classification"], "read");
     assert_eq!(stmt["who"]["subject"], "key:bootstrap-admin");

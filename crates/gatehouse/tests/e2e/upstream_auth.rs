@@ -44,7 +44,7 @@ fn upstream_failure(gateway: &Gateway, connection: &str) -> Value {
 
 /// The upstream's error kept in a failed session end.
 fn upstream_error(end: &Value) -> &str {
-    end["what"]["detail"]["cause"]["upstream_error"]
+    end["what"]["detail"]["upstream_error"]
         .as_str()
         .unwrap_or_default()
 }
@@ -81,6 +81,7 @@ fn assert_clean_target_failure(gateway: &Gateway, connection: &str, upstream_wor
 fn scram_and_md5_upstreams_with_the_held_password() {
     let cluster = PgCluster::start();
     let gateway = Gateway::builder()
+        .upstream_auth("[scram-sha-256, md5]")
         .pg_connections(
             &cluster,
             &[
@@ -278,6 +279,7 @@ fn upstream_tls_verify_full_checks_the_name_and_the_issuer() {
 fn wrong_or_missing_held_password_fails_cleanly() {
     let cluster = PgCluster::start();
     let gateway = Gateway::builder()
+        .upstream_auth("[scram-sha-256, md5]")
         .pg_connections(
             &cluster,
             &[
@@ -308,7 +310,7 @@ fn wrong_or_missing_held_password_fails_cleanly() {
         assert_clean_target_failure(&gateway, connection, upstream_words);
         let end = upstream_failure(&gateway, connection);
         assert_eq!(
-            end["what"]["detail"]["cause"]["upstream_error"], cause,
+            end["what"]["detail"]["upstream_error"], cause,
             "{end:#}"
         );
     }
@@ -351,6 +353,7 @@ fn held_secrets_never_leak() {
     let secrets = [SUPER_PASSWORD, SCRAM_PASSWORD, MD5_PASSWORD, WRONG_PASSWORD];
     let cluster = PgCluster::start();
     let mut gateway = Gateway::builder()
+        .upstream_auth("[scram-sha-256, md5]")
         .pg_connections(
             &cluster,
             &[
