@@ -138,7 +138,7 @@ if [ "$(psql_direct -Atc "select count(*) from pg_database where datname = '$PSY
     psql_direct -c "CREATE DATABASE \"$PSYCOPG_DB\""
 fi
 
-port_in_use() { ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
+port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 GW_DIR=$WORK_DIR/gateway
 case " $RUNS " in
 *" gateway "*)

@@ -136,6 +136,76 @@ pub fn prepared(sql: &str) -> Option<Vec<(String, String)>> {
     )
 }
 
+/// The names `DEALLOCATE` statements in `sql` drop, in order (`None` for `DEALLOCATE ALL`),
+/// as the server folds them; `None` when one cannot be read.
+pub fn deallocated(sql: &str) -> Option<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for piece in split(sql) {
+        if first_keyword(piece) != "DEALLOCATE" {
+            continue;
+        }
+        let words = words(piece)?;
+        let mut rest = words.iter().skip(1).peekable();
+        if rest.peek().is_some_and(|w| w.eq_ignore_ascii_case("PREPARE")) {
+            rest.next();
+        }
+        let name = rest.next()?;
+        if rest.next().is_some() {
+            return None;
+        }
+        out.push(if name.eq_ignore_ascii_case("ALL") {
+            None
+        } else if let Some(quoted) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted.replace("\"\"", "\""))
+        } else {
+            Some(name.to_lowercase())
+        });
+    }
+    Some(out)
+}
+
+/// The words of a short statement: bare words and `"quoted"` identifiers; `None` for anything
+/// else (comments, strings), which the caller then does not try to read.
+fn words(piece: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = piece.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            let mut word = String::from('"');
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        word.push_str("\"\"");
+                    }
+                    Some('"') => break,
+                    Some(c) => word.push(c),
+                    None => return None,
+                }
+            }
+            word.push('"');
+            out.push(word);
+        } else if c.is_alphanumeric() || c == '_' {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_alphanumeric() || c == '_' || c == '$' {
+                    word.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            out.push(word);
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 fn statement_kind(statement: &Statement) -> StatementKind {
     use StatementKind::*;
     match statement {
@@ -506,6 +576,16 @@ mod tests {
             assert!(!c.parsed, "{sql} should not parse");
             assert_eq!((c.kind, c.statements), (*want, *count), "{sql}");
         }
+    }
+
+    #[test]
+    fn follows_sql_deallocate() {
+        assert_eq!(
+            deallocated("DEALLOCATE Foo; deallocate prepare \"Bar\"; DEALLOCATE ALL"),
+            Some(vec![Some("foo".into()), Some("Bar".into()), None])
+        );
+        assert_eq!(deallocated("DEALLOCATE /* x */ foo"), None);
+        assert_eq!(deallocated("SELECT 1"), Some(vec![]));
     }
 
     #[test]

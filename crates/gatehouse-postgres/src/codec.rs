@@ -25,6 +25,7 @@ pub mod sqlstate {
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 }
 

@@ -26,6 +26,8 @@ pub enum OpKind {
         follows_names: bool,
         /// The statements its text prepares in SQL (name, text), when it could be parsed.
         prepares: Option<Vec<(Vec<u8>, Arc<Command>)>>,
+        /// The names its `DEALLOCATE`s drop (`None`: all), when they could be read.
+        deallocates: Option<Vec<Option<Vec<u8>>>>,
     },
     /// A Parse: the statement (and its name) to record if the server refuses it.
     Parse { command: Arc<Command>, name: Vec<u8> },
@@ -351,10 +353,16 @@ impl Flow {
             OpKind::Query {
                 follows_names,
                 prepares,
+                deallocates,
                 ..
             } => {
                 if *follows_names {
-                    self.names.settle_query(op.seq, &op.tags, prepares.as_deref());
+                    self.names.settle_query(
+                        op.seq,
+                        &op.tags,
+                        prepares.as_deref(),
+                        deallocates.as_deref(),
+                    );
                 }
                 self.names.confirm(op.seq);
             }

@@ -27,12 +27,15 @@ use crate::stream::PgStream;
 use bytes::BytesMut;
 use gatehouse_core::audit::{Event, EventKind, Outcome, What, Who};
 use gatehouse_core::{ConnectRequest, Denied, EndCause, Gate, Protocol, Target};
+use gatehouse_serve::{Adapter, Refusal, Slot};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Listener settings.
@@ -70,8 +73,6 @@ pub enum SetupError {
     },
 }
 
-/// Connections at most in their unauthenticated handshake at once (across workers).
-const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// A client past its startup packet and password, not yet authenticated.
 struct Greeted {
@@ -88,10 +89,6 @@ pub struct PgGateway {
     gate: Gate,
     /// Turns true when the gateway stops: open sessions end themselves, audited.
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Slots for connections still in their unauthenticated handshake.
-    handshakes: Arc<tokio::sync::Semaphore>,
-    /// Connections being served (handshakes and sessions), to wait for at shutdown.
-    active: tokio::sync::watch::Sender<usize>,
     config: PgConfig,
     cancels: CancelRegistry,
     /// Client TLS settings per connection, built once.
@@ -120,95 +117,13 @@ impl PgGateway {
         Ok(Arc::new(PgGateway {
             gate,
             shutdown,
-            active: tokio::sync::watch::Sender::new(0),
-            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             config,
             cancels: CancelRegistry::default(),
             upstream_tls,
         }))
     }
 
-    /// Accepts connections until shutdown and hands them to `workers` in turn (each a
-    /// single-threaded runtime): a session then lives on one thread, and sessions are spread
-    /// evenly. Then waits (up to `grace`) for the connections to end, so each session's end is audited
-    /// before the gateway stops.
-    pub async fn serve_dispatching(
-        self: Arc<Self>,
-        listener: TcpListener,
-        workers: Vec<tokio::runtime::Handle>,
-        grace: Duration,
-    ) {
-        let mut next = 0usize;
-        self.accept_loop(&listener, |guard, tcp, peer, slot| {
-            // Deregistered here and registered again with the worker's own reactor.
-            match tcp.into_std() {
-                Ok(std) if !workers.is_empty() => {
-                    let worker = &workers[next % workers.len()];
-                    next = next.wrapping_add(1);
-                    worker.spawn(async move {
-                        match TcpStream::from_std(std) {
-                            Ok(tcp) => served(guard, tcp, peer, slot).await,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot hand a connection to a worker")
-                            }
-                        }
-                    });
-                }
-                Ok(_) | Err(_) => tracing::warn!("dropping a connection: no worker can take it"),
-            }
-        })
-        .await;
-        drop(listener);
-        self.drain(grace).await;
-    }
-
-    /// After shutdown: waits (up to `grace`) until every connection has ended.
-    pub async fn drain(&self, grace: Duration) {
-        let mut shutdown = self.shutdown.clone();
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        let mut active = self.active.subscribe();
-        let _ = tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await;
-    }
-
-    async fn accept_loop(
-        self: &Arc<Self>,
-        listener: &TcpListener,
-        mut spawn: impl FnMut(ActiveGuard, TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
-    ) {
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            // A connection is only accepted with a handshake slot free: a flood of connections
-            // that never authenticate waits in the kernel's backlog, not in our memory.
-            let accepted = tokio::select! {
-                accepted = async {
-                    let slot = self.handshakes.clone().acquire_owned().await;
-                    (listener.accept().await, slot)
-                } => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            match accepted {
-                // Counted from here, so a connection on its way to a worker holds off the
-                // shutdown drain too.
-                (Ok((tcp, peer)), Ok(slot)) => {
-                    spawn(ActiveGuard::new(self.clone()), tcp, peer, slot)
-                }
-                (Ok(_), Err(_)) => return,
-                (Err(e), _) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    async fn handle(
-        self: Arc<Self>,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let _ = tcp.set_nodelay(true);
+    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, slot: Slot) {
         // Phase 1, bounded by the handshake timeout: startup packet and password. Nothing has
         // been authenticated yet, so an abandoned handshake leaves no session behind.
         let greeted =
@@ -451,29 +366,43 @@ impl PgGateway {
 
 mod upstream;
 
-/// Serves one connection; the guard counts it as active until it ends (even on a panic).
-async fn served(
-    guard: ActiveGuard,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) {
-    guard.0.clone().handle(tcp, peer, slot).await;
-    drop(guard);
-}
-
-/// Counts a connection as active until dropped, even if its task panics.
-struct ActiveGuard(Arc<PgGateway>);
-
-impl ActiveGuard {
-    fn new(gateway: Arc<PgGateway>) -> Self {
-        gateway.active.send_modify(|n| *n += 1);
-        ActiveGuard(gateway)
+impl Adapter for PgGateway {
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
     }
-}
 
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.handle(tcp, peer, slot))
+    }
+
+    fn refuse(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        why: Refusal,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let reason = match why {
+                Refusal::TooManyFromSource => {
+                    let mut out = BytesMut::new();
+                    codec::error_response(
+                        &mut out,
+                        Severity::Fatal,
+                        sqlstate::TOO_MANY_CONNECTIONS,
+                        "too many connections from this address are still authenticating; try again shortly",
+                    );
+                    let mut tcp = tcp;
+                    let _ = tcp.write_all(&out).await;
+                    "too many handshakes from this source"
+                }
+                Refusal::Silent => "sent nothing within the first-packet timeout",
+            };
+            self.gate.protocol_error(Protocol::Postgres, peer, reason).await;
+        })
     }
 }

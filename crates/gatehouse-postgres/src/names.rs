@@ -296,11 +296,13 @@ impl Names {
         op: OpSeq,
         tags: &[String],
         prepared: Option<&[(Vec<u8>, Arc<Command>)]>,
+        deallocated: Option<&[Option<Vec<u8>>]>,
     ) {
         if self.unsettled_by == Some(op) {
             self.unsettled_by = None;
         }
         let mut prepares = prepared.map(|p| p.iter());
+        let mut deallocates = deallocated.map(|d| d.iter());
         for tag in tags {
             match tag.as_str() {
                 "PREPARE" => match prepares.as_mut().and_then(Iterator::next) {
@@ -309,8 +311,13 @@ impl Names {
                     }
                     None => self.forget_statement_texts(),
                 },
-                // Which name went is not in the tag: every text is uncertain now.
-                "DEALLOCATE" => self.forget_statement_texts(),
+                // The tag does not say which name went: the text says, when it can be read.
+                "DEALLOCATE" => match deallocates.as_mut().and_then(Iterator::next) {
+                    Some(Some(name)) => {
+                        self.statements.remove(name);
+                    }
+                    _ => self.forget_statement_texts(),
+                },
                 "DEALLOCATE ALL" | "DISCARD ALL" => {
                     self.statements.clear();
                     self.portals.clear();
@@ -441,18 +448,23 @@ mod tests {
         assert_eq!(n.lookup_statement(b"p", 1), Lookup::WaitFor(1));
         assert_eq!(n.query(2, 1, false), Err(1));
         let prepared = vec![(b"p".to_vec(), cmd("PREPARE p AS DELETE FROM t"))];
-        n.settle_query(1, &["PREPARE".into()], Some(&prepared));
+        n.settle_query(1, &["PREPARE".into()], Some(&prepared), None);
         assert_eq!(text(n.lookup_statement(b"p", 1)), "PREPARE p AS DELETE FROM t");
         // A second PREPARE of the same name failed: no tag, nothing changes.
         n.query(2, 1, true).unwrap();
-        n.settle_query(2, &[], Some(&[(b"p".to_vec(), cmd("PREPARE p AS SELECT 1"))]));
+        n.settle_query(2, &[], Some(&[(b"p".to_vec(), cmd("PREPARE p AS SELECT 1"))]), None);
         assert_eq!(text(n.lookup_statement(b"p", 2)), "PREPARE p AS DELETE FROM t");
         n.query(3, 2, true).unwrap();
-        n.settle_query(3, &["DEALLOCATE".into()], None);
+        n.settle_query(3, &["DEALLOCATE".into()], None, None);
         assert_eq!(n.lookup_statement(b"p", 3), Lookup::Known(Known::Unknown));
-        n.query(4, 3, true).unwrap();
-        n.settle_query(4, &["DISCARD ALL".into()], None);
-        assert_eq!(n.lookup_statement(b"p", 4), Lookup::Missing);
+        n.parse(4, 3, b"q", cmd("SELECT 2")).unwrap();
+        n.confirm(4);
+        n.query(5, 4, true).unwrap();
+        n.settle_query(5, &["DEALLOCATE".into()], None, Some(&[Some(b"q".to_vec())]));
+        assert_eq!(n.lookup_statement(b"q", 5), Lookup::Missing);
+        n.query(6, 5, true).unwrap();
+        n.settle_query(6, &["DISCARD ALL".into()], None, None);
+        assert_eq!(n.lookup_statement(b"p", 6), Lookup::Missing);
     }
 
     #[test]

@@ -5,7 +5,6 @@ pub mod admin;
 mod bootstrap;
 pub mod config;
 mod index;
-mod listeners;
 mod run;
 mod wiring;
 

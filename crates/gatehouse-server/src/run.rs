@@ -2,7 +2,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::{bootstrap, index, listeners, wiring};
+use crate::{bootstrap, index, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
 use gatehouse_core::{Authenticator, Gate, GateParts, Metrics};
@@ -133,12 +133,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         wiring::pg_config(&config)?,
         shutdown_rx.clone(),
     )?;
-    let (postgres_addr, pg_threads) = listeners::spawn_postgres(
+    let limits = gatehouse_serve::Limits {
+        max_handshakes: config.postgres.max_handshakes,
+        per_source: config.postgres.max_handshakes_per_source,
+        first_packet_timeout: config.postgres.first_packet_timeout,
+    };
+    let listening = gatehouse_serve::spawn(
         pg,
         config.postgres.listen,
         config.postgres.workers,
+        limits,
+        shutdown_rx.clone(),
         SHUTDOWN_GRACE,
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "binding the PostgreSQL listener on {}",
+            config.postgres.listen
+        )
+    })?;
+    let (postgres_addr, pg_threads) = (listening.addr, listening.threads);
 
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await

@@ -365,10 +365,21 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         match admission {
             Admission::Forward(admitted) => {
                 let prepares = effects.prepared.then(|| prepared(&command)).flatten();
+                let deallocates = effects
+                    .prepared
+                    .then(|| sql::deallocated(&command.text))
+                    .flatten()
+                    .map(|names| {
+                        names
+                            .into_iter()
+                            .map(|n| n.map(String::into_bytes))
+                            .collect()
+                    });
                 let seq = self.push(OpKind::Query {
                     statement: Some(admitted.id),
                     follows_names: effects.prepared,
                     prepares,
+                    deallocates,
                 });
                 self.upstream.hold(admitted.ticket);
                 self.out.extend_from_slice(raw);
@@ -387,6 +398,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             statement: None,
             follows_names,
             prepares: None,
+            deallocates: None,
         });
         self.upstream.hold(refused.ticket);
         codec::query(

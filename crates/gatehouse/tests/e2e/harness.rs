@@ -339,17 +339,7 @@ impl GatewayBuilder {
         let config_path = dir.path().join("gatehouse.yaml");
         std::fs::write(&config_path, &config).expect("config");
         let log_path = dir.path().join("gateway.log");
-        let log = std::fs::File::create(&log_path).expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn gatehouse");
+        let child = spawn_gateway(&config_path, &log_path, &self.env);
         let mut gateway = Gateway {
             child: Some(child),
             dir,
@@ -358,6 +348,7 @@ impl GatewayBuilder {
             pg_port,
             admin_port,
             admin_key: String::new(),
+            env: self.env,
         };
         gateway.wait_ready();
         gateway.admin_key = std::fs::read_to_string(gateway.data_dir().join("admin.key"))
@@ -368,9 +359,29 @@ impl GatewayBuilder {
     }
 }
 
+/// Starts `gatehouse serve` with `config`, appending its output to `log`.
+fn spawn_gateway(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn gatehouse")
+}
+
 /// A running `gatehouse serve` process, killed on drop.
 pub struct Gateway {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -673,6 +684,21 @@ impl Gateway {
             proc_kib(self.pid(), "VmRSS:"),
             proc_kib(self.pid(), "VmHWM:"),
         )
+    }
+
+    /// Kills the gateway with SIGKILL (no chance to write anything) and waits for it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the gateway again on the same configuration and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the gateway first");
+        self.child = Some(spawn_gateway(&self.config_path, &self.log_path, &self.env));
+        self.wait_ready();
     }
 
     pub fn is_running(&mut self) -> bool {

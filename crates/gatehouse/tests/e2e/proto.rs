@@ -263,3 +263,84 @@ pub fn read_query_result(s: &mut TcpStream) -> (Vec<String>, Option<Vec<(u8, Str
         }
     }
 }
+
+/// Parse of `name` with `sql`, no parameter types.
+pub fn parse_message(name: &str, sql: &[u8]) -> Vec<u8> {
+    let mut body = cstr(name);
+    body.extend_from_slice(sql);
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'P', &body)
+}
+
+/// Bind of `portal` to `statement` with text parameters (`None` for NULL), text results.
+pub fn bind_message(portal: &str, statement: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend(cstr(statement));
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                body.extend_from_slice(v);
+            }
+        }
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'B', &body)
+}
+
+/// Execute of `portal`, all rows.
+pub fn execute_message(portal: &str) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend_from_slice(&0i32.to_be_bytes());
+    message(b'E', &body)
+}
+
+pub fn sync_message() -> Vec<u8> {
+    message(b'S', b"")
+}
+
+pub fn flush_message() -> Vec<u8> {
+    message(b'H', b"")
+}
+
+pub fn copy_data(data: &[u8]) -> Vec<u8> {
+    message(b'd', data)
+}
+
+pub fn copy_done() -> Vec<u8> {
+    message(b'c', b"")
+}
+
+/// A simple query with raw bytes (in whatever client encoding the session uses).
+pub fn query_bytes(sql: &[u8]) -> Vec<u8> {
+    let mut body = sql.to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// Reads up to and including ReadyForQuery; panics if the connection ends first.
+pub fn read_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    match read_until_ready(s) {
+        (msgs, None) => msgs,
+        (msgs, Some(end)) => panic!("connection ended ({end:?}) before ReadyForQuery: {msgs:?}"),
+    }
+}
+
+/// The first column of each DataRow among `msgs`, as raw bytes.
+pub fn first_columns(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<u8>> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| {
+            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+            if len < 0 {
+                b"NULL".to_vec()
+            } else {
+                body[6..6 + len as usize].to_vec()
+            }
+        })
+        .collect()
+}
