@@ -3,7 +3,7 @@
 # PostgreSQL and once through the gateway, and prints what fails only through the gateway.
 #
 #   scripts/driver-suites/psycopg.sh PSYCOPG_SRC [PYTEST_ARGS...]
-#   PSYCOPG_SRC=/tmp/psycopg-src scripts/driver-suites/psycopg.sh
+#   PSYCOPG_SRC=/tmp/psycopg-src scripts/driver-suites/psycopg.sh [PYTEST_ARGS...]
 #
 # PSYCOPG_SRC is a psycopg source tree (with psycopg/, psycopg_pool/ and tests/) or a bare git
 # directory of the psycopg repository (its HEAD is extracted). The machines this project runs
@@ -19,10 +19,15 @@
 #   4. pytest twice (single worker, fixed order, per-test timeout, junit XML), then a
 #      comparison of the two XML reports.
 #
-# Arguments after PSYCOPG_SRC replace the default test selection: e.g.
+# PYTEST_ARGS (the arguments after PSYCOPG_SRC, or all of them when PSYCOPG_SRC is set in the
+# environment) replace the default test selection: e.g.
 #   scripts/driver-suites/psycopg.sh /tmp/psycopg-src tests/test_copy.py tests/test_notify.py
 # Default selection: all of tests/ except the markers `mypy` (runs mypy, no database, slow) and
-# `proxy` (starts pproxy on random ports).
+# `proxy` (starts pproxy on random ports). The whole selection takes about 20 minutes per run
+# on two cores. Which tests run also depends on the system libpq (Debian 12's libpq 15 skips
+# the libpq >= 17 tests, e.g. the new cancel API) and on the server (prepared transactions
+# need max_prepared_transactions > 0, else the TPC tests skip). Timing tests (markers `timing`,
+# `slow`) can flake under load in either run; rerun one alone before blaming the gateway.
 #
 # Environment (all optional):
 #   GATEHOUSE_BIN     gateway binary to use            default: cargo build -p gatehouse
@@ -37,7 +42,8 @@
 #   RUNS              which runs: "direct gateway", "direct" or "gateway"  default: both
 #
 # Output: the pass/fail/error/skip counts side by side, then the tests failing only through
-# the gateway and those failing only directly. Reports, logs and the gateway's data dir (its
+# the gateway, those failing only directly, and other outcome changes (e.g. skipped directly
+# because the direct DSN has no password, passed through the gateway). Reports, logs and the gateway's data dir (its
 # audit log is data/audit/audit.log) stay in WORK_DIR. Exit status: 0 when nothing fails only
 # through the gateway, 1 when something does, 2 on a setup error. No process is left running.
 set -euo pipefail
@@ -46,8 +52,10 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 log() { printf '[psycopg-suite %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
-PSYCOPG_SRC=${1:-${PSYCOPG_SRC:-}}
-[ $# -gt 0 ] && shift
+if [ -z "${PSYCOPG_SRC:-}" ] && [ $# -gt 0 ]; then
+    PSYCOPG_SRC=$1
+    shift
+fi
 [ -n "$PSYCOPG_SRC" ] || die "usage: $0 PSYCOPG_SRC [PYTEST_ARGS...] (or set PSYCOPG_SRC)"
 [ -e "$PSYCOPG_SRC" ] || die "$PSYCOPG_SRC does not exist"
 PSYCOPG_SRC=$(cd "$PSYCOPG_SRC" && pwd)

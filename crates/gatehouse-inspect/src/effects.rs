@@ -36,6 +36,7 @@ pub fn effects(sql: &str) -> Effects {
     let b = sql.as_bytes();
     let mut e = Effects::default();
     let (mut copy, mut stdin) = (false, false);
+    let mut after_set = false;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -55,7 +56,9 @@ pub fn effects(sql: &str) -> Effects {
             for (l, w) in lower.iter_mut().zip(word) {
                 *l = w.to_ascii_lowercase();
             }
-            match &lower[..word.len()] {
+            let word = &lower[..word.len()];
+            let was_after_set = std::mem::replace(&mut after_set, word == b"set");
+            match word {
                 b"copy" => copy = true,
                 b"stdin" => stdin = true,
                 b"prepare" | b"deallocate" => e.prepared = true,
@@ -63,8 +66,11 @@ pub fn effects(sql: &str) -> Effects {
                     e.prepared = true;
                     e.lexing = true;
                 }
-                b"client_encoding" | b"names" | b"standard_conforming_strings" | b"set_config"
-                | b"reset" => e.lexing = true,
+                // `SET NAMES x` is `SET client_encoding TO x`; `names` alone is often a column.
+                b"names" if was_after_set => e.lexing = true,
+                b"client_encoding" | b"standard_conforming_strings" | b"set_config" | b"reset" => {
+                    e.lexing = true
+                }
                 b"commit" | b"end" | b"rollback" | b"abort" => e.transaction_end = true,
                 _ => {}
             }
@@ -100,5 +106,7 @@ mod tests {
         assert!(effects("ROLLBACK TO SAVEPOINT a").transaction_end);
         assert_eq!(effects("SET U&\"\\0063lient_encoding\" TO 'SJIS'"), Effects::ANY);
         assert!(!effects("SELECT appended FROM t").transaction_end, "whole words only");
+        assert!(!effects("SELECT names FROM users").lexing, "a column called names");
+        assert!(effects("set  names 'LATIN1'").lexing);
     }
 }

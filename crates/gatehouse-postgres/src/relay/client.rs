@@ -55,6 +55,13 @@ struct ClientLoop<'a, W> {
     /// A statement that may change lexing settings ran since the server was last idle: a
     /// transaction end may revert it, so it waits too.
     lexing_touched: bool,
+    /// An extended-protocol statement that may change how text reads (the client encoding)
+    /// was sent: the server reports the new settings only at the next ReadyForQuery, so no
+    /// further statement may come before the Sync.
+    settle_at_sync: bool,
+    /// Extended-protocol messages were forwarded since the last Sync or Query: the server holds
+    /// its answers until a Sync or Flush, so a wait for one sends a Flush first.
+    mid_batch: bool,
 }
 
 pub(super) async fn run<R, W>(
@@ -83,6 +90,8 @@ where
         chunks: Chunks::Forward,
         awaiting: None,
         lexing_touched: false,
+        settle_at_sync: false,
+        mid_batch: false,
     };
     relay.run(client).await
 }
@@ -151,6 +160,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         wait: Await,
         client: &mut Framer<R>,
     ) -> Result<(), EndCause> {
+        if self.mid_batch && !self.holds(wait) {
+            // No answer to wait for (or no flush) otherwise; a Flush changes nothing else.
+            codec::message_with(&mut self.out, b'H', |_| {});
+        }
         write_out(self.upstream, &mut self.out)
             .await
             .map_err(|e| gated_end(e, true))?;
@@ -210,6 +223,14 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let copy = self.shared.flow().copy;
         if copy == Copy::In {
             return self.in_copy(tag, raw, whole);
+        }
+        if self.settle_at_sync && matches!(tag, b'P' | b'B' | b'E' | b'F' | b'Q') {
+            return self.unsettled(tag, body);
+        }
+        match tag {
+            b'P' | b'B' | b'E' | b'D' | b'C' => self.mid_batch = true,
+            b'S' | b'Q' | b'F' => self.mid_batch = false,
+            _ => {}
         }
         match tag {
             b'Q' => self.query(body, raw),
@@ -383,7 +404,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 });
                 self.upstream.hold(admitted.ticket);
                 self.out.extend_from_slice(raw);
-                self.after_statement(seq, &command);
+                self.after_statement(seq, &command, false);
             }
             Admission::Refuse(refused) => self.refuse_query(&refused, effects.prepared),
             Admission::Hold(_) => return Err(not_yet("approvals")),
@@ -407,17 +428,49 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         );
     }
 
-    /// Waits, after a statement, for what its answer may change.
-    fn after_statement(&mut self, seq: OpSeq, command: &Command) {
+    /// Waits, after a statement, for what its answer may change: a COPY that may have
+    /// started, settings that change how the next text reads. A simple query's answer ends
+    /// with the server's report of its settings; an Execute's comes only at the Sync, so
+    /// nothing more may be sent before it.
+    fn after_statement(&mut self, seq: OpSeq, command: &Command, extended: bool) {
         let effects = command.effects;
         if effects.lexing {
             self.lexing_touched = true;
         }
-        if effects.lexing || (effects.transaction_end && self.lexing_touched) {
-            self.awaiting = Some(Await::Idle);
-        } else if effects.copy_in {
+        let settles = effects.lexing || (effects.transaction_end && self.lexing_touched);
+        if effects.copy_in {
             self.awaiting = Some(Await::CopyState(seq));
         }
+        if settles {
+            if extended {
+                self.settle_at_sync = true;
+            } else {
+                self.awaiting = Some(Await::Idle);
+            }
+        }
+    }
+
+    /// A statement sent after one that may change the client encoding, before the Sync that
+    /// makes the server report it: refused, as the gateway cannot know how it reads.
+    fn unsettled(&mut self, tag: u8, body: &[u8]) -> Result<Step2, EndCause> {
+        if self.refused.is_some() {
+            return Ok(Step2::Next);
+        }
+        let shown = String::from_utf8_lossy(body.split(|&b| b == 0).nth(usize::from(tag == b'P')).unwrap_or_default()).into_owned();
+        let command = Command::unparsed(shown, StatementKind::Unknown);
+        let refusal = Refusal {
+            rule: String::new(),
+            reason: "a statement that may change client_encoding or standard_conforming_strings must be followed by Sync before the next statement, so the gateway can read it as the server does".to_owned(),
+            code: sqlstate::FEATURE_NOT_SUPPORTED,
+        };
+        let statement = self.statement(&command, Step::Query);
+        let refused = self.session.refuse(statement, refusal).map_err(audit)?;
+        if tag == b'Q' || tag == b'F' {
+            self.refuse_query(&refused, false);
+        } else {
+            self.refused = Some(refused);
+        }
+        Ok(Step2::Next)
     }
 
     fn parse(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
@@ -514,7 +567,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 });
                 self.upstream.hold(admitted.ticket);
                 self.out.extend_from_slice(raw);
-                self.after_statement(seq, &command);
+                self.after_statement(seq, &command, true);
             }
             Admission::Refuse(refused) => self.refused = Some(refused),
             Admission::Hold(_) => return Err(not_yet("approvals")),
@@ -523,6 +576,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
     }
 
     fn sync(&mut self, raw: &Bytes) -> Result<Step2, EndCause> {
+        if std::mem::take(&mut self.settle_at_sync) {
+            // The settings arrive with this Sync's ReadyForQuery: read nothing before it.
+            self.awaiting = Some(Await::Idle);
+        }
         let Some(refused) = self.refused.take() else {
             self.push(OpKind::Sync);
             self.out.extend_from_slice(raw);

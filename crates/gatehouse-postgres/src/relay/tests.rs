@@ -753,3 +753,37 @@ async fn an_error_in_a_batch_records_the_skipped_executes_as_not_run() {
     let shown: Vec<(&str, Status)> = recorded.iter().map(|(t, s, _, _)| (t.as_str(), *s)).collect();
     assert_eq!(shown, vec![("SELECT 1", Status::Success), ("FAIL now", Status::Failure)]);
 }
+
+#[tokio::test]
+async fn nothing_follows_an_encoding_change_in_the_same_extended_batch() {
+    let mut h = start(|text: &str| {
+        if text.contains("client_encoding") {
+            Answer::Sets("client_encoding", "SJIS", Box::new(Answer::Command("SET")))
+        } else {
+            Answer::Command("UPDATE 1")
+        }
+    })
+    .await;
+    let mut batch = parse("", "SET client_encoding TO 'SJIS'");
+    batch.extend(bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(parse("", "UPDATE t SET a = 1"));
+    batch.extend(bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(simple(b'S'));
+    h.client.send(batch).await;
+    let rest = h.client.rest().await;
+    assert!(rest.iter().any(|(t, _)| *t == b'E'));
+    assert!(matches!(h.relay.await.unwrap(), EndCause::UnsafeSessionState(_)));
+    let received = h.received.lock().unwrap().clone();
+    let updates = received
+        .iter()
+        .filter(|(t, b)| *t == b'P' && String::from_utf8_lossy(b).contains("UPDATE"))
+        .count();
+    assert_eq!(updates, 0, "the UPDATE never reached the server: {received:?}");
+    let refused: Vec<_> = statements(&h.sink)
+        .into_iter()
+        .filter(|s| s.1 == Status::Failure)
+        .collect();
+    assert_eq!(refused.len(), 1, "the statement after the change is refused and recorded");
+}

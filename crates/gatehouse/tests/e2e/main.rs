@@ -2,6 +2,7 @@
 
 mod audit_cli;
 mod bad_input;
+mod fidelity;
 mod harness;
 mod identity;
 mod lifecycle;
