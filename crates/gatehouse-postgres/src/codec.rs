@@ -305,6 +305,21 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The raw bytes of an ErrorResponse's message field (in the session's client encoding).
+pub fn error_message_bytes(mut body: &[u8]) -> Option<&[u8]> {
+    while let [field, rest @ ..] = body {
+        if *field == 0 {
+            return None;
+        }
+        let (value, rest) = read_bytes(rest, "error").ok()?;
+        if *field == b'M' {
+            return Some(value);
+        }
+        body = rest;
+    }
+    None
+}
+
 pub fn error_detail(mut body: &[u8]) -> ErrorDetail {
     let mut out = ErrorDetail::default();
     while let [field, rest @ ..] = body {

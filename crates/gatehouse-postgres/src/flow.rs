@@ -252,7 +252,7 @@ impl Flow {
             (OpKind::Query { .. } | OpKind::FunctionCall { .. }, b'E') => {
                 head.answered = true;
                 if head.error.is_none() {
-                    head.error = Some(error_of(body));
+                    head.error = Some(error_of(body, self.encoding));
                 }
                 self.copy = Copy::No;
             }
@@ -326,9 +326,9 @@ impl Flow {
                 | OpKind::InjectedRaise,
                 b'E',
             ) => {
-                head.error = Some(error_of(body));
+                head.error = Some(error_of(body, self.encoding));
                 if let OpKind::Parse { command, name } = &head.kind {
-                    let (code, message) = error_of(body);
+                    let (code, message) = error_of(body, self.encoding);
                     r.refused_parse = Some(RefusedParse {
                         command: command.clone(),
                         name: name.clone(),
@@ -517,9 +517,13 @@ fn done(op: &Op, not_run: Option<&str>) -> Option<Done> {
     })
 }
 
-fn error_of(body: &[u8]) -> (String, String) {
+/// The SQLSTATE and message of an error, its text read in the session's client encoding.
+fn error_of(body: &[u8], encoding: ClientEncoding) -> (String, String) {
     let detail = codec::error_detail(body);
-    (detail.code, detail.message)
+    let message = codec::error_message_bytes(body)
+        .and_then(|bytes| encoding.decode(bytes).map(|m| m.into_owned()))
+        .unwrap_or(detail.message);
+    (detail.code, message)
 }
 
 fn tag_text(body: &[u8]) -> String {

@@ -138,12 +138,31 @@ where
         );
         let responses = upstream::run(session, &shared, &mut upstream_in, &mut client_w);
         let idle = idle_watch(limits.idle_timeout, &shared);
-        tokio::select! {
-            cause = requests => cause,
-            cause = responses => cause,
-            cause = idle => cause,
-            cause = stop.wait() => cause,
-            _ = shutdown.wait_for(|stop| *stop) => EndCause::Shutdown,
+        let stopped = stop.wait();
+        tokio::pin!(requests, responses, idle, stopped);
+        // After the client's Terminate the server still answers what was sent before it,
+        // then closes: those answers are relayed and recorded, as they would be directly.
+        let mut terminated = false;
+        loop {
+            tokio::select! {
+                cause = &mut requests, if !terminated => {
+                    if cause == EndCause::ClientTerminated {
+                        terminated = true;
+                        continue;
+                    }
+                    break cause;
+                }
+                cause = &mut responses => {
+                    break if terminated && cause == EndCause::UpstreamClosed {
+                        EndCause::ClientTerminated
+                    } else {
+                        cause
+                    };
+                }
+                cause = &mut idle, if !terminated => break cause,
+                cause = &mut stopped => break cause,
+                _ = shutdown.wait_for(|stop| *stop) => break EndCause::Shutdown,
+            }
         }
     };
 

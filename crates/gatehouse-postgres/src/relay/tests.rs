@@ -787,3 +787,22 @@ async fn nothing_follows_an_encoding_change_in_the_same_extended_batch() {
         .collect();
     assert_eq!(refused.len(), 1, "the statement after the change is refused and recorded");
 }
+
+#[tokio::test]
+async fn statements_sent_before_terminate_are_answered_and_recorded() {
+    let mut h = start(|_| {
+        Answer::After(Duration::from_millis(300), Box::new(Answer::Command("INSERT 0 1")))
+    })
+    .await;
+    let mut batch = query("INSERT INTO t VALUES (1)");
+    batch.extend(simple(b'X'));
+    h.client.send(batch).await;
+    let rest = h.client.rest().await;
+    assert!(
+        rest.iter().any(|(t, b)| *t == b'C' && b.starts_with(b"INSERT")),
+        "the answer still reaches the client: {rest:?}"
+    );
+    assert_eq!(h.relay.await.unwrap(), EndCause::ClientTerminated);
+    let recorded = statements(&h.sink);
+    assert_eq!(recorded[0].1, Status::Success, "{recorded:?}");
+}

@@ -29,7 +29,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
@@ -235,6 +235,8 @@ pub struct GatewayBuilder {
     connections: Vec<String>,
     /// `upstream.auth` for the connections added after [`GatewayBuilder::upstream_auth`].
     upstream_auth: Option<String>,
+    /// `audit.dir`, when not under the data directory.
+    audit_dir: Option<PathBuf>,
     postgres_extra: String,
     top_extra: String,
     env: Vec<(String, String)>,
@@ -269,6 +271,14 @@ impl GatewayBuilder {
             port = cluster.port,
             ca = cluster.cert_file.display(),
         ));
+        self
+    }
+
+    /// An `audit:` section with `dir` and `extra` keys (each line indented two spaces).
+    pub fn audit(mut self, dir: &Path, extra: &str) -> Self {
+        self.top_extra
+            .push_str(&format!("audit:\n  dir: {}\n{extra}", dir.display()));
+        self.audit_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -349,6 +359,7 @@ impl GatewayBuilder {
             admin_port,
             admin_key: String::new(),
             env: self.env,
+            audit_dir: self.audit_dir,
         };
         gateway.wait_ready();
         gateway.admin_key = std::fs::read_to_string(gateway.data_dir().join("admin.key"))
@@ -382,6 +393,7 @@ fn spawn_gateway(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
 pub struct Gateway {
     child: Option<Child>,
     env: Vec<(String, String)>,
+    audit_dir: Option<PathBuf>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -420,7 +432,10 @@ impl Gateway {
     }
 
     pub fn audit_path(&self) -> PathBuf {
-        self.data_dir().join("audit").join("audit.log")
+        self.audit_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("audit"))
+            .join("audit.log")
     }
 
     pub fn log(&self) -> String {
@@ -502,6 +517,24 @@ impl Gateway {
         tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
     ) {
         self.pg_client(&self.admin_key, "main").await
+    }
+
+    /// A pgbench command through the gateway on `main` with the admin key, given `args`.
+    pub fn pgbench(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("pgbench");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.pg_port.to_string(),
+            "-U",
+            "tester",
+        ])
+        .args(args)
+        .arg("main")
+        .env("PGPASSWORD", &self.admin_key)
+        .env("PGSSLMODE", "disable");
+        c
     }
 
     /// Runs the gatehouse CLI against this gateway (admin token set).

@@ -2,6 +2,7 @@
 
 mod audit_cli;
 mod bad_input;
+mod durability;
 mod fidelity;
 mod harness;
 mod identity;

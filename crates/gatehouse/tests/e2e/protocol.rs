@@ -8,7 +8,7 @@ use crate::proto::{error_codes, log_in, query_message, read_until_ready};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -1082,21 +1082,7 @@ async fn transactions_through_the_client_api() {
 // ---------------------------------------------------------------------------------------------
 
 fn pgbench(gateway: &Gateway, args: &[&str]) -> Output {
-    Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gateway.pg_port.to_string(),
-            "-U",
-            "tester",
-        ])
-        .args(args)
-        .arg("main")
-        .env("PGPASSWORD", &gateway.admin_key)
-        .env("PGSSLMODE", "disable")
-        .output()
-        .expect("pgbench")
+    gateway.pgbench(args).output().expect("pgbench")
 }
 
 fn pgbench_number(output: &str, label: &str) -> u64 {
