@@ -238,6 +238,7 @@ pub struct GatewayBuilder {
     /// `audit.dir`, when not under the data directory.
     audit_dir: Option<PathBuf>,
     postgres_extra: String,
+    admin_extra: String,
     top_extra: String,
     env: Vec<(String, String)>,
 }
@@ -320,6 +321,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Extra keys under `admin:` (each line indented two spaces).
+    pub fn admin(mut self, yaml: &str) -> Self {
+        self.admin_extra.push_str(yaml);
+        self
+    }
+
     /// Extra top-level YAML (e.g. an `auth:` section).
     pub fn top(mut self, yaml: &str) -> Self {
         self.top_extra.push_str(yaml);
@@ -339,10 +346,11 @@ impl GatewayBuilder {
         let pg_port = free_port();
         let admin_port = free_port();
         let config = format!(
-            "data_dir: ./data\nlog: {{ level: info, format: text }}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  admin_groups: [gatehouse-admins]\npostgres:\n  listen: 127.0.0.1:{pg_port}\n{timeout}{pg_extra}{top}connections:\n{conns}",
+            "data_dir: ./data\nlog: {{ level: info, format: text }}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  admin_groups: [gatehouse-admins]\n{admin_extra}postgres:\n  listen: 127.0.0.1:{pg_port}\n{timeout}{pg_extra}{top}connections:\n{conns}",
             // YAML keys may appear once: an explicit `handshake_timeout` replaces the default.
             timeout = if self.postgres_extra.contains("handshake_timeout:") { "" } else { "  handshake_timeout: 5s\n" },
             pg_extra = self.postgres_extra,
+            admin_extra = self.admin_extra,
             top = self.top_extra,
             conns = self.connections.join(""),
         );
