@@ -87,6 +87,16 @@ const clients = [
     client_id: 'short-lived',
     gatehouse: { groups: ['reporting'], ttl: 1 },
   },
+  {
+    // A session opened with this token must end when it expires.
+    client_id: 'expiring-analyst',
+    gatehouse: { groups: ['analysts'], ttl: 4 },
+  },
+  {
+    // A token whose `sub` looks like an API key's subject: it must not pass for the key.
+    client_id: 'impostor',
+    gatehouse: { subject: 'key:nightly-report' },
+  },
 ].map(({ client_id, gatehouse }) => ({
   client_id,
   client_secret: `${client_id}-secret`,

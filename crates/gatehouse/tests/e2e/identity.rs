@@ -717,3 +717,74 @@ fn flip_first_char(text: &str) -> String {
     chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };
     chars.into_iter().collect()
 }
+
+/// A token whose `sub` is `key:nightly-report` is the issuer's subject of that name, not the
+/// API key: a connection open to the key refuses it, and one open to the qualified OIDC
+/// subject (`<issuer>#key:nightly-report`) admits it.
+#[test]
+fn subjects_are_qualified_by_method_and_issuer() {
+    let issuer = start_issuer();
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .top(&format!(
+            "auth:\n  api_keys: {{ enabled: true }}\n  oidc:\n    - issuer: {}\n      audiences: [gatehouse]\n      clock_skew: 0s\n",
+            issuer.url
+        ))
+        .env("GH_NS_PW", SUPER_PASSWORD)
+        .raw_connection(&format!(
+            "  nightly:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_NS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      subjects: [\"key:nightly-report\"]\n  federated:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_NS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      subjects: [\"{url}#key:nightly-report\"]\n",
+            port = cluster.port,
+            url = issuer.url,
+        ))
+        .start();
+    let impostor = token(&issuer, "impostor", "urn:gatehouse");
+    assert_eq!(jwt_parts(&impostor).1["sub"], "key:nightly-report");
+    let refused = pg_try(&gateway.conninfo(&impostor, "nightly"));
+    assert_eq!(
+        refused.map_err(|(_, code, _)| code),
+        Err("28000".to_owned()),
+        "the token does not pass for the API key"
+    );
+    let failure = gateway.wait_for_event("refused impostor", |e| {
+        e["kind"] == "auth.failure" && e["what"]["connection"] == "nightly"
+    });
+    assert_eq!(failure["who"]["method"], "oidc");
+    assert_eq!(failure["who"]["subject"], "key:nightly-report");
+    assert_eq!(failure["who"]["issuer"], issuer.url.as_str());
+    pg_try(&gateway.conninfo(&impostor, "federated")).expect("the qualified subject is admitted");
+    // The real key is admitted where the key is listed.
+    let key = gateway.create_key("nightly-report", &[]);
+    pg_try(&gateway.conninfo(&key, "nightly")).expect("the key itself");
+    assert!(pg_try(&gateway.conninfo(&key, "federated")).is_err());
+}
+
+/// A session opened with a token ends (audited) when the token expires.
+#[test]
+fn a_session_ends_when_its_token_expires() {
+    let (issuer, _cluster, gateway) = oidc_gateway();
+    let short = token(&issuer, "expiring-analyst", "urn:gatehouse");
+    let exp = jwt_parts(&short).1["exp"].as_i64().unwrap();
+    let rt = current_thread_runtime();
+    rt.block_on(async {
+        let (client, connection) = gateway.pg_client(&short, "analytics").await;
+        client.simple_query("SELECT 1").await.expect("works while valid");
+        let ended = tokio::time::timeout(Duration::from_secs(15), connection)
+            .await
+            .expect("the session ended within 15 s")
+            .unwrap();
+        let err = ended.expect_err("ended by the gateway");
+        let db = err.as_db_error().expect("with the gateway's error");
+        assert_eq!(db.code().code(), "28000");
+        assert!(db.message().contains("expired"), "{db:?}");
+    });
+    let end = gateway.wait_for_event("session.end at expiry", |e| {
+        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "credential_expired"
+    });
+    let ended_at = time::OffsetDateTime::parse(
+        end["time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!((exp..exp + 3).contains(&ended_at), "ended at {ended_at}, token exp {exp}");
+}
