@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use crate::csv;
 use crate::event::{Event, Outcome, Status};
-use crate::pairing::{self, Pending, Role};
 use crate::lines::{self, Line};
+use crate::pairing::{self, Pending, Role};
 use crate::record::{self, Record, RecordError, MAX_LINE_LEN};
 use crate::timefmt::Rfc3339Nanos;
 

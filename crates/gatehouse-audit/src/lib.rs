@@ -23,7 +23,7 @@ mod writer;
 
 pub use error::AuditError;
 pub use event::*;
-pub use recovery::{unclean_stop, OpenSession, UncleanStop};
 pub use export::{export, ExportError, ExportFormat, ExportSummary};
+pub use recovery::{unclean_stop, OpenSession, UncleanStop};
 pub use verify::{verify_file, VerifyFailure, VerifyReason, VerifyReport};
 pub use writer::{AuditLog, FsyncMode, Options, Stats, Ticket, LOG_FILE_NAME};

@@ -51,11 +51,7 @@ pub fn unclean_stop(path: &Path) -> std::io::Result<Option<UncleanStop>> {
     let mut sessions: BTreeMap<String, ()> = BTreeMap::new();
     let mut pending: Pending<()> = Pending::default();
     let mut last = None;
-    loop {
-        match lines::read_line(&mut reader, &mut buf, MAX_LINE_LEN)? {
-            Line::Complete => {}
-            Line::Eof | Line::Partial | Line::TooLong => break,
-        }
+    while lines::read_line(&mut reader, &mut buf, MAX_LINE_LEN)? == Line::Complete {
         let Ok(rec) = record::parse(&buf) else {
             continue;
         };
@@ -157,5 +153,7 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if hay.len() < needle.len() {
         return None;
     }
-    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
+    (0..=hay.len() - needle.len())
+        .rev()
+        .find(|&i| &hay[i..i + needle.len()] == needle)
 }

@@ -42,7 +42,10 @@ pub enum VerifyReason {
     NotCanonical(&'static str),
     HashMismatch,
     PrevMismatch,
-    SequenceGap { expected: u64, found: u64 },
+    SequenceGap {
+        expected: u64,
+        found: u64,
+    },
     PartialLastLine,
     LineTooLong,
     /// A `statement.result` whose `ref` names no forwarded statement awaiting a result.

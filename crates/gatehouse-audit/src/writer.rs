@@ -428,7 +428,8 @@ impl Shared {
             State::Failed(failure) => {
                 failure.refused += 1;
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                let due = failure.retry && failure.last_try.elapsed() >= self.options.retry_interval;
+                let due =
+                    failure.retry && failure.last_try.elapsed() >= self.options.retry_interval;
                 let why = failure.why.to_string();
                 if !due || !self.try_recover(&mut q) {
                     return Err(AuditError::Unavailable(why));
@@ -469,7 +470,8 @@ impl Shared {
             }
             // Durable once written; published under the lock, so it only moves forward.
             FsyncMode::Periodic(_) | FsyncMode::Never => {
-                self.progress.send_modify(|p| p.durable = p.durable.max(seq));
+                self.progress
+                    .send_modify(|p| p.durable = p.durable.max(seq));
             }
         }
         Ok(Ticket(seq))
@@ -609,7 +611,9 @@ impl Syncer {
                 .0;
             q.syncer_idle = false;
             // Periodic mode: appends do not wake this thread; each tick syncs what was written.
-            if matches!(shared.mode, FsyncMode::Periodic(_)) && q.written > self.synced && !q.closing
+            if matches!(shared.mode, FsyncMode::Periodic(_))
+                && q.written > self.synced
+                && !q.closing
             {
                 return Step::Sync(q.written);
             }

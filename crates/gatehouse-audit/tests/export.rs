@@ -159,9 +159,20 @@ fn csv_joins_statements_with_their_results() {
     let _ = b;
 
     let mut out = Vec::new();
-    let summary = export(log_path(dir.path()), None, None, ExportFormat::Csv, &mut out).unwrap();
+    let summary = export(
+        log_path(dir.path()),
+        None,
+        None,
+        ExportFormat::Csv,
+        &mut out,
+    )
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
-    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     let col = |name: &str| CSV_HEADER.iter().position(|c| *c == name).unwrap();
     let by_seq = |seq: &str| rows.iter().find(|r| r[0] == seq).cloned().unwrap();
     assert_eq!(rows.len(), 4, "{text}");
@@ -175,6 +186,13 @@ fn csv_joins_statements_with_their_results() {
     assert_eq!(summary.outcomes_unknown, 2);
 
     let mut jsonl = Vec::new();
-    export(log_path(dir.path()), None, None, ExportFormat::Jsonl, &mut jsonl).unwrap();
+    export(
+        log_path(dir.path()),
+        None,
+        None,
+        ExportFormat::Jsonl,
+        &mut jsonl,
+    )
+    .unwrap();
     assert_eq!(jsonl, std::fs::read(log_path(dir.path())).unwrap());
 }

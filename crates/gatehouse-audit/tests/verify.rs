@@ -246,7 +246,11 @@ fn unknown_outcomes_are_counted_and_orphan_results_refused() {
     log.append(result).unwrap();
     log.close().unwrap();
     match verify_file(log_path(dir.path())) {
-        Err(VerifyFailure::BadRecord { seq: Some(4), reason: VerifyReason::OrphanResult(1), .. }) => {}
+        Err(VerifyFailure::BadRecord {
+            seq: Some(4),
+            reason: VerifyReason::OrphanResult(1),
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
 }

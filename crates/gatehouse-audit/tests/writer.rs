@@ -260,9 +260,16 @@ fn a_full_disk_fails_closed_and_recovers_with_a_gap_record() {
     log.close().unwrap();
 
     let report = verify_file(log_path(&dir)).unwrap();
-    assert_eq!(report.records, written_before + 2, "the gap record, then the event");
+    assert_eq!(
+        report.records,
+        written_before + 2,
+        "the gap record, then the event"
+    );
     let stored = lines(&log_path(&dir));
-    let gap = gatehouse_audit::record::parse(&stored[stored.len() - 2][..stored[stored.len() - 2].len() - 1]).unwrap();
+    let gap = gatehouse_audit::record::parse(
+        &stored[stored.len() - 2][..stored[stored.len() - 2].len() - 1],
+    )
+    .unwrap();
     assert_eq!(gap.event.kind, EventKind::AuditGap);
     let detail = gap.event.what.detail.unwrap();
     assert_eq!(detail["refused_records"], 3);

@@ -123,6 +123,9 @@ mod tests {
         let mut gated = Gated::new(&mut near, Arc::new(sink.clone()), false);
         // A ticket the sink never issued can never be durable.
         gated.hold(Ticket::new(99));
-        assert!(matches!(gated.write_all(b"x").await, Err(GatedError::Audit(_))));
+        assert!(matches!(
+            gated.write_all(b"x").await,
+            Err(GatedError::Audit(_))
+        ));
     }
 }

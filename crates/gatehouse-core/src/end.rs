@@ -15,7 +15,9 @@ pub enum EndCause {
     /// The gateway is stopping.
     Shutdown,
     /// An operator ended the session (`gatehouse sessions kill`).
-    Killed { by: String },
+    Killed {
+        by: String,
+    },
     /// The credential the session was opened with was revoked.
     CredentialRevoked,
     /// The credential the session was opened with expired (a token's `exp`).

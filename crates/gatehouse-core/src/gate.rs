@@ -194,7 +194,11 @@ impl Gate {
         let identity = match inner.authenticator.authenticate(req.credential).await {
             Ok(identity) => identity,
             Err(err) => {
-                inner.metrics.auth_failures_total.get_or_create(&label).inc();
+                inner
+                    .metrics
+                    .auth_failures_total
+                    .get_or_create(&label)
+                    .inc();
                 let denied = match &err {
                     AuthError::Rejected(reason) => Denied::BadCredential(reason.clone()),
                     AuthError::Unavailable(reason) => Denied::Unavailable(reason.clone()),
@@ -202,7 +206,7 @@ impl Gate {
                 let who = Who {
                     method: Some("none".to_owned()),
                     source: Some(req.source.to_string()),
-                    claimed_user: req.claimed_user.map(|u| claimed(u)),
+                    claimed_user: req.claimed_user.map(claimed),
                     ..Who::default()
                 };
                 self.pre_auth_failure(req.source, who, what, &err.to_string())
@@ -218,7 +222,11 @@ impl Gate {
             .filter(|c| c.target.protocol() == req.protocol && c.access.permits(&identity))
             .cloned();
         let Some(connection) = connection else {
-            inner.metrics.auth_failures_total.get_or_create(&label).inc();
+            inner
+                .metrics
+                .auth_failures_total
+                .get_or_create(&label)
+                .inc();
             let reason = if inner.connections.get(req.connection).is_some() {
                 "identity not permitted on this connection"
             } else {
@@ -367,9 +375,9 @@ impl Gate {
         event: Event,
         reason: &str,
     ) -> Result<(), AuditError> {
-        let (admit, summaries) = self
-            .limiter()
-            .admit(source.ip(), cap(reason, 64).0, Instant::now());
+        let (admit, summaries) =
+            self.limiter()
+                .admit(source.ip(), cap(reason, 64).0, Instant::now());
         self.write_summaries(summaries);
         match admit {
             Admit::Record => self.record(event).await,

@@ -36,7 +36,7 @@ pub use policy::{
 };
 pub use secret::Secret;
 pub use session::{
-    Admission, Admitted, Refused, ResultStatus, Session, Statement, StatementId,
-    StatementResult, StopSignal,
+    Admission, Admitted, Refused, ResultStatus, Session, Statement, StatementId, StatementResult,
+    StopSignal,
 };
 pub use sink::{AuditSink, MemorySink};

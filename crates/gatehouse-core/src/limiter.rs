@@ -120,7 +120,10 @@ impl PreAuthLimiter {
             } else if window.reasons.len() < MAX_REASONS {
                 window.reasons.insert(reason.to_owned(), 1);
             } else {
-                *window.reasons.entry("other reasons".to_owned()).or_insert(0) += 1;
+                *window
+                    .reasons
+                    .entry("other reasons".to_owned())
+                    .or_insert(0) += 1;
             }
             Admit::Counted
         };
@@ -181,7 +184,10 @@ mod tests {
         assert_eq!((summaries[0].counted, summaries[0].recorded), (7, 3));
         assert_eq!(summaries[0].reasons.get("bad key"), Some(&7));
         // A new window starts afresh.
-        assert_eq!(l.admit(ip(1), "bad key", t0 + Duration::from_secs(61)).0, Admit::Record);
+        assert_eq!(
+            l.admit(ip(1), "bad key", t0 + Duration::from_secs(61)).0,
+            Admit::Record
+        );
     }
 
     #[test]
@@ -196,7 +202,10 @@ mod tests {
         let recorded = (0..50u8)
             .filter(|i| l.admit(ip(*i), "r", t0).0 == Admit::Record)
             .count();
-        assert_eq!(recorded, 3, "only tracked sources, within the global allowance");
+        assert_eq!(
+            recorded, 3,
+            "only tracked sources, within the global allowance"
+        );
         let summaries = l.flush();
         let overflow: u64 = summaries
             .iter()

@@ -102,11 +102,18 @@ pub enum Admission {
 pub enum ResultStatus {
     Succeeded,
     /// The server reported an error.
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
     /// The server skipped it: an earlier message of the same batch failed.
-    NotRun { reason: String },
+    NotRun {
+        reason: String,
+    },
     /// Its outcome was never seen (the session ended first). It may have run.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 /// The result of a forwarded statement.

@@ -88,7 +88,10 @@ mod tests {
 
     #[test]
     fn finds_the_words_wherever_they_are() {
-        assert_eq!(effects("SELECT abalance FROM pgbench_accounts WHERE aid = 1"), Effects::default());
+        assert_eq!(
+            effects("SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+            Effects::default()
+        );
         assert!(effects("copy t from STDIN").copy_in);
         assert!(!effects("COPY t TO STDOUT").copy_in);
         assert!(effects("/* x */ PREPARE p AS SELECT 1").prepared);
@@ -96,7 +99,9 @@ mod tests {
         assert!(effects("set client_encoding to 'LATIN1'").lexing);
         assert!(effects("SET NAMES 'SJIS'").lexing);
         assert!(effects("select set_config('client_encoding', 'SJIS', false)").lexing);
-        assert!(effects("DO $$ BEGIN PERFORM pg_catalog.SET_CONFIG('x', 'y', false); END $$").lexing);
+        assert!(
+            effects("DO $$ BEGIN PERFORM pg_catalog.SET_CONFIG('x', 'y', false); END $$").lexing
+        );
         assert!(effects("SET standard_conforming_strings = off").lexing);
         assert!(effects("RESET ALL").lexing);
         let discard = effects("DISCARD ALL");
@@ -104,9 +109,18 @@ mod tests {
         assert!(effects("COMMIT").transaction_end);
         assert!(effects("end").transaction_end);
         assert!(effects("ROLLBACK TO SAVEPOINT a").transaction_end);
-        assert_eq!(effects("SET U&\"\\0063lient_encoding\" TO 'SJIS'"), Effects::ANY);
-        assert!(!effects("SELECT appended FROM t").transaction_end, "whole words only");
-        assert!(!effects("SELECT names FROM users").lexing, "a column called names");
+        assert_eq!(
+            effects("SET U&\"\\0063lient_encoding\" TO 'SJIS'"),
+            Effects::ANY
+        );
+        assert!(
+            !effects("SELECT appended FROM t").transaction_end,
+            "whole words only"
+        );
+        assert!(
+            !effects("SELECT names FROM users").lexing,
+            "a column called names"
+        );
         assert!(effects("set  names 'LATIN1'").lexing);
     }
 }

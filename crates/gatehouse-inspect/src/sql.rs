@@ -146,7 +146,10 @@ pub fn deallocated(sql: &str) -> Option<Vec<Option<String>>> {
         }
         let words = words(piece)?;
         let mut rest = words.iter().skip(1).peekable();
-        if rest.peek().is_some_and(|w| w.eq_ignore_ascii_case("PREPARE")) {
+        if rest
+            .peek()
+            .is_some_and(|w| w.eq_ignore_ascii_case("PREPARE"))
+        {
             rest.next();
         }
         let name = rest.next()?;
@@ -432,7 +435,8 @@ fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     while j < b.len() && b[j] != b'$' {
         let c = b[j];
-        let ok = c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 || (j > i + 1 && c.is_ascii_digit());
+        let ok =
+            c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 || (j > i + 1 && c.is_ascii_digit());
         if !ok {
             return None;
         }
@@ -568,7 +572,11 @@ mod tests {
             ("SELECT ?? ; /* ; */ DELETE FROM t", Write, 2),
             ("SELECT E'\\';' ??; UPDATE t SET a = 2", Write, 2),
             ("SELECT \"a;\" ??; TRUNCATE t", Write, 2),
-            ("SELECT $tag$ ; $x$ ; $tag$ ??; DO $$ BEGIN END $$", Write, 2),
+            (
+                "SELECT $tag$ ; $x$ ; $tag$ ??; DO $$ BEGIN END $$",
+                Write,
+                2,
+            ),
             ("SELECT ?? -- ; DROP TABLE t", Other, 1),
         ];
         for (sql, want, count) in table {
@@ -610,8 +618,17 @@ mod tests {
         assert_eq!(split("'it''s'; x"), vec!["'it''s'", " x"]);
         assert_eq!(split("$a$ ; $a$; x"), vec!["$a$ ; $a$", " x"]);
         assert_eq!(split("x$a$ ; y"), vec!["x$a$ ", " y"]);
-        assert_eq!(split("/* /* ; */ ; */ x; y"), vec!["/* /* ; */ ; */ x", " y"]);
-        assert_eq!(split("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2); x"), vec!["CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)", " x"]);
+        assert_eq!(
+            split("/* /* ; */ ; */ x; y"),
+            vec!["/* /* ; */ ; */ x", " y"]
+        );
+        assert_eq!(
+            split("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2); x"),
+            vec![
+                "CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)",
+                " x"
+            ]
+        );
     }
 
     #[test]

@@ -210,7 +210,8 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -418,7 +419,10 @@ mod tests {
 
     #[test]
     fn reads_client_messages() {
-        assert_eq!(parse_message(b"s1\0SELECT 1\0\0\0").unwrap(), (&b"s1"[..], &b"SELECT 1"[..]));
+        assert_eq!(
+            parse_message(b"s1\0SELECT 1\0\0\0").unwrap(),
+            (&b"s1"[..], &b"SELECT 1"[..])
+        );
         assert_eq!(bind_names(b"p\0s\0rest").unwrap(), (&b"p"[..], &b"s"[..]));
         assert_eq!(target(b"Sx\0", "Close").unwrap(), (b'S', &b"x"[..]));
         assert!(target(b"Qx\0", "Close").is_err());

@@ -88,11 +88,9 @@ impl ClientEncoding {
             "eucjp" => table("EUC_JP", e::EUC_JP),
             "euckr" => table("EUC_KR", e::EUC_KR),
             "euccn" => table("EUC_CN", e::GBK),
-            "sjis" | "shiftjis" | "mskanji" | "win932" | "windows932" | "shiftjis2004"
-            | "big5" | "win950" | "windows950" | "gbk" | "win936" | "windows936" | "gb18030"
-            | "uhc" | "win949" | "windows949" | "johab" => {
-                Err(EncodingError::Unsafe(name.to_owned()))
-            }
+            "sjis" | "shiftjis" | "mskanji" | "win932" | "windows932" | "shiftjis2004" | "big5"
+            | "win950" | "windows950" | "gbk" | "win936" | "windows936" | "gb18030" | "uhc"
+            | "win949" | "windows949" | "johab" => Err(EncodingError::Unsafe(name.to_owned())),
             "euctw" | "eucjis2004" | "muleinternal" => {
                 Err(EncodingError::Unsupported(name.to_owned()))
             }
@@ -117,7 +115,7 @@ impl ClientEncoding {
         match self {
             ClientEncoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
             ClientEncoding::SqlAscii => Some(String::from_utf8_lossy(bytes)),
-            ClientEncoding::Latin1 => Some(latin(bytes, |b| char::from(b))),
+            ClientEncoding::Latin1 => Some(latin(bytes, char::from)),
             ClientEncoding::Latin5 => Some(latin(bytes, latin5)),
             ClientEncoding::Table { encoding, .. } => {
                 if bytes.is_ascii() {
@@ -157,16 +155,34 @@ mod tests {
     #[test]
     fn names_and_aliases() {
         assert_eq!(ClientEncoding::from_name("UTF8"), Ok(ClientEncoding::Utf8));
-        assert_eq!(ClientEncoding::from_name("unicode"), Ok(ClientEncoding::Utf8));
+        assert_eq!(
+            ClientEncoding::from_name("unicode"),
+            Ok(ClientEncoding::Utf8)
+        );
         assert_eq!(ClientEncoding::from_name("utf-8"), Ok(ClientEncoding::Utf8));
-        assert_eq!(ClientEncoding::from_name("Latin-1"), Ok(ClientEncoding::Latin1));
+        assert_eq!(
+            ClientEncoding::from_name("Latin-1"),
+            Ok(ClientEncoding::Latin1)
+        );
         assert!(matches!(
             ClientEncoding::from_name("ISO_8859_15"),
             Ok(ClientEncoding::Table { name: "LATIN9", .. })
         ));
-        for unsafe_name in ["SJIS", "Shift_JIS", "BIG5", "GBK", "GB18030", "UHC", "JOHAB", "win932"] {
+        for unsafe_name in [
+            "SJIS",
+            "Shift_JIS",
+            "BIG5",
+            "GBK",
+            "GB18030",
+            "UHC",
+            "JOHAB",
+            "win932",
+        ] {
             assert!(
-                matches!(ClientEncoding::from_name(unsafe_name), Err(EncodingError::Unsafe(_))),
+                matches!(
+                    ClientEncoding::from_name(unsafe_name),
+                    Err(EncodingError::Unsafe(_))
+                ),
                 "{unsafe_name}"
             );
         }

@@ -30,13 +30,22 @@ pub enum OpKind {
         deallocates: Option<Vec<Option<Vec<u8>>>>,
     },
     /// A Parse: the statement (and its name) to record if the server refuses it.
-    Parse { command: Arc<Command>, name: Vec<u8> },
+    Parse {
+        command: Arc<Command>,
+        name: Vec<u8>,
+    },
     Bind,
-    Describe { statement: bool },
-    Execute { statement: Option<StatementId> },
+    Describe {
+        statement: bool,
+    },
+    Execute {
+        statement: Option<StatementId>,
+    },
     Close,
     Sync,
-    FunctionCall { statement: Option<StatementId> },
+    FunctionCall {
+        statement: Option<StatementId>,
+    },
     /// A Parse or Bind the gateway added to carry out a refusal: its answer is not the
     /// client's.
     InjectedSetup,
@@ -268,8 +277,10 @@ impl Flow {
                 | OpKind::InjectedSync,
                 b'Z',
             ) => {
-                if matches!(head.kind, OpKind::Query { .. } | OpKind::FunctionCall { .. })
-                    && !head.answered
+                if matches!(
+                    head.kind,
+                    OpKind::Query { .. } | OpKind::FunctionCall { .. }
+                ) && !head.answered
                 {
                     unexpected(&mut r, head);
                     return r;
@@ -504,7 +515,11 @@ fn done(op: &Op, not_run: Option<&str>) -> Option<Done> {
     let rows = if matches!(op.kind, OpKind::Query { .. }) {
         op.rows
     } else {
-        op.rows.max(if matches!(status, ResultStatus::Succeeded) { 0 } else { op.data_rows })
+        op.rows.max(if matches!(status, ResultStatus::Succeeded) {
+            0
+        } else {
+            op.data_rows
+        })
     };
     Some(Done {
         id,

@@ -156,7 +156,11 @@ impl<R: AsyncRead + Unpin> Framer<R> {
             let raw = self.buf.split_to(head).freeze();
             if streamable {
                 self.remaining = body - (head - 5);
-                return Ok(Some(Piece::Head { tag, raw, len: body }));
+                return Ok(Some(Piece::Head {
+                    tag,
+                    raw,
+                    len: body,
+                }));
             }
             self.skip = body - (head - 5);
             return Ok(Some(Piece::Oversized {
@@ -267,11 +271,19 @@ mod tests {
         let mut input = msg(b'Q', &vec![b'x'; 100_000]);
         input.extend(msg(b'S', b""));
         let mut f = Framer::new(&input[..], 1024, streamable).with_oversized_head(|t| t == b'Q');
-        let Some(Piece::Oversized { tag: b'Q', head, len: 100_000 }) = f.next().await.unwrap() else {
+        let Some(Piece::Oversized {
+            tag: b'Q',
+            head,
+            len: 100_000,
+        }) = f.next().await.unwrap()
+        else {
             panic!()
         };
         assert_eq!(head.len(), 5 + HEAD_BODY);
-        assert!(matches!(f.next().await, Ok(Some(Piece::Whole { tag: b'S', .. }))));
+        assert!(matches!(
+            f.next().await,
+            Ok(Some(Piece::Whole { tag: b'S', .. }))
+        ));
         assert!(f.next().await.unwrap().is_none());
         // Without a wanted head, an oversized message comes out at once; what follows of it
         // is skipped (here it never comes).
@@ -279,7 +291,11 @@ mod tests {
         let mut f = Framer::new(&input[..], 1024, streamable);
         assert!(matches!(
             f.next().await,
-            Ok(Some(Piece::Oversized { tag: b'Q', len: 0x7fff_fffb, .. }))
+            Ok(Some(Piece::Oversized {
+                tag: b'Q',
+                len: 0x7fff_fffb,
+                ..
+            }))
         ));
         assert!(matches!(f.next().await, Err(FrameError::Truncated)));
 

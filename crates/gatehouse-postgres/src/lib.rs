@@ -73,7 +73,6 @@ pub enum SetupError {
     },
 }
 
-
 /// A client past its startup packet and password, not yet authenticated.
 struct Greeted {
     client: PgStream,
@@ -94,8 +93,6 @@ pub struct PgGateway {
     /// Client TLS settings per connection, built once.
     upstream_tls: HashMap<String, Option<Arc<rustls::ClientConfig>>>,
 }
-
-
 
 impl PgGateway {
     pub fn new(
@@ -402,7 +399,9 @@ impl Adapter for PgGateway {
                 }
                 Refusal::Silent => "sent nothing within the first-packet timeout",
             };
-            self.gate.protocol_error(Protocol::Postgres, peer, reason).await;
+            self.gate
+                .protocol_error(Protocol::Postgres, peer, reason)
+                .await;
         })
     }
 }

@@ -151,7 +151,13 @@ impl Names {
                 return Ok(());
             }
         }
-        self.set(op, batch, Space::Statement, name, Some(Known::Text(command)));
+        self.set(
+            op,
+            batch,
+            Space::Statement,
+            name,
+            Some(Known::Text(command)),
+        );
         Ok(())
     }
 
@@ -449,18 +455,34 @@ mod tests {
         assert_eq!(n.query(2, 1, false), Err(1));
         let prepared = vec![(b"p".to_vec(), cmd("PREPARE p AS DELETE FROM t"))];
         n.settle_query(1, &["PREPARE".into()], Some(&prepared), None);
-        assert_eq!(text(n.lookup_statement(b"p", 1)), "PREPARE p AS DELETE FROM t");
+        assert_eq!(
+            text(n.lookup_statement(b"p", 1)),
+            "PREPARE p AS DELETE FROM t"
+        );
         // A second PREPARE of the same name failed: no tag, nothing changes.
         n.query(2, 1, true).unwrap();
-        n.settle_query(2, &[], Some(&[(b"p".to_vec(), cmd("PREPARE p AS SELECT 1"))]), None);
-        assert_eq!(text(n.lookup_statement(b"p", 2)), "PREPARE p AS DELETE FROM t");
+        n.settle_query(
+            2,
+            &[],
+            Some(&[(b"p".to_vec(), cmd("PREPARE p AS SELECT 1"))]),
+            None,
+        );
+        assert_eq!(
+            text(n.lookup_statement(b"p", 2)),
+            "PREPARE p AS DELETE FROM t"
+        );
         n.query(3, 2, true).unwrap();
         n.settle_query(3, &["DEALLOCATE".into()], None, None);
         assert_eq!(n.lookup_statement(b"p", 3), Lookup::Known(Known::Unknown));
         n.parse(4, 3, b"q", cmd("SELECT 2")).unwrap();
         n.confirm(4);
         n.query(5, 4, true).unwrap();
-        n.settle_query(5, &["DEALLOCATE".into()], None, Some(&[Some(b"q".to_vec())]));
+        n.settle_query(
+            5,
+            &["DEALLOCATE".into()],
+            None,
+            Some(&[Some(b"q".to_vec())]),
+        );
         assert_eq!(n.lookup_statement(b"q", 5), Lookup::Missing);
         n.query(6, 5, true).unwrap();
         n.settle_query(6, &["DISCARD ALL".into()], None, None);
@@ -494,10 +516,12 @@ mod tests {
     fn names_beyond_the_bound_are_not_followed() {
         let mut n = Names::default();
         for i in 0..MAX_NAMES as u64 {
-            n.parse(i, 0, format!("s{i}").as_bytes(), cmd("SELECT 1")).unwrap();
+            n.parse(i, 0, format!("s{i}").as_bytes(), cmd("SELECT 1"))
+                .unwrap();
         }
         n.confirm(MAX_NAMES as u64);
-        n.parse(99_999, 1, b"extra", cmd("UPDATE t SET a = 1")).unwrap();
+        n.parse(99_999, 1, b"extra", cmd("UPDATE t SET a = 1"))
+            .unwrap();
         assert_eq!(n.lookup_statement(b"extra", 1), Lookup::Missing);
         assert_eq!(text(n.lookup_statement(b"s0", 1)), "SELECT 1");
     }

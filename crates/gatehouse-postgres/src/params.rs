@@ -210,9 +210,15 @@ mod tests {
 
     #[test]
     fn options_are_read_like_the_server_reads_them() {
-        let ok = forwarded(&p(&[("options", "-c search_path=a,b --application-name=x\\ y")]))
-            .unwrap();
-        assert_eq!(ok, p(&[("search_path", "a,b"), ("application_name", "x y")]));
+        let ok = forwarded(&p(&[(
+            "options",
+            "-c search_path=a,b --application-name=x\\ y",
+        )]))
+        .unwrap();
+        assert_eq!(
+            ok,
+            p(&[("search_path", "a,b"), ("application_name", "x y")])
+        );
         assert!(forwarded(&p(&[("options", "-c role=postgres")])).is_err());
         assert!(forwarded(&p(&[("options", "-crole=postgres")])).is_err());
         assert!(forwarded(&p(&[("options", "--session_replication_role=replica")])).is_err());

@@ -154,7 +154,9 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     (rest.len() >= len).then(|| rest.split_at(len))

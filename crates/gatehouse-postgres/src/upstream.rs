@@ -284,7 +284,12 @@ pub async fn cancel(
     route: &crate::cancel::CancelTarget,
     key: (i32, i32),
 ) -> Result<(), UpstreamError> {
-    let open = open(&route.host, route.port, &route.tls, route.tls_config.as_ref());
+    let open = open(
+        &route.host,
+        route.port,
+        &route.tls,
+        route.tls_config.as_ref(),
+    );
     let mut stream = tokio::time::timeout(Duration::from_secs(10), open)
         .await
         .map_err(|_| UpstreamError::Timeout)??;

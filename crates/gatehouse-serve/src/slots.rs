@@ -40,13 +40,23 @@ impl Slots {
 
     /// Waits for a free global slot and reserves it.
     pub async fn reserve(&self) -> Option<Reserved> {
-        self.inner.global.clone().acquire_owned().await.ok().map(Reserved)
+        self.inner
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+            .map(Reserved)
     }
 
     /// Turns a reservation into `source`'s slot; `None` (and the reservation released) when
     /// the source already holds its share.
     pub fn take(&self, reserved: Reserved, source: IpAddr) -> Option<Slot> {
-        let mut taken = self.inner.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = self
+            .inner
+            .taken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let count = taken.entry(source).or_insert(0);
         if *count >= self.inner.per_source {
             return None;
@@ -72,7 +82,11 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut taken = self.inner.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = self
+            .inner
+            .taken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = taken.get_mut(&self.source) {
             *count -= 1;
             if *count == 0 {
@@ -95,12 +109,18 @@ mod tests {
         for _ in 0..3 {
             held.push(slots.take(slots.reserve().await.unwrap(), a).unwrap());
         }
-        assert!(slots.take(slots.reserve().await.unwrap(), a).is_none(), "a's share is used");
+        assert!(
+            slots.take(slots.reserve().await.unwrap(), a).is_none(),
+            "a's share is used"
+        );
         let other = slots.take(slots.reserve().await.unwrap(), b);
         assert!(other.is_some(), "b still gets one");
         assert_eq!(slots.in_use(), 4);
         held.pop();
-        assert!(slots.take(slots.reserve().await.unwrap(), a).is_some(), "freed again");
+        assert!(
+            slots.take(slots.reserve().await.unwrap(), a).is_some(),
+            "freed again"
+        );
     }
 
     #[tokio::test]
@@ -110,7 +130,8 @@ mod tests {
         let b: IpAddr = [10, 0, 0, 2].into();
         let _x = slots.take(slots.reserve().await.unwrap(), a).unwrap();
         let _y = slots.take(slots.reserve().await.unwrap(), b).unwrap();
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), slots.reserve()).await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), slots.reserve()).await;
         assert!(waiting.is_err(), "no third slot while two are held");
     }
 }

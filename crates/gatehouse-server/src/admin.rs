@@ -437,7 +437,8 @@ async fn revoke_key(
         .filter(|s| s.subject == format!("key:{name}"))
         .map(|s| s.id)
         .collect();
-    let detail = serde_json::json!({ "ends_sessions": open, "already_revoked": current.is_revoked() });
+    let detail =
+        serde_json::json!({ "ends_sessions": open, "already_revoked": current.is_revoked() });
     record_key_event(
         &state,
         &authed,

@@ -1,7 +1,10 @@
 //! Client → upstream: every message decoded, every statement admitted (its record written)
 //! before its bytes may leave, every answered message queued as an op first.
 
-use super::{gated_end, write_out, Initial, RelayLimits, Shared, FLUSH_AT, MAX_BUFFERED_INPUT, MAX_OPS_IN_FLIGHT};
+use super::{
+    gated_end, write_out, Initial, RelayLimits, Shared, FLUSH_AT, MAX_BUFFERED_INPUT,
+    MAX_OPS_IN_FLIGHT,
+};
 use crate::codec::{self, sqlstate};
 use crate::flow::{Copy, OpKind};
 use crate::framer::{FrameError, Framer, Piece};
@@ -217,7 +220,9 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         };
         let body = &raw[5..];
         self.chunks = Chunks::Forward;
-        if self.shared.flow().in_flight() >= MAX_OPS_IN_FLIGHT && !matches!(tag, b'd' | b'c' | b'f' | b'X') {
+        if self.shared.flow().in_flight() >= MAX_OPS_IN_FLIGHT
+            && !matches!(tag, b'd' | b'c' | b'f' | b'X')
+        {
             return Ok(Step2::Retry(Await::Capacity));
         }
         let copy = self.shared.flow().copy;
@@ -379,7 +384,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         }
         let statement = self.statement(&command, Step::Query);
         let admission = match refusal {
-            Some(refusal) => self.session.refuse(statement, refusal).map(Admission::Refuse),
+            Some(refusal) => self
+                .session
+                .refuse(statement, refusal)
+                .map(Admission::Refuse),
             None => self.session.admit(statement),
         }
         .map_err(audit)?;
@@ -456,7 +464,12 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         if self.refused.is_some() {
             return Ok(Step2::Next);
         }
-        let shown = String::from_utf8_lossy(body.split(|&b| b == 0).nth(usize::from(tag == b'P')).unwrap_or_default()).into_owned();
+        let shown = String::from_utf8_lossy(
+            body.split(|&b| b == 0)
+                .nth(usize::from(tag == b'P'))
+                .unwrap_or_default(),
+        )
+        .into_owned();
         let command = Command::unparsed(shown, StatementKind::Unknown);
         let refusal = Refusal {
             rule: String::new(),
@@ -693,7 +706,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             Step::Query
         };
         let mut statement = self.statement(&command, step);
-        statement.detail = Some(serde_json::json!({ "message_bytes": len, "statement_complete": false }));
+        statement.detail =
+            Some(serde_json::json!({ "message_bytes": len, "statement_complete": false }));
         if tag == b'P' && self.refused.is_some() {
             return Ok(Step2::Next);
         }

@@ -90,9 +90,9 @@ impl Activity {
     }
 
     fn idle_for(&self) -> Duration {
-        self.base
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed)))
+        self.base.elapsed().saturating_sub(Duration::from_nanos(
+            self.last_nanos.load(Ordering::Relaxed),
+        ))
     }
 }
 
@@ -222,7 +222,9 @@ fn farewell(cause: &EndCause) -> Option<(&'static str, String)> {
             "terminating connection: the credential of this session expired".to_owned(),
         ),
         EndCause::ClientProtocol(reason) => (sqlstate::PROTOCOL_VIOLATION, reason.clone()),
-        EndCause::UnsafeSessionState(reason) => (sqlstate::CANT_CHANGE_RUNTIME_PARAM, reason.clone()),
+        EndCause::UnsafeSessionState(reason) => {
+            (sqlstate::CANT_CHANGE_RUNTIME_PARAM, reason.clone())
+        }
         EndCause::UpstreamProtocol(_) => (
             sqlstate::CONNECTION_FAILURE,
             "the gateway lost track of the server's responses; the session is closed".to_owned(),

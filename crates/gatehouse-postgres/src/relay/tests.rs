@@ -101,6 +101,8 @@ enum Answer {
 }
 
 type Script = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
+/// Every message the scripted server received, in order (tag, body).
+type Received = Arc<Mutex<Vec<(u8, Vec<u8>)>>>;
 
 /// A small stand-in for PostgreSQL's message loop.
 struct Scripted {
@@ -110,7 +112,7 @@ struct Scripted {
     skipping: bool,
     pending_settings: Vec<(&'static str, &'static str)>,
     /// Every message the server received, in order (tag, body).
-    received: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+    received: Received,
 }
 
 fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
@@ -133,7 +135,7 @@ async fn read_msg(s: &mut DuplexStream) -> Option<(u8, Vec<u8>)> {
 }
 
 impl Scripted {
-    fn new(script: Script) -> (Self, Arc<Mutex<Vec<(u8, Vec<u8>)>>>) {
+    fn new(script: Script) -> (Self, Received) {
         let received = Arc::new(Mutex::new(Vec::new()));
         (
             Scripted {
@@ -406,7 +408,7 @@ fn copy_data(data: &[u8]) -> BytesMut {
 struct Harness {
     client: Client,
     sink: MemorySink,
-    received: Arc<Mutex<Vec<(u8, Vec<u8>)>>>,
+    received: Received,
     relay: tokio::task::JoinHandle<EndCause>,
 }
 
@@ -513,7 +515,10 @@ async fn a_refused_reparse_is_not_taken_as_the_new_text() {
     batch.extend(simple(b'S'));
     h.client.send(batch).await;
     let first = h.client.until_ready().await;
-    assert!(first.iter().any(|(t, _)| *t == b'E'), "the server refused the re-Parse");
+    assert!(
+        first.iter().any(|(t, _)| *t == b'E'),
+        "the server refused the re-Parse"
+    );
     h.client.until_ready().await;
     let executed: Vec<_> = statements(&h.sink)
         .into_iter()
@@ -535,7 +540,9 @@ async fn sync_and_flush_during_copy_do_not_shift_outcomes() {
     data.extend(simple(b'c'));
     h.client.send(data).await;
     let copy = h.client.until_ready().await;
-    assert!(copy.iter().any(|(t, b)| *t == b'C' && b.starts_with(b"COPY 2")));
+    assert!(copy
+        .iter()
+        .any(|(t, b)| *t == b'C' && b.starts_with(b"COPY 2")));
     h.client.send(query("SELECT 1")).await;
     let select = h.client.until_ready().await;
     assert!(select.iter().any(|(t, _)| *t == b'D'));
@@ -556,7 +563,10 @@ async fn sync_and_flush_during_copy_do_not_shift_outcomes() {
     );
     // The server never saw the Sync or Flush sent during COPY, and only data inside it.
     let received = h.received.lock().unwrap().clone();
-    assert!(!received.iter().any(|(t, _)| *t == b'S' || *t == b'H'), "{received:?}");
+    assert!(
+        !received.iter().any(|(t, _)| *t == b'S' || *t == b'H'),
+        "{received:?}"
+    );
 }
 
 #[tokio::test]
@@ -573,9 +583,16 @@ async fn a_response_that_matches_no_request_ends_the_session() {
     batch.extend(query("UPDATE t SET a = 1"));
     h.client.send(batch).await;
     let rest = h.client.rest().await;
-    let fatal = rest.iter().rev().find(|(t, _)| *t == b'E').expect("a FATAL error");
+    let fatal = rest
+        .iter()
+        .rev()
+        .find(|(t, _)| *t == b'E')
+        .expect("a FATAL error");
     assert_eq!(codec::error_fields(&fatal.1).0, "08006");
-    assert!(matches!(h.relay.await.unwrap(), EndCause::UpstreamProtocol(_)));
+    assert!(matches!(
+        h.relay.await.unwrap(),
+        EndCause::UpstreamProtocol(_)
+    ));
     // The extra answer was never taken as the UPDATE's.
     let recorded = statements(&h.sink);
     let update = recorded.iter().find(|s| s.0.starts_with("UPDATE")).unwrap();
@@ -598,8 +615,15 @@ async fn once_the_log_refuses_records_nothing_more_reaches_the_server() {
     let rest = h.client.rest().await;
     let fatal = rest.iter().find(|(t, _)| *t == b'E').expect("an error");
     assert_eq!(codec::error_fields(&fatal.1).0, "57P03");
-    assert_eq!(h.received.lock().unwrap().len(), before, "nothing reached the server");
-    assert!(matches!(h.relay.await.unwrap(), EndCause::AuditUnavailable(_)));
+    assert_eq!(
+        h.received.lock().unwrap().len(),
+        before,
+        "nothing reached the server"
+    );
+    assert!(matches!(
+        h.relay.await.unwrap(),
+        EndCause::AuditUnavailable(_)
+    ));
 }
 
 #[tokio::test]
@@ -624,7 +648,10 @@ async fn an_interrupted_statement_is_recorded_unknown_with_what_was_relayed() {
 #[tokio::test]
 async fn pipelined_durations_are_measured_from_each_statements_turn() {
     let mut h = start(|_| {
-        Answer::After(Duration::from_millis(40), Box::new(Answer::Command("UPDATE 1")))
+        Answer::After(
+            Duration::from_millis(40),
+            Box::new(Answer::Command("UPDATE 1")),
+        )
     })
     .await;
     let mut batch = parse("s", "UPDATE t SET a = a + 1");
@@ -645,7 +672,10 @@ async fn pipelined_durations_are_measured_from_each_statements_turn() {
     assert_eq!(results.len(), 10);
     for d in &results {
         let ms = d / 1_000_000;
-        assert!((30..200).contains(&ms), "each took about 40 ms, not cumulatively: {results:?}");
+        assert!(
+            (30..200).contains(&ms),
+            "each took about 40 ms, not cumulatively: {results:?}"
+        );
     }
 }
 
@@ -732,9 +762,16 @@ async fn switching_to_an_unsafe_encoding_ends_the_session_before_anything_else_r
     let rest = h.client.rest().await;
     let fatal = rest.iter().rev().find(|(t, _)| *t == b'E').unwrap();
     assert_eq!(codec::error_fields(&fatal.1).0, "55P02");
-    assert!(matches!(h.relay.await.unwrap(), EndCause::UnsafeSessionState(_)));
+    assert!(matches!(
+        h.relay.await.unwrap(),
+        EndCause::UnsafeSessionState(_)
+    ));
     let received = h.received.lock().unwrap().clone();
-    assert_eq!(received.len(), 1, "the UPDATE never reached the server: {received:?}");
+    assert_eq!(
+        received.len(),
+        1,
+        "the UPDATE never reached the server: {received:?}"
+    );
 }
 
 #[tokio::test]
@@ -750,8 +787,14 @@ async fn an_error_in_a_batch_records_the_skipped_executes_as_not_run() {
     h.client.send(batch).await;
     h.client.until_ready().await;
     let recorded = statements(&h.sink);
-    let shown: Vec<(&str, Status)> = recorded.iter().map(|(t, s, _, _)| (t.as_str(), *s)).collect();
-    assert_eq!(shown, vec![("SELECT 1", Status::Success), ("FAIL now", Status::Failure)]);
+    let shown: Vec<(&str, Status)> = recorded
+        .iter()
+        .map(|(t, s, _, _)| (t.as_str(), *s))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![("SELECT 1", Status::Success), ("FAIL now", Status::Failure)]
+    );
 }
 
 #[tokio::test]
@@ -774,24 +817,37 @@ async fn nothing_follows_an_encoding_change_in_the_same_extended_batch() {
     h.client.send(batch).await;
     let rest = h.client.rest().await;
     assert!(rest.iter().any(|(t, _)| *t == b'E'));
-    assert!(matches!(h.relay.await.unwrap(), EndCause::UnsafeSessionState(_)));
+    assert!(matches!(
+        h.relay.await.unwrap(),
+        EndCause::UnsafeSessionState(_)
+    ));
     let received = h.received.lock().unwrap().clone();
     let updates = received
         .iter()
         .filter(|(t, b)| *t == b'P' && String::from_utf8_lossy(b).contains("UPDATE"))
         .count();
-    assert_eq!(updates, 0, "the UPDATE never reached the server: {received:?}");
+    assert_eq!(
+        updates, 0,
+        "the UPDATE never reached the server: {received:?}"
+    );
     let refused: Vec<_> = statements(&h.sink)
         .into_iter()
         .filter(|s| s.1 == Status::Failure)
         .collect();
-    assert_eq!(refused.len(), 1, "the statement after the change is refused and recorded");
+    assert_eq!(
+        refused.len(),
+        1,
+        "the statement after the change is refused and recorded"
+    );
 }
 
 #[tokio::test]
 async fn statements_sent_before_terminate_are_answered_and_recorded() {
     let mut h = start(|_| {
-        Answer::After(Duration::from_millis(300), Box::new(Answer::Command("INSERT 0 1")))
+        Answer::After(
+            Duration::from_millis(300),
+            Box::new(Answer::Command("INSERT 0 1")),
+        )
     })
     .await;
     let mut batch = query("INSERT INTO t VALUES (1)");
@@ -799,7 +855,8 @@ async fn statements_sent_before_terminate_are_answered_and_recorded() {
     h.client.send(batch).await;
     let rest = h.client.rest().await;
     assert!(
-        rest.iter().any(|(t, b)| *t == b'C' && b.starts_with(b"INSERT")),
+        rest.iter()
+            .any(|(t, b)| *t == b'C' && b.starts_with(b"INSERT")),
         "the answer still reaches the client: {rest:?}"
     );
     assert_eq!(h.relay.await.unwrap(), EndCause::ClientTerminated);

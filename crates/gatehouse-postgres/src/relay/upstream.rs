@@ -85,7 +85,10 @@ where
                 return EndCause::AuditUnavailable(e.to_string());
             }
         }
-        if !reaction.done.is_empty() || reaction.ready.is_some() || reaction.copy_in || reaction.drop
+        if !reaction.done.is_empty()
+            || reaction.ready.is_some()
+            || reaction.copy_in
+            || reaction.drop
         {
             shared.activity.touch();
         }

@@ -135,7 +135,9 @@ mod tests {
 /// Human-readable sizes: a number of bytes, or `<integer><unit>` with `KiB`, `MiB`, `GiB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let invalid = || format!("invalid size {text:?}: expected bytes or a whole number with KiB, MiB or GiB, e.g. 16MiB");
+    let invalid = || {
+        format!("invalid size {text:?}: expected bytes or a whole number with KiB, MiB or GiB, e.g. 16MiB")
+    };
     if digits == 0 {
         return Err(invalid());
     }

@@ -15,8 +15,7 @@ use serde::Deserialize;
 
 use super::duration::{ConfigDuration, ConfigSize};
 use super::model::{
-    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamAuth,
-    UpstreamTlsMode,
+    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamAuth, UpstreamTlsMode,
 };
 use super::secret::SecretRef;
 

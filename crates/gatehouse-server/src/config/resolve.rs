@@ -190,9 +190,7 @@ impl<'a> Resolver<'a> {
                  the admin API",
             );
         }
-        let max_connections = raw
-            .max_connections
-            .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS);
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS);
         if !(1..=65_536).contains(&max_connections) {
             self.error(&["admin", "max_connections"], "must be between 1 and 65536");
         }
@@ -370,7 +368,9 @@ impl<'a> Resolver<'a> {
         if !(1..=256).contains(&workers) {
             self.error(&["postgres", "workers"], "must be between 1 and 256");
         }
-        let max_message = raw.max_message.map_or(DEFAULT_MAX_MESSAGE, |ConfigSize(s)| s);
+        let max_message = raw
+            .max_message
+            .map_or(DEFAULT_MAX_MESSAGE, |ConfigSize(s)| s);
         if !(1024..=MAX_MAX_MESSAGE).contains(&max_message) {
             self.error(
                 &["postgres", "max_message"],

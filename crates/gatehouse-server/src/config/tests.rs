@@ -408,3 +408,61 @@ fn issue_without_line_or_key_renders_compactly() {
     };
     assert_eq!(issue.to_string(), "g.yaml: m");
 }
+
+#[test]
+fn a_password_to_a_remote_host_without_verified_tls_is_warned_about() {
+    let text = "connections:\n  remote:\n    protocol: postgres\n    upstream:\n      host: db.example.com\n      database: postgres\n      user: app\n      password: ${env:DEMO_PG_PASSWORD}\n      tls: { mode: prefer }\n      auth: [scram-sha-256, password]\n    allow:\n      groups: [developers]\n";
+    let c = parse_at(text, Path::new("/g.yaml")).unwrap();
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "connections.remote.upstream.tls.mode",
+            "connections.remote.upstream.auth"
+        ]
+    );
+    assert!(c.warnings[0].message.contains("verify-full"));
+    assert_eq!(
+        c.connections["remote"].upstream.auth,
+        [UpstreamAuth::ScramSha256, UpstreamAuth::Password]
+    );
+    // The default is SCRAM only.
+    let c = parse_at(MINIMAL, Path::new("/g.yaml")).unwrap();
+    assert_eq!(
+        c.connections["demo"].upstream.auth,
+        [UpstreamAuth::ScramSha256]
+    );
+}
+
+#[test]
+fn subjects_must_say_how_they_authenticate() {
+    let text = MINIMAL.replace("groups: [developers]", "subjects: [alice]");
+    let err = error_of(&text);
+    assert!(err.contains("connections.demo.allow.subjects"), "{err}");
+    assert!(err.contains("key:<name> for an API key"), "{err}");
+    for ok in ["key:ci", "https://idp.example.com#alice"] {
+        let text = MINIMAL.replace("groups: [developers]", &format!("subjects: [\"{ok}\"]"));
+        parse_at(&text, Path::new("/g.yaml")).unwrap();
+    }
+}
+
+#[test]
+fn message_and_handshake_limits() {
+    let text = format!("{MINIMAL}postgres:\n  max_message: 64MiB\n  max_handshakes: 100\n  max_handshakes_per_source: 10\n  first_packet_timeout: 2s\n");
+    let c = parse_at(&text, Path::new("/g.yaml")).unwrap();
+    assert_eq!(c.postgres.max_message, 64 << 20);
+    assert_eq!(
+        (
+            c.postgres.max_handshakes,
+            c.postgres.max_handshakes_per_source
+        ),
+        (100, 10)
+    );
+    assert_eq!(c.postgres.first_packet_timeout, Duration::from_secs(2));
+    let err = error_of(&format!("{MINIMAL}postgres:\n  max_message: 2GiB\n"));
+    assert!(err.contains("postgres.max_message"), "{err}");
+    let err = error_of(&format!(
+        "{MINIMAL}postgres:\n  max_handshakes: 4\n  max_handshakes_per_source: 8\n"
+    ));
+    assert!(err.contains("max_handshakes_per_source"), "{err}");
+}

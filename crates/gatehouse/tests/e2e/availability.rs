@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::from(from), 0))?;
-    socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await
+    socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
 }
 
 /// How long a legitimate login and first query take; panics if it fails.
@@ -58,7 +60,8 @@ fn a_flood_of_failed_logins_is_capped_and_counted() {
                 let wrong = format!("gh_{:043}", i);
                 let _ = s.write_all(&password_message(&wrong)).await;
                 let mut sink = Vec::new();
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
             });
         }
         while tasks.join_next().await.is_some() {}
@@ -79,12 +82,22 @@ fn a_flood_of_failed_logins_is_capped_and_counted() {
     };
     let individual: Vec<_> = events
         .iter()
-        .filter(|e| matches!(e["kind"].as_str(), Some("auth.failure" | "protocol.error")) && from(e))
+        .filter(|e| {
+            matches!(e["kind"].as_str(), Some("auth.failure" | "protocol.error")) && from(e)
+        })
         .collect();
-    assert!(individual.len() <= 20, "{} individual records", individual.len());
+    assert!(
+        individual.len() <= 20,
+        "{} individual records",
+        individual.len()
+    );
     for e in &individual {
         let claimed = e["who"]["claimed_user"].as_str().unwrap_or_default();
-        assert!(claimed.len() <= 200, "a claimed user name of {} bytes recorded", claimed.len());
+        assert!(
+            claimed.len() <= 200,
+            "a claimed user name of {} bytes recorded",
+            claimed.len()
+        );
     }
     let counted: u64 = events
         .iter()
@@ -168,7 +181,11 @@ fn the_admin_api_bounds_its_connections_and_audits_every_api_path() {
         .admin("  max_connections: 32\n  request_timeout: 2s\n  metrics_require_auth: true\n")
         .start();
     let pid = gw.pid();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let baseline = fds();
     let port = gw.admin_port;
     let rt = runtime();
@@ -184,7 +201,10 @@ fn the_admin_api_bounds_its_connections_and_audits_every_api_path() {
     std::thread::sleep(Duration::from_millis(500));
     let during = fds();
     eprintln!("admin API: {} idle connections held by the client; gateway descriptors {baseline} -> {during}", idle.len());
-    assert!(during <= baseline + 40, "descriptors {baseline} -> {during}");
+    assert!(
+        during <= baseline + 40,
+        "descriptors {baseline} -> {during}"
+    );
     // The data plane does not notice.
     assert_logins_prompt(&gw, "with 600 idle admin connections");
     // Idle admin connections are closed after the request timeout, and the API answers again.

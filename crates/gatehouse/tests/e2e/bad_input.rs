@@ -48,7 +48,10 @@ fn assert_fatal(what: &str, msgs: &[(u8, Vec<u8>)], end: End, code: &str) -> Str
 /// and the connection stays open. Returns the error message text.
 fn assert_refused(what: &str, msgs: &[(u8, Vec<u8>)], end: End, code: &str) -> String {
     let tags: String = msgs.iter().map(|(t, _)| char::from(*t)).collect();
-    assert!(tags.ends_with("EZ"), "{what}: expected ErrorResponse, ReadyForQuery; got {tags:?}");
+    assert!(
+        tags.ends_with("EZ"),
+        "{what}: expected ErrorResponse, ReadyForQuery; got {tags:?}"
+    );
     let fields = error_fields(&msgs[msgs.len() - 2].1);
     assert_eq!(field(&fields, b'S'), "ERROR", "{what}: {fields:?}");
     assert_eq!(field(&fields, b'C'), code, "{what}: {fields:?}");
@@ -63,7 +66,10 @@ fn audited_refusal(gw: &Gateway, what: &str, source: &str, code: &str) -> Value 
         e["kind"] == "statement" && e["who"]["source"] == source && e["outcome"]["code"] == code
     });
     assert_eq!(event["outcome"]["status"], "failure", "{what}: {event}");
-    assert_eq!(event["what"]["detail"]["decision"], "block", "{what}: {event}");
+    assert_eq!(
+        event["what"]["detail"]["decision"], "block",
+        "{what}: {event}"
+    );
     event
 }
 
@@ -341,7 +347,10 @@ fn a_2_gib_message_length_after_authentication_is_refused_without_allocating() {
     // skips what follows of it without keeping any.
     let (source, msgs, end) = attack_session(&gw, &bytes);
     let text = assert_refused("2 GiB Query", &msgs, end, "54000");
-    assert!(text.contains("over the gateway's limit of 16777216 bytes"), "{text}");
+    assert!(
+        text.contains("over the gateway's limit of 16777216 bytes"),
+        "{text}"
+    );
     let event = audited_refusal(&gw, "2 GiB Query", &source, "54000");
     assert_eq!(event["what"]["detail"]["message_bytes"], 0x7fff_ffff - 4);
     assert_peaks_grew_little("2 GiB Query length", pid, before);
@@ -351,8 +360,15 @@ fn a_2_gib_message_length_after_authentication_is_refused_without_allocating() {
     let mut bytes = header(b'd', 0x7fff_ffff);
     bytes.extend(std::iter::repeat_n(b'x', 8 * MIB));
     let (_, msgs, end) = attack_session(&gw, &bytes);
-    assert!(msgs.is_empty(), "2 GiB CopyData outside COPY: no answer ({msgs:?})");
-    assert_eq!(end, End::TimedOut, "2 GiB CopyData: the session is still open");
+    assert!(
+        msgs.is_empty(),
+        "2 GiB CopyData outside COPY: no answer ({msgs:?})"
+    );
+    assert_eq!(
+        end,
+        End::TimedOut,
+        "2 GiB CopyData: the session is still open"
+    );
     assert_peaks_grew_little("2 GiB CopyData", pid, before);
     assert_serves(&mut gw);
 }
@@ -820,7 +836,10 @@ fn unknown_and_malformed_messages_after_authentication() {
     // (22021), recorded, and never forwarded; the session goes on.
     let (source, msgs, end) = attack_session(&gw, &message(b'Q', b"SELECT '\xff'\0"));
     let text = assert_refused("Query with invalid UTF-8", &msgs, end, "22021");
-    assert!(text.contains("invalid byte sequence for encoding \"UTF8\""), "{text}");
+    assert!(
+        text.contains("invalid byte sequence for encoding \"UTF8\""),
+        "{text}"
+    );
     audited_refusal(&gw, "Query with invalid UTF-8", &source, "22021");
     assert_serves(&mut gw);
 
@@ -1192,15 +1211,19 @@ fn ten_thousand_aborted_handshakes() {
         .iter()
         .map(|e| e["what"]["detail"]["counted"].as_u64().unwrap_or(0))
         .sum();
-    eprintln!("records: {individual} individual, {counted} counted in {} summaries", summaries.len());
-    assert!(individual <= 20, "{individual} individual records from one source");
+    eprintln!(
+        "records: {individual} individual, {counted} counted in {} summaries",
+        summaries.len()
+    );
+    assert!(
+        individual <= 20,
+        "{individual} individual records from one source"
+    );
     assert_eq!(
         individual as u64 + counted,
         CONNECTIONS as u64,
         "every aborted handshake is recorded or counted, none lost or doubled"
     );
-    assert!(summaries
-        .iter()
-        .all(|e| e["who"]["source"] == "127.0.0.1"));
+    assert!(summaries.iter().all(|e| e["who"]["source"] == "127.0.0.1"));
     assert!(gw.assert_audit_verifies().contains("intact"));
 }

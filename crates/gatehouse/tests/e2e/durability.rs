@@ -29,8 +29,8 @@ fn recorded_inserts(events: &[Value]) -> BTreeMap<(i64, i64, i64, i64), usize> {
         let Some(text) = e["what"]["statement"].as_str() else {
             continue;
         };
-        let Some(values) = text
-            .strip_prefix("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (")
+        let Some(values) =
+            text.strip_prefix("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (")
         else {
             continue;
         };
@@ -62,11 +62,21 @@ fn assert_history_recorded(cluster: &PgCluster, events: &[Value], what: &str) ->
 }
 
 fn pgbench_load(gw: &Gateway, seconds: u32) -> Child {
-    gw.pgbench(&["-n", "-M", "simple", "-c", "4", "-j", "2", "-T", &seconds.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgbench")
+    gw.pgbench(&[
+        "-n",
+        "-M",
+        "simple",
+        "-c",
+        "4",
+        "-j",
+        "2",
+        "-T",
+        &seconds.to_string(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("pgbench")
 }
 
 #[test]
@@ -80,7 +90,10 @@ fn kill_9_during_pgbench_leaves_every_committed_transaction_recorded() {
         let before = history(&cluster).values().sum::<usize>();
         let deadline = Instant::now() + Duration::from_secs(30);
         while history(&cluster).values().sum::<usize>() < before + 300 {
-            assert!(Instant::now() < deadline, "run {run}: pgbench made no progress");
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: pgbench made no progress"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         gw.kill_hard();
@@ -97,9 +110,15 @@ fn kill_9_during_pgbench_leaves_every_committed_transaction_recorded() {
     }
     // After the last restart, pgbench's sessions are all closed in the log.
     let events = gw.audit_events();
-    let started = events.iter().filter(|e| e["kind"] == "session.start").count();
+    let started = events
+        .iter()
+        .filter(|e| e["kind"] == "session.start")
+        .count();
     let ended = events.iter().filter(|e| e["kind"] == "session.end").count();
-    assert_eq!(started, ended, "every session of the killed runs has an end record");
+    assert_eq!(
+        started, ended,
+        "every session of the killed runs has an end record"
+    );
 }
 
 #[test]
@@ -118,7 +137,10 @@ fn a_full_disk_refuses_every_statement_and_service_resumes_when_space_returns() 
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(mount.path().to_path_buf());
@@ -140,19 +162,32 @@ fn a_full_disk_refuses_every_statement_and_service_resumes_when_space_returns() 
             .arg(mount.path())
             .output()
             .unwrap();
-        text(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+        text(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     let warning = mount.path().join("warning");
     // Room for a while of load; the free space is checked every 5 s.
     let leave = 96u64 << 20;
-    std::fs::write(&warning, vec![0u8; (available().saturating_sub(leave)) as usize]).unwrap();
+    std::fs::write(
+        &warning,
+        vec![0u8; (available().saturating_sub(leave)) as usize],
+    )
+    .unwrap();
     gw.wait_for_event("audit.disk_low", |e| e["kind"] == "audit.disk_low");
     // Full: the log can no longer take records.
     let filler = mount.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; (available() + (1 << 20)) as usize]);
     std::thread::sleep(Duration::from_secs(2));
     let refused = gw.psql_args("main", &["-c", "SELECT 'refused'"]);
-    assert!(!refused.status.success(), "a new session is refused while the disk is full");
+    assert!(
+        !refused.status.success(),
+        "a new session is refused while the disk is full"
+    );
     let history_while_full = history(&cluster).values().sum::<usize>();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
@@ -172,7 +207,11 @@ fn a_full_disk_refuses_every_statement_and_service_resumes_when_space_returns() 
             assert_eq!(text(&out.stdout).trim(), "back");
             break;
         }
-        assert!(Instant::now() < deadline, "service did not resume: {}", text(&out.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume: {}",
+            text(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let events = gw.audit_events();
@@ -183,7 +222,10 @@ fn a_full_disk_refuses_every_statement_and_service_resumes_when_space_returns() 
         .find(|e| e["kind"] == "audit.gap")
         .expect("an audit.gap record");
     assert!(gap["what"]["detail"]["refused_records"].as_u64().unwrap() >= 1);
-    assert!(gap["what"]["detail"]["reason"].as_str().unwrap().contains("No space left"));
+    assert!(gap["what"]["detail"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("No space left"));
     let (status, _, body) = gw.http("/healthz", None);
     assert_eq!(status, 200, "{body}");
     gw.stop();

@@ -53,7 +53,8 @@ fn prepared_statement_texts_follow_the_server_not_the_client() {
     assert_eq!(first_columns(&ran), [b"1".to_vec()]);
 
     // A name prepared in SQL, then "re-prepared" with a different text over the protocol.
-    s.write_all(&query_message("PREPARE p2 AS SELECT 2")).unwrap();
+    s.write_all(&query_message("PREPARE p2 AS SELECT 2"))
+        .unwrap();
     read_ready(&mut s);
     let mut batch = parse_message("p2", b"DELETE FROM gh_acc");
     batch.extend(sync_message());
@@ -99,7 +100,10 @@ fn names_beyond_what_the_gateway_follows_are_recorded_as_unknown() {
     let mut s = authenticated(&gw);
     let mut batch = Vec::new();
     for i in 0..=10_000 {
-        batch.extend(parse_message(&format!("n{i}"), format!("SELECT {i}").as_bytes()));
+        batch.extend(parse_message(
+            &format!("n{i}"),
+            format!("SELECT {i}").as_bytes(),
+        ));
     }
     batch.extend(sync_message());
     s.write_all(&batch).unwrap();
@@ -116,7 +120,11 @@ fn names_beyond_what_the_gateway_follows_are_recorded_as_unknown() {
     let executes = execute_records(&gw);
     assert_eq!(executes.len(), 2);
     // The 10,001st name is not followed: unknown, never another statement's text.
-    assert_eq!(executes[0]["what"]["detail"]["text_known"], false, "{:#}", executes[0]);
+    assert_eq!(
+        executes[0]["what"]["detail"]["text_known"], false,
+        "{:#}",
+        executes[0]
+    );
     assert_eq!(executes[0]["what"]["classification"], "unknown");
     assert_eq!(executes[1]["what"]["statement"], "SELECT 0");
 }
@@ -126,7 +134,8 @@ fn sync_and_flush_during_copy_from_stdin_do_not_shift_outcomes() {
     let (cluster, gw) = cluster_and_gateway();
     cluster.psql_admin("CREATE TABLE gh_copy (a int)");
     let mut s = authenticated(&gw);
-    s.write_all(&query_message("COPY gh_copy FROM STDIN")).unwrap();
+    s.write_all(&query_message("COPY gh_copy FROM STDIN"))
+        .unwrap();
     let Backend::Msg(b'G', _) = read_message(&mut s) else {
         panic!("expected CopyInResponse")
     };
@@ -137,9 +146,11 @@ fn sync_and_flush_during_copy_from_stdin_do_not_shift_outcomes() {
     data.extend(copy_done());
     s.write_all(&data).unwrap();
     read_ready(&mut s);
-    s.write_all(&query_message("SELECT count(*) FROM gh_copy")).unwrap();
+    s.write_all(&query_message("SELECT count(*) FROM gh_copy"))
+        .unwrap();
     assert_eq!(first_columns(&read_ready(&mut s)), [b"2".to_vec()]);
-    s.write_all(&query_message("UPDATE gh_copy SET a = a + 10")).unwrap();
+    s.write_all(&query_message("UPDATE gh_copy SET a = a + 10"))
+        .unwrap();
     read_ready(&mut s);
 
     // The same over the extended protocol, with the Sync sent before the data.
@@ -160,7 +171,8 @@ fn sync_and_flush_during_copy_from_stdin_do_not_shift_outcomes() {
     data.extend(sync_message());
     s.write_all(&data).unwrap();
     read_ready(&mut s);
-    s.write_all(&query_message("SELECT sum(a) FROM gh_copy")).unwrap();
+    s.write_all(&query_message("SELECT sum(a) FROM gh_copy"))
+        .unwrap();
     assert_eq!(first_columns(&read_ready(&mut s)), [b"26".to_vec()]);
     drop(s);
 
@@ -195,7 +207,10 @@ fn sync_and_flush_during_copy_from_stdin_do_not_shift_outcomes() {
     };
     let (statements, results) = (seq_of("statement"), seq_of("statement.result"));
     for (i, result) in results.iter().enumerate().take(statements.len() - 1) {
-        assert!(*result < statements[i + 1], "result {i} recorded after the next statement");
+        assert!(
+            *result < statements[i + 1],
+            "result {i} recorded after the next statement"
+        );
     }
 }
 
@@ -204,7 +219,8 @@ fn client_encodings_are_read_as_the_server_reads_them() {
     let (cluster, gw) = cluster_and_gateway();
     cluster.psql_admin("CREATE TABLE gh_enc (a int); INSERT INTO gh_enc VALUES (0)");
     let mut s = authenticated(&gw);
-    s.write_all(&query_message("SET client_encoding TO 'LATIN9'")).unwrap();
+    s.write_all(&query_message("SET client_encoding TO 'LATIN9'"))
+        .unwrap();
     read_ready(&mut s);
     // 0xA4 is the euro sign in LATIN9.
     s.write_all(&query_bytes(b"SELECT '\xa4' AS euro")).unwrap();
@@ -219,33 +235,46 @@ fn client_encodings_are_read_as_the_server_reads_them() {
     // before anything after the switch reaches the server.
     let mut s = authenticated(&gw);
     let mut batch = query_message("SET client_encoding TO 'SJIS'");
-    batch.extend(query_bytes(b"SELECT '\x95\\'; UPDATE gh_enc SET a = 1; --'"));
+    batch.extend(query_bytes(
+        b"SELECT '\x95\\'; UPDATE gh_enc SET a = 1; --'",
+    ));
     s.write_all(&batch).unwrap();
     let (msgs, end) = read_until_close(&mut s);
     assert!(matches!(end, End::Closed | End::Reset), "{end:?}");
-    assert_eq!(error_codes(&msgs, b'C').last().map(String::as_str), Some("55P02"));
+    assert_eq!(
+        error_codes(&msgs, b'C').last().map(String::as_str),
+        Some("55P02")
+    );
     assert_eq!(cluster.psql_admin("SELECT a FROM gh_enc").trim(), "0");
     let end = gw.wait_for_event("session end after SJIS", |e| {
         e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "unsafe_session_state"
     });
     assert!(end["outcome"]["reason"].as_str().unwrap().contains("SJIS"));
-    assert!(gw.statements_matching(|t| t.contains("UPDATE gh_enc")).is_empty());
+    assert!(gw
+        .statements_matching(|t| t.contains("UPDATE gh_enc"))
+        .is_empty());
 
     // The same through set_config in a DO block, and as a startup parameter.
     let mut s = authenticated(&gw);
-    let mut batch = query_message(
-        "DO $$ BEGIN PERFORM set_config('client_encoding', 'BIG5', false); END $$",
-    );
+    let mut batch =
+        query_message("DO $$ BEGIN PERFORM set_config('client_encoding', 'BIG5', false); END $$");
     batch.extend(query_message("UPDATE gh_enc SET a = 2"));
     s.write_all(&batch).unwrap();
     let (msgs, _) = read_until_close(&mut s);
-    assert_eq!(error_codes(&msgs, b'C').last().map(String::as_str), Some("55P02"));
+    assert_eq!(
+        error_codes(&msgs, b'C').last().map(String::as_str),
+        Some("55P02")
+    );
     assert_eq!(cluster.psql_admin("SELECT a FROM gh_enc").trim(), "0");
 
     let mut s = connect(&gw);
     s.write_all(&startup_packet(
         V3,
-        &[("user", "tester"), ("database", "main"), ("client_encoding", "GBK")],
+        &[
+            ("user", "tester"),
+            ("database", "main"),
+            ("client_encoding", "GBK"),
+        ],
     ))
     .unwrap();
     let (msgs, _) = read_until_close(&mut s);
@@ -262,8 +291,11 @@ fn startup_parameters_are_an_allow_list_and_recorded() {
         ("options", "--session_replication_role=replica"),
     ] {
         let mut s = connect(&gw);
-        s.write_all(&startup_packet(V3, &[("user", "tester"), ("database", "main"), (name, value)]))
-            .unwrap();
+        s.write_all(&startup_packet(
+            V3,
+            &[("user", "tester"), ("database", "main"), (name, value)],
+        ))
+        .unwrap();
         let (msgs, end) = read_until_close(&mut s);
         let fields = msgs
             .iter()
@@ -274,10 +306,17 @@ fn startup_parameters_are_an_allow_list_and_recorded() {
         assert_eq!(field(&fields, b'C'), "42501", "{name}={value}");
         assert!(field(&fields, b'M').contains("not allowed"), "{fields:?}");
     }
-    let out = psql_command(&gw.url_with(&gw.admin_key, "main", "sslmode=disable&application_name=nightly-report&options=-c%20search_path%3Dpublic"))
-        .args(["-c", "SELECT current_setting('application_name'), current_setting('search_path')"])
-        .output()
-        .unwrap();
+    let out = psql_command(&gw.url_with(
+        &gw.admin_key,
+        "main",
+        "sslmode=disable&application_name=nightly-report&options=-c%20search_path%3Dpublic",
+    ))
+    .args([
+        "-c",
+        "SELECT current_setting('application_name'), current_setting('search_path')",
+    ])
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "nightly-report|public");
     let start = gw
@@ -292,7 +331,10 @@ fn startup_parameters_are_an_allow_list_and_recorded() {
     assert!(gw
         .events_of_kind("protocol.error")
         .iter()
-        .any(|e| e["outcome"]["reason"].as_str().unwrap_or_default().contains("session_replication_role")));
+        .any(|e| e["outcome"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session_replication_role")));
 }
 
 #[test]
@@ -325,8 +367,13 @@ fn a_committed_statement_survives_kill_9_in_the_record() {
     assert_eq!(sleep[0]["outcome"]["status"], "pending");
 
     gw.restart();
-    let unclean = gw.wait_for_event("gateway.unclean_stop", |e| e["kind"] == "gateway.unclean_stop");
-    assert_eq!(unclean["what"]["detail"]["previous_head"]["seq"], head_before);
+    let unclean = gw.wait_for_event("gateway.unclean_stop", |e| {
+        e["kind"] == "gateway.unclean_stop"
+    });
+    assert_eq!(
+        unclean["what"]["detail"]["previous_head"]["seq"],
+        head_before
+    );
     let session = &sleep[0]["session"];
     let end = gw.wait_for_event("the killed session closed", |e| {
         e["kind"] == "session.end" && e["session"] == *session
@@ -337,16 +384,22 @@ fn a_committed_statement_survives_kill_9_in_the_record() {
         serde_json::json!([sleep[0]["seq"]])
     );
     let report = gw.assert_audit_verifies();
-    assert!(report.contains("1 of "), "verify names the unknown outcome: {report}");
+    assert!(
+        report.contains("1 of "),
+        "verify names the unknown outcome: {report}"
+    );
 }
 
 #[test]
 fn interrupted_statements_are_recorded_unknown_with_what_was_relayed() {
     let (cluster, gw) = cluster_and_gateway();
-    cluster.psql_admin("CREATE TABLE gh_i (n int); INSERT INTO gh_i SELECT generate_series(1, 200000)");
+    cluster.psql_admin(
+        "CREATE TABLE gh_i (n int); INSERT INTO gh_i SELECT generate_series(1, 200000)",
+    );
     // A long result: the client reads part of it, then goes away.
     let mut s = authenticated(&gw);
-    s.write_all(&query_message("SELECT n, repeat('x', 100) FROM gh_i")).unwrap();
+    s.write_all(&query_message("SELECT n, repeat('x', 100) FROM gh_i"))
+        .unwrap();
     for _ in 0..1000 {
         let Backend::Msg(..) = read_message(&mut s) else {
             panic!("ended early")
@@ -355,22 +408,39 @@ fn interrupted_statements_are_recorded_unknown_with_what_was_relayed() {
     drop(s);
     // An UPDATE whose client leaves before the answer: it commits on the server.
     let mut s = authenticated(&gw);
-    s.write_all(&query_message("UPDATE gh_i SET n = n + 1 WHERE n <= 100000")).unwrap();
+    s.write_all(&query_message(
+        "UPDATE gh_i SET n = n + 1 WHERE n <= 100000",
+    ))
+    .unwrap();
     s.shutdown(std::net::Shutdown::Both).unwrap();
     drop(s);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.psql_admin("SELECT count(*) FROM gh_i WHERE n = 100001").trim() != "2" {
+    while cluster
+        .psql_admin("SELECT count(*) FROM gh_i WHERE n = 100001")
+        .trim()
+        != "2"
+    {
         assert!(Instant::now() < deadline, "the UPDATE never committed");
         std::thread::sleep(Duration::from_millis(100));
     }
     let select = gw.wait_for_event("the cut-short SELECT", |e| {
         e["kind"] == "statement.result" && e["outcome"]["status"] == "unknown"
     });
-    assert!(select["outcome"]["rows"].as_u64().unwrap() >= 900, "{select:#}");
-    assert!(select["what"]["detail"]["bytes"].as_u64().unwrap() > 100_000, "{select:#}");
+    assert!(
+        select["outcome"]["rows"].as_u64().unwrap() >= 900,
+        "{select:#}"
+    );
+    assert!(
+        select["what"]["detail"]["bytes"].as_u64().unwrap() > 100_000,
+        "{select:#}"
+    );
     let update = gw.statements_with_text("UPDATE gh_i SET n = n + 1 WHERE n <= 100000");
     assert_eq!(update.len(), 1);
-    assert_ne!(update[0]["outcome"]["status"], "failure", "not claimed to have failed: {:#}", update[0]);
+    assert_ne!(
+        update[0]["outcome"]["status"], "failure",
+        "not claimed to have failed: {:#}",
+        update[0]
+    );
 }
 
 #[test]
@@ -385,13 +455,19 @@ fn unparsed_text_is_never_a_read_and_says_so() {
     assert_eq!(r[0]["what"]["detail"]["statements"], 3);
     // A long padding before a write: the record keeps the tail that shows it.
     // (-c sends the text as one query; -f would split it at the semicolon.)
-    let sql = format!("SELECT 1 /* {} */; UPDATE gh_c SET a = 2", "p".repeat(100_000));
+    let sql = format!(
+        "SELECT 1 /* {} */; UPDATE gh_c SET a = 2",
+        "p".repeat(100_000)
+    );
     gw.psql("main", &sql);
     let padded = gw.statements_matching(|t| t.starts_with("SELECT 1 /* ppp"));
     assert_eq!(padded.len(), 1);
     let detail = &padded[0]["what"]["detail"];
     assert_eq!(padded[0]["what"]["classification"], "write");
-    assert!(detail["statement_tail"].as_str().unwrap().ends_with("UPDATE gh_c SET a = 2"));
+    assert!(detail["statement_tail"]
+        .as_str()
+        .unwrap()
+        .ends_with("UPDATE gh_c SET a = 2"));
     assert_eq!(detail["statement_bytes"], sql.len());
 }
 
@@ -410,7 +486,11 @@ fn fastpath_calls_are_refused_unless_the_connection_allows_them() {
     let import = format!("\\lo_import {}", file.display());
     let refused = gw.psql_args("main", &["-c", &import]);
     assert!(!refused.status.success());
-    assert!(text(&refused.stderr).contains("fastpath"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("fastpath"),
+        "{}",
+        text(&refused.stderr)
+    );
     let calls = gw.statements_matching(|t| t.starts_with("/* fastpath function call */"));
     assert!(!calls.is_empty());
     assert!(calls.iter().all(|e| e["outcome"]["code"] == "0A000"));
@@ -419,9 +499,14 @@ fn fastpath_calls_are_refused_unless_the_connection_allows_them() {
     assert!(allowed.status.success(), "{}", text(&allowed.stderr));
     let calls: Vec<Value> = settled_statements(&gw)
         .into_iter()
-        .filter(|e| e["what"]["connection"] == "lo" && e["what"]["detail"]["step"] == "function_call")
+        .filter(|e| {
+            e["what"]["connection"] == "lo" && e["what"]["detail"]["step"] == "function_call"
+        })
         .collect();
-    assert!(calls.len() >= 3, "lo_open, lowrite, lo_close...: {calls:#?}");
+    assert!(
+        calls.len() >= 3,
+        "lo_open, lowrite, lo_close...: {calls:#?}"
+    );
     assert!(calls.iter().all(|e| e["outcome"]["status"] == "success"));
     let write = calls
         .iter()
@@ -431,7 +516,9 @@ fn fastpath_calls_are_refused_unless_the_connection_allows_them() {
                 .is_some_and(|a| a.iter().any(|x| x["bytes"] == 21))
         })
         .expect("the lowrite call with the file's 21 bytes");
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"large object contents"));
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"large object contents",
+    ));
     assert!(write["what"]["detail"]["arguments"]
         .as_array()
         .unwrap()
@@ -456,9 +543,16 @@ fn pipelined_durations_add_up_to_the_wall_clock() {
     read_ready(&mut s);
     let wall = started.elapsed();
     drop(s);
-    assert_eq!(cluster.psql_admin("SELECT count(*) FROM gh_d").trim(), "20000");
+    assert_eq!(
+        cluster.psql_admin("SELECT count(*) FROM gh_d").trim(),
+        "20000"
+    );
     let events = gw.audit_events_until(Duration::from_secs(20), |events| {
-        events.iter().filter(|e| e["kind"] == "statement.result").count() >= 20_000
+        events
+            .iter()
+            .filter(|e| e["kind"] == "statement.result")
+            .count()
+            >= 20_000
     });
     let total_ns: u64 = events
         .iter()
@@ -467,22 +561,39 @@ fn pipelined_durations_add_up_to_the_wall_clock() {
         .sum();
     let total = Duration::from_nanos(total_ns);
     eprintln!("20000 pipelined inserts: wall {wall:?}, recorded durations add up to {total:?}");
-    assert!(total <= wall + Duration::from_millis(200), "durations {total:?} > wall {wall:?}");
+    assert!(
+        total <= wall + Duration::from_millis(200),
+        "durations {total:?} > wall {wall:?}"
+    );
 }
 
 #[test]
 fn the_client_sees_the_servers_backend_pid() {
     let (cluster, gw) = cluster_and_gateway();
     let (mut s, msgs) = log_in(&gw, &MAIN);
-    let key = msgs.iter().find(|(t, _)| *t == b'K').expect("BackendKeyData");
+    let key = msgs
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .expect("BackendKeyData");
     let pid = i32::from_be_bytes([key.1[0], key.1[1], key.1[2], key.1[3]]);
-    s.write_all(&query_message("SELECT pg_backend_pid()")).unwrap();
-    assert_eq!(first_columns(&read_ready(&mut s)), [pid.to_string().into_bytes()]);
+    s.write_all(&query_message("SELECT pg_backend_pid()"))
+        .unwrap();
+    assert_eq!(
+        first_columns(&read_ready(&mut s)),
+        [pid.to_string().into_bytes()]
+    );
     // A notification to itself names the same pid.
-    s.write_all(&query_message("LISTEN gh_chan; NOTIFY gh_chan, 'hello'")).unwrap();
+    s.write_all(&query_message("LISTEN gh_chan; NOTIFY gh_chan, 'hello'"))
+        .unwrap();
     let msgs = read_ready(&mut s);
-    let note = msgs.iter().find(|(t, _)| *t == b'A').expect("NotificationResponse");
-    assert_eq!(i32::from_be_bytes([note.1[0], note.1[1], note.1[2], note.1[3]]), pid);
+    let note = msgs
+        .iter()
+        .find(|(t, _)| *t == b'A')
+        .expect("NotificationResponse");
+    assert_eq!(
+        i32::from_be_bytes([note.1[0], note.1[1], note.1[2], note.1[3]]),
+        pid
+    );
     // And pg_terminate_backend with it ends the session.
     cluster.psql_admin(&format!("SELECT pg_terminate_backend({pid})"));
     let (msgs, end) = read_until_close(&mut s);
@@ -516,7 +627,9 @@ fn an_operator_ends_a_session_with_the_cli() {
     let kill = gw.wait_for_event("session.kill", |e| e["kind"] == "session.kill");
     assert_eq!(kill["session"], id.as_str());
     assert_eq!(kill["who"]["subject"], "key:bootstrap-admin");
-    let end = gw.wait_for_event("session.end", |e| e["kind"] == "session.end" && e["session"] == id.as_str());
+    let end = gw.wait_for_event("session.end", |e| {
+        e["kind"] == "session.end" && e["session"] == id.as_str()
+    });
     assert_eq!(end["what"]["detail"]["cause"], "killed");
     assert!(kill["seq"].as_u64() < end["seq"].as_u64());
     let again = gw.cli(&["sessions", "kill", &id]);

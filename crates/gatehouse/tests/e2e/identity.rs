@@ -107,7 +107,12 @@ fn api_key_create_use_and_revoke() {
     assert_eq!(end["outcome"]["reason"], "credential revoked");
     let revoked = gateway.events_of_kind("key.revoked");
     assert_eq!(revoked.len(), 1);
-    assert_eq!(revoked[0]["what"]["detail"]["ends_sessions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        revoked[0]["what"]["detail"]["ends_sessions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     assert!(
         revoked[0]["seq"].as_u64() < end["seq"].as_u64(),
         "the revocation is recorded before it takes effect"
@@ -767,7 +772,10 @@ fn a_session_ends_when_its_token_expires() {
     let rt = current_thread_runtime();
     rt.block_on(async {
         let (client, connection) = gateway.pg_client(&short, "analytics").await;
-        client.simple_query("SELECT 1").await.expect("works while valid");
+        client
+            .simple_query("SELECT 1")
+            .await
+            .expect("works while valid");
         let ended = tokio::time::timeout(Duration::from_secs(15), connection)
             .await
             .expect("the session ended within 15 s")
@@ -786,5 +794,8 @@ fn a_session_ends_when_its_token_expires() {
     )
     .unwrap()
     .unix_timestamp();
-    assert!((exp..exp + 3).contains(&ended_at), "ended at {ended_at}, token exp {exp}");
+    assert!(
+        (exp..exp + 3).contains(&ended_at),
+        "ended at {ended_at}, token exp {exp}"
+    );
 }

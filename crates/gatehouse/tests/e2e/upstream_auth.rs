@@ -563,3 +563,82 @@ fn require_tls_always_refuses_plaintext() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "over tls\n");
 }
+
+/// A hostile endpoint posing as the upstream (a stand-in: no real server asks like this
+/// unless misconfigured or impersonated). It declines TLS and asks for the password in clear
+/// (or by md5); returns its port and what it received after asking.
+fn password_phishing_upstream(method: i32) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut body = vec![0u8; i32::from_be_bytes(len) as usize - 4];
+            let _ = s.read_exact(&mut body);
+            if body.starts_with(&80_877_103i32.to_be_bytes()) {
+                // SSLRequest: decline, then read the startup message.
+                let _ = s.write_all(b"N");
+                if s.read_exact(&mut len).is_err() {
+                    continue;
+                }
+                let mut body = vec![0u8; i32::from_be_bytes(len) as usize - 4];
+                let _ = s.read_exact(&mut body);
+            }
+            let mut ask = vec![b'R'];
+            let mut payload = method.to_be_bytes().to_vec();
+            if method == 5 {
+                payload.extend_from_slice(b"salt");
+            }
+            ask.extend_from_slice(&((payload.len() + 4) as i32).to_be_bytes());
+            ask.extend_from_slice(&payload);
+            let _ = s.write_all(&ask);
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let _ = tx.send(got);
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_held_password_is_never_sent_by_a_method_the_connection_does_not_allow() {
+    let (clear_port, clear_rx) = password_phishing_upstream(3);
+    let (md5_port, md5_rx) = password_phishing_upstream(5);
+    let connection = |name: &str, port: u16| {
+        format!(
+            "  {name}:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_PHISH_PW}}\n      tls: {{ mode: prefer }}\n    allow:\n      groups: [gatehouse-admins]\n"
+        )
+    };
+    let gateway = Gateway::builder()
+        .env("GH_PHISH_PW", SUPER_PASSWORD)
+        .raw_connection(&connection("clear", clear_port))
+        .raw_connection(&connection("md5ask", md5_port))
+        .start();
+    for (name, rx, method) in [("clear", &clear_rx, "password"), ("md5ask", &md5_rx, "md5")] {
+        assert_clean_target_failure(&gateway, name, &[]);
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the endpoint saw a connection");
+        assert!(
+            got.is_empty(),
+            "{name}: the endpoint received {} bytes after asking",
+            got.len()
+        );
+        let end = upstream_failure(&gateway, name);
+        let error = upstream_error(&end);
+        assert!(
+            error.contains(&format!("asked for the password by {method}"))
+                && error.contains("was not sent"),
+            "{end:#}"
+        );
+    }
+    let log = gateway.log();
+    assert!(!log.contains(SUPER_PASSWORD));
+}
