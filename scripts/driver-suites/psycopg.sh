@@ -39,7 +39,14 @@
 #   GH_PG_PORT GH_ADMIN_PORT  gateway listen ports     default: 18432 18481
 #   TEST_TIMEOUT      per-test timeout in seconds      default: 60
 #   PYTEST_MARK       -m expression                    default: "not mypy and not proxy"
-#   RUNS              which runs: "direct gateway", "direct" or "gateway"  default: both
+#   RUNS              which runs: "direct gateway", "direct" or "gateway"
+#                     default: both, or "gateway" when DIRECT_XML is set
+#   DIRECT_XML        junit XML of an earlier direct run (same selection and options) to
+#                     compare the gateway run against instead of running directly again;
+#                     copied to $WORK_DIR/direct.xml. Valid only while the server is unchanged.
+#   GH_AUDIT_FSYNC    audit.fsync of the gateway: always, periodic or never
+#                     default: always (the gateway's default); timing tests such as
+#                     test_grow and test_stats_usage can flake with it on a busy disk
 #
 # Output: the pass/fail/error/skip counts side by side, then the tests failing only through
 # the gateway, those failing only directly, and other outcome changes (e.g. skipped directly
@@ -73,7 +80,15 @@ GH_PG_PORT=${GH_PG_PORT:-18432}
 GH_ADMIN_PORT=${GH_ADMIN_PORT:-18481}
 TEST_TIMEOUT=${TEST_TIMEOUT:-60}
 PYTEST_MARK=${PYTEST_MARK:-not mypy and not proxy}
+DIRECT_XML=${DIRECT_XML:-}
+GH_AUDIT_FSYNC=${GH_AUDIT_FSYNC:-}
+if [ -n "$DIRECT_XML" ]; then
+    [ -f "$DIRECT_XML" ] || die "DIRECT_XML $DIRECT_XML does not exist"
+    RUNS=${RUNS:-gateway}
+    case " $RUNS " in *" direct "*) die "DIRECT_XML replaces the direct run: set RUNS=gateway" ;; esac
+fi
 RUNS=${RUNS:-direct gateway}
+case "$GH_AUDIT_FSYNC" in ""|always|periodic|never) ;; *) die "GH_AUDIT_FSYNC must be always, periodic or never" ;; esac
 
 GATEWAY_PID=
 PYTEST_PID=
@@ -168,6 +183,7 @@ log: { level: info, format: text }
 admin: { listen: 127.0.0.1:$GH_ADMIN_PORT, admin_groups: [gatehouse-admins] }
 postgres:
   listen: 127.0.0.1:$GH_PG_PORT
+audit: { fsync: ${GH_AUDIT_FSYNC:-always} }
 connections:
   $PSYCOPG_DB:
     protocol: postgres
@@ -215,6 +231,10 @@ case " $RUNS " in *" gateway "*)
 esac
 
 # --- 5. comparison -------------------------------------------------------------------------
+if [ -n "$DIRECT_XML" ] && [ "$(cd "$(dirname "$DIRECT_XML")" && pwd)/$(basename "$DIRECT_XML")" != "$WORK_DIR/direct.xml" ]; then
+    log "comparing against the earlier direct run $DIRECT_XML"
+    cp "$DIRECT_XML" "$WORK_DIR/direct.xml"
+fi
 [ -f "$WORK_DIR/direct.xml" ] && [ -f "$WORK_DIR/gateway.xml" ] || {
     log "only one run: no comparison (reports in $WORK_DIR)"
     exit 0

@@ -371,12 +371,10 @@ impl Session {
                 duration_ns: Some(u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX)),
             },
         );
+        // Who, where and what are in the statement record `ref` names; this one stays small.
         event.session = Some(self.id.clone());
         event.refers = Some(id.seq);
-        event.who = self.who.clone();
         event.what = What {
-            connection: Some(self.connection.name.clone()),
-            protocol: Some(self.protocol.as_str().to_owned()),
             detail: Some(serde_json::json!({ "bytes": result.bytes })),
             ..What::default()
         };
