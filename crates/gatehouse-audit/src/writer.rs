@@ -423,17 +423,18 @@ impl Shared {
         if q.closing {
             return Err(AuditError::Closed);
         }
-        match &mut q.state {
-            State::Open => {}
-            State::Failed(failure) => {
-                failure.refused += 1;
+        if let State::Failed(failure) = &q.state {
+            let due = failure.retry && failure.last_try.elapsed() >= self.options.retry_interval;
+            if !due || !self.try_recover(&mut q) {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                let due =
-                    failure.retry && failure.last_try.elapsed() >= self.options.retry_interval;
-                let why = failure.why.to_string();
-                if !due || !self.try_recover(&mut q) {
-                    return Err(AuditError::Unavailable(why));
-                }
+                let why = match &mut q.state {
+                    State::Failed(failure) => {
+                        failure.refused += 1;
+                        failure.why.to_string()
+                    }
+                    State::Open => "audit log failed".to_owned(),
+                };
+                return Err(AuditError::Unavailable(why));
             }
         }
         self.write(&mut q, event)
@@ -450,6 +451,11 @@ impl Shared {
             let _ = q.file.set_len(q.cont.len);
             let why = format!("write to {} failed: {e}", self.path.display());
             self.fail(q, why.clone(), true);
+            // This record is the first one refused.
+            if let State::Failed(failure) = &mut q.state {
+                failure.refused += 1;
+            }
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(AuditError::Unavailable(why));
         }
         let bytes = q.buf.len() as u64;
