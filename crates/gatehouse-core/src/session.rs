@@ -248,14 +248,7 @@ impl Session {
     /// Decides a statement and writes its record. Call before the statement's message is
     /// forwarded; forward only on [`Admission::Forward`], after its ticket is durable.
     pub fn admit(&self, statement: Statement<'_>) -> Result<Admission, AuditError> {
-        let context = StatementContext {
-            identity: &self.identity,
-            connection: &self.connection,
-            command: statement.command,
-            step: statement.step,
-            transaction: statement.transaction,
-        };
-        match self.gate.inner.policy.decide(&context) {
+        match self.decide(&statement) {
             Decision::Allow { plan } => {
                 let event = self.statement_event(&statement, Outcome::pending(), "allow", None);
                 let ticket = self.append(event)?;
@@ -277,17 +270,20 @@ impl Session {
     /// Decides a statement that does not run yet (a Parse): writes a record only when it is
     /// refused. The Execute that runs it is admitted (and recorded) on its own.
     pub fn screen(&self, statement: Statement<'_>) -> Result<Option<Refused>, AuditError> {
-        let context = StatementContext {
+        match self.decide(&statement) {
+            Decision::Allow { .. } | Decision::Hold(_) => Ok(None),
+            Decision::Block(refusal) => self.refuse(statement, refusal).map(Some),
+        }
+    }
+
+    fn decide(&self, statement: &Statement<'_>) -> Decision {
+        self.gate.inner.policy.decide(&StatementContext {
             identity: &self.identity,
             connection: &self.connection,
             command: statement.command,
             step: statement.step,
             transaction: statement.transaction,
-        };
-        match self.gate.inner.policy.decide(&context) {
-            Decision::Allow { .. } | Decision::Hold(_) => Ok(None),
-            Decision::Block(refusal) => self.refuse(statement, refusal).map(Some),
-        }
+        })
     }
 
     /// Refuses a statement without asking the policy (the gateway's own limits) and writes its

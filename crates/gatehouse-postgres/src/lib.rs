@@ -13,6 +13,7 @@ mod framer;
 mod names;
 mod params;
 mod relay;
+pub mod settings;
 mod startup;
 mod stream;
 pub mod tls;

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// When the gateway insists on TLS from clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When the gateway insists on TLS from clients (their password carries the credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RequireTls {
     Never,
+    /// Clients connecting from a loopback address may use plaintext.
     NonLoopback,
     Always,
 }

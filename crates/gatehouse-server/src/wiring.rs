@@ -132,11 +132,7 @@ pub fn pg_config(config: &Config) -> anyhow::Result<gatehouse_postgres::PgConfig
     let pg = &config.postgres;
     Ok(gatehouse_postgres::PgConfig {
         tls: pg.tls.as_ref().map(server_tls).transpose()?,
-        require_tls: match pg.require_tls {
-            config::RequireTls::Never => gatehouse_postgres::RequireTls::Never,
-            config::RequireTls::NonLoopback => gatehouse_postgres::RequireTls::NonLoopback,
-            config::RequireTls::Always => gatehouse_postgres::RequireTls::Always,
-        },
+        require_tls: pg.require_tls,
         handshake_timeout: pg.handshake_timeout,
         limits: gatehouse_postgres::RelayLimits {
             max_message: pg.max_message,

@@ -161,43 +161,10 @@ impl fmt::Display for JwtAlgorithm {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresConfig {
-    pub listen: SocketAddr,
-    /// Without it, SSLRequest is answered `N`.
-    pub tls: Option<TlsFiles>,
-    pub require_tls: RequireTls,
-    pub handshake_timeout: Duration,
-    /// `None`: idle sessions are never closed.
-    pub idle_timeout: Option<Duration>,
-    /// Threads serving PostgreSQL sessions, each a single-threaded runtime sharing the port.
-    pub workers: usize,
-    /// Largest client message that is not streamed (a query, a Parse); larger ones are refused.
-    pub max_message: usize,
-    /// Longest a new connection may take to send its first byte.
-    pub first_packet_timeout: Duration,
-    /// Connections at most in their unauthenticated handshake at once, and per source address.
-    pub max_handshakes: usize,
-    pub max_handshakes_per_source: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
-}
-
-/// Which clients must use TLS to the gateway (their password carries the credential).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequireTls {
-    Never,
-    /// Clients connecting from a loopback address may use plaintext.
-    NonLoopback,
-    Always,
-}
+/// The `postgres:` section (owned and checked by the PostgreSQL adapter).
+pub use gatehouse_config::TlsFiles;
+pub use gatehouse_postgres::settings::Settings as PostgresConfig;
+pub use gatehouse_postgres::RequireTls;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {

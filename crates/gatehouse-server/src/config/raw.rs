@@ -7,17 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::duration::{ConfigDuration, ConfigSize};
 use super::model::{
-    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, RequireTls, UpstreamAuth, UpstreamTlsMode,
+    Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, UpstreamAuth, UpstreamTlsMode,
 };
 use super::secret::SecretRef;
+use gatehouse_config::{ConfigDuration, ConfigSize, Listen};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +27,7 @@ pub(crate) struct RawConfig {
     pub audit: Option<RawAudit>,
     pub state: Option<RawState>,
     pub auth: Option<RawAuth>,
-    pub postgres: Option<RawPostgres>,
+    pub postgres: Option<gatehouse_postgres::settings::RawSection>,
     pub connections: Option<UniqueMap<RawConnection>>,
 }
 
@@ -94,28 +93,6 @@ pub(crate) struct RawOidc {
     pub clock_skew: Option<ConfigDuration>,
     pub jwks_refetch_cooldown: Option<ConfigDuration>,
     pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPostgres {
-    pub listen: Option<Listen>,
-    pub tls: Option<RawTlsFiles>,
-    pub require_tls: Option<RequireTls>,
-    pub handshake_timeout: Option<ConfigDuration>,
-    pub idle_timeout: Option<ConfigDuration>,
-    pub workers: Option<usize>,
-    pub max_message: Option<ConfigSize>,
-    pub first_packet_timeout: Option<ConfigDuration>,
-    pub max_handshakes: Option<usize>,
-    pub max_handshakes_per_source: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTlsFiles {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,32 +164,6 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
             }
         }
         deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
-    }
-}
-
-/// A listen address: a literal `IP:PORT` (host names are refused: binding must not
-/// depend on DNS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Listen(pub SocketAddr);
-
-impl<'de> Deserialize<'de> for Listen {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Listen;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an IP:PORT address such as 127.0.0.1:15432 or [::1]:15432")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listen, E> {
-                v.parse().map(Listen).map_err(|_| {
-                    E::custom(format_args!(
-                        "invalid listen address {v:?}: expected IP:PORT such as \
-                         127.0.0.1:15432 or [::1]:15432"
-                    ))
-                })
-            }
-        }
-        deserializer.deserialize_str(V)
     }
 }
 

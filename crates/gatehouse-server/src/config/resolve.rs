@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::duration::{parse_duration, ConfigSize};
+use super::duration::parse_duration;
 use super::error::{ConfigError, Issue};
 use super::locate::{display_path, locate_nearest};
 use super::model::*;
@@ -17,18 +17,9 @@ use super::secret::Secret;
 pub(crate) const DEFAULT_DATA_DIR: &str = "data";
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ADMIN_GROUP: &str = "gatehouse-admins";
-pub(crate) const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:15432";
 pub(crate) const DEFAULT_UPSTREAM_PORT: u16 = 5432;
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
-/// PostgreSQL's own limit for a message.
-const MAX_MAX_MESSAGE: u64 = 1 << 30;
-const DEFAULT_FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(3);
-const DEFAULT_MAX_HANDSHAKES: usize = 256;
-const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
 const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_LOW_SPACE_WARNING: u64 = 1 << 30;
@@ -75,7 +66,8 @@ impl<'a> Resolver<'a> {
         let audit = self.audit(raw.audit.unwrap_or_default(), &data_dir);
         let state = self.state(raw.state.unwrap_or_default(), &data_dir);
         let auth = self.auth(raw.auth.unwrap_or_default());
-        let postgres = self.postgres(raw.postgres.unwrap_or_default());
+        let postgres =
+            gatehouse_postgres::settings::resolve(raw.postgres.unwrap_or_default(), &mut self);
         let connections = self.connections(raw.connections.unwrap_or_default().0);
 
         let by_line = |i: &Issue| i.line.unwrap_or(usize::MAX);
@@ -324,117 +316,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn postgres(&mut self, raw: RawPostgres) -> PostgresConfig {
-        let listen = raw
-            .listen
-            .map_or_else(|| default_addr(DEFAULT_POSTGRES_LISTEN), |l| l.0);
-        let tls = raw
-            .tls
-            .and_then(|t| self.tls_files(&["postgres", "tls"], t));
-        let require_tls = raw.require_tls.unwrap_or(RequireTls::NonLoopback);
-        if tls.is_none() {
-            if require_tls == RequireTls::Always {
-                self.error(
-                    &["postgres", "require_tls"],
-                    "always needs postgres.tls (cert_file and key_file); without it no client could connect",
-                );
-            } else if !listen.ip().is_loopback() {
-                let consequence = match require_tls {
-                    RequireTls::Never => {
-                        "credentials from remote clients cross the network in clear"
-                    }
-                    _ => "remote clients will be refused (require_tls: non_loopback)",
-                };
-                self.warn(
-                    &["postgres", "listen"],
-                    format!(
-                        "listening on a non-loopback address without postgres.tls: {consequence}"
-                    ),
-                );
-            }
-        }
-        let handshake_timeout = raw
-            .handshake_timeout
-            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0);
-        if handshake_timeout.is_zero() {
-            self.error(
-                &["postgres", "handshake_timeout"],
-                "must be greater than 0: a client that never finishes its handshake would hold a slot forever",
-            );
-        }
-        let idle_timeout = raw.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = raw.workers.unwrap_or(cores);
-        if !(1..=256).contains(&workers) {
-            self.error(&["postgres", "workers"], "must be between 1 and 256");
-        }
-        let max_message = raw
-            .max_message
-            .map_or(DEFAULT_MAX_MESSAGE, |ConfigSize(s)| s);
-        if !(1024..=MAX_MAX_MESSAGE).contains(&max_message) {
-            self.error(
-                &["postgres", "max_message"],
-                "must be between 1KiB and 1GiB (PostgreSQL's own limit)",
-            );
-        }
-        let first_packet_timeout = raw
-            .first_packet_timeout
-            .map_or(DEFAULT_FIRST_PACKET_TIMEOUT.min(handshake_timeout), |d| d.0);
-        if first_packet_timeout.is_zero() || first_packet_timeout > handshake_timeout {
-            self.error(
-                &["postgres", "first_packet_timeout"],
-                "must be greater than 0 and at most handshake_timeout",
-            );
-        }
-        let max_handshakes = raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES);
-        let per_source = raw
-            .max_handshakes_per_source
-            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_SOURCE);
-        if max_handshakes == 0 || per_source == 0 || per_source > max_handshakes {
-            self.error(
-                &["postgres", "max_handshakes_per_source"],
-                "max_handshakes and max_handshakes_per_source must be at least 1, the second at most the first",
-            );
-        }
-        PostgresConfig {
-            workers: workers.clamp(1, 256),
-            listen,
-            tls,
-            require_tls,
-            handshake_timeout,
-            idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
-            max_message: max_message.clamp(1024, MAX_MAX_MESSAGE) as usize,
-            first_packet_timeout,
-            max_handshakes: max_handshakes.max(1),
-            max_handshakes_per_source: per_source.clamp(1, max_handshakes.max(1)),
-        }
-    }
-
-    fn tls_files(&mut self, at: &[&str], raw: RawTlsFiles) -> Option<TlsFiles> {
-        match (raw.cert_file, raw.key_file) {
-            (Some(cert), Some(key)) => {
-                let cert_path: Vec<&str> = at.iter().copied().chain(["cert_file"]).collect();
-                let key_path: Vec<&str> = at.iter().copied().chain(["key_file"]).collect();
-                Some(TlsFiles {
-                    cert_file: self.existing_file(&cert_path, &cert),
-                    key_file: self.existing_file(&key_path, &key),
-                })
-            }
-            (None, None) => {
-                self.error(at, "set cert_file and key_file, or remove tls");
-                None
-            }
-            (Some(_), None) => {
-                self.error(at, "cert_file is set but key_file is missing: set both");
-                None
-            }
-            (None, Some(_)) => {
-                self.error(at, "key_file is set but cert_file is missing: set both");
-                None
-            }
-        }
-    }
-
     fn connections(
         &mut self,
         raw: BTreeMap<String, RawConnection>,
@@ -570,6 +451,21 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// Config sections owned by the adapters report through the same checks.
+impl gatehouse_config::Checks for Resolver<'_> {
+    fn error(&mut self, path: &[&str], message: &str) {
+        Resolver::error(self, path, message);
+    }
+
+    fn warn(&mut self, path: &[&str], message: &str) {
+        Resolver::warn(self, path, message);
+    }
+
+    fn existing_file(&mut self, path: &[&str], file: &Path) -> PathBuf {
+        Resolver::existing_file(self, path, file)
+    }
+}
+
 fn log(raw: RawLog) -> LogConfig {
     LogConfig {
         level: raw.level.unwrap_or(LogLevel::Info),
@@ -684,8 +580,9 @@ mod tests {
 
     #[test]
     fn default_addresses_parse() {
-        for a in [DEFAULT_ADMIN_LISTEN, DEFAULT_POSTGRES_LISTEN] {
-            assert_eq!(default_addr(a).to_string(), a);
-        }
+        assert_eq!(
+            default_addr(DEFAULT_ADMIN_LISTEN).to_string(),
+            DEFAULT_ADMIN_LISTEN
+        );
     }
 }

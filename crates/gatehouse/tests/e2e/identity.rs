@@ -505,11 +505,7 @@ fn token(issuer: &Issuer, client: &str, resource: &str) -> String {
 fn oidc_gateway() -> (Issuer, PgCluster, Gateway) {
     let issuer = start_issuer();
     let cluster = PgCluster::start();
-    let gateway = Gateway::builder()
-        .top(&format!(
-            "auth:\n  api_keys: {{ enabled: true }}\n  oidc:\n    - issuer: {}\n      audiences: [gatehouse]\n      clock_skew: 0s\n",
-            issuer.url
-        ))
+    let gateway = trusting(Gateway::builder(), &issuer)
         .env("GH_ANALYTICS_PW", SUPER_PASSWORD)
         .raw_connection(&format!(
             "  analytics:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_ANALYTICS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      groups: [analysts]\n",
@@ -517,6 +513,14 @@ fn oidc_gateway() -> (Issuer, PgCluster, Gateway) {
         ))
         .start();
     (issuer, cluster, gateway)
+}
+
+/// `builder` with API keys and the test issuer's tokens accepted (no clock skew).
+fn trusting(builder: GatewayBuilder, issuer: &Issuer) -> GatewayBuilder {
+    builder.top(&format!(
+        "auth:\n  api_keys: {{ enabled: true }}\n  oidc:\n    - issuer: {}\n      audiences: [gatehouse]\n      clock_skew: 0s\n",
+        issuer.url
+    ))
 }
 
 fn jwt_parts(token: &str) -> (Value, Value, String) {
@@ -730,11 +734,7 @@ fn flip_first_char(text: &str) -> String {
 fn subjects_are_qualified_by_method_and_issuer() {
     let issuer = start_issuer();
     let cluster = PgCluster::start();
-    let gateway = Gateway::builder()
-        .top(&format!(
-            "auth:\n  api_keys: {{ enabled: true }}\n  oidc:\n    - issuer: {}\n      audiences: [gatehouse]\n      clock_skew: 0s\n",
-            issuer.url
-        ))
+    let gateway = trusting(Gateway::builder(), &issuer)
         .env("GH_NS_PW", SUPER_PASSWORD)
         .raw_connection(&format!(
             "  nightly:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_NS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      subjects: [\"key:nightly-report\"]\n  federated:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {port}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_NS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      subjects: [\"{url}#key:nightly-report\"]\n",
