@@ -311,18 +311,31 @@ fn size_bound(e: &Event) -> usize {
     // Keys, punctuation, time and numbers fit in the fixed allowance; each actor and group adds
     // its own quotes, braces and keys.
     let items = (who.actors.len().saturating_mul(32)).saturating_add(who.groups.len() * 4);
-    let detail = what.detail.as_ref().map_or(0, |d| {
-        let mut counter = Counter(0);
-        match serde_json::to_writer(&mut counter, d) {
-            Ok(()) => counter.0,
-            Err(_) => usize::MAX,
-        }
-    });
+    let detail = what.detail.as_ref().map_or(0, value_bound);
     strings
         .saturating_mul(6)
         .saturating_add(items)
         .saturating_add(detail)
         .saturating_add(1024 + RECORD_OVERHEAD)
+}
+
+/// An upper bound on a JSON value's serialised length, without serialising it: strings at
+/// their worst-case escaping, numbers at their longest.
+fn value_bound(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
+        Value::Array(items) => items
+            .iter()
+            .fold(2usize, |acc, item| acc.saturating_add(value_bound(item)).saturating_add(1)),
+        Value::Object(map) => map.iter().fold(2usize, |acc, (k, item)| {
+            acc.saturating_add(k.len().saturating_mul(6))
+                .saturating_add(4)
+                .saturating_add(value_bound(item))
+        }),
+    }
 }
 
 /// An `io::Write` that only counts bytes.
@@ -442,6 +455,15 @@ mod tests {
             matches!(check_event(&e), Err(RecordError::TooLong { .. })),
             "escaping counted"
         );
+    }
+
+    #[test]
+    fn a_large_detail_is_measured_too() {
+        let mut e = sample();
+        e.what.detail = Some(serde_json::json!({ "tail": "y".repeat(MAX_LINE_LEN) }));
+        assert!(matches!(check_event(&e), Err(RecordError::TooLong { .. })));
+        e.what.detail = Some(serde_json::json!({ "args": vec![serde_json::json!({"bytes": 1}); 100] }));
+        assert!(check_event(&e).is_ok());
     }
 
     #[test]

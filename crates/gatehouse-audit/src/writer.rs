@@ -5,10 +5,12 @@
 //! the file: there is no queue to lose, and no hand-off to another thread per event. What
 //! differs between the modes is when a written record counts as durable:
 //!
-//! * [`FsyncMode::Always`]: a sync thread loops while there are unsynced records: it notes the
-//!   highest `seq` written, `fdatasync`s, and publishes that `seq` as durable. Every record
-//!   written while one sync runs is covered by the next (group commit), and a caller waits for
-//!   at most two syncs.
+//! * [`FsyncMode::Always`]: a record counts as durable once an `fdatasync` that covers it has
+//!   returned. A sync thread syncs when somebody waits for a record ([`AuditLog::durable`]): it
+//!   notes the highest `seq` written, `fdatasync`s, and publishes that `seq` as durable. Every
+//!   record written while one sync runs is covered by the next (group commit). Records nobody
+//!   waits for (a statement's result) ride along with the next sync, or are synced after
+//!   `Options::lazy_sync` at the latest, so they never cost a sync of their own.
 //! * [`FsyncMode::Periodic`]: a record is durable once written; the sync thread syncs within
 //!   the interval.
 //! * [`FsyncMode::Never`]: durable once written; synced only at close.
@@ -69,6 +71,8 @@ pub struct Options {
     pub space_check_interval: Duration,
     /// After a failed write, the shortest time between attempts to write again.
     pub retry_interval: Duration,
+    /// With [`FsyncMode::Always`], the longest a record nobody waits for stays unsynced.
+    pub lazy_sync: Duration,
 }
 
 impl Default for Options {
@@ -78,6 +82,7 @@ impl Default for Options {
             low_space_bytes: 1024 * 1024 * 1024,
             space_check_interval: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
+            lazy_sync: Duration::from_millis(10),
         }
     }
 }
@@ -162,8 +167,10 @@ struct Queue {
     buf: Vec<u8>,
     /// Highest `seq` in the file.
     written: u64,
-    /// The sync thread waits on `wake`; lets an append skip the notify otherwise.
+    /// The sync thread waits on `wake`; lets a waiter skip the notify otherwise.
     syncer_idle: bool,
+    /// The highest `seq` somebody waits to see durable.
+    demand: u64,
     /// An `audit.disk_low` record was written and space has not come back since.
     low_space: bool,
     /// No more appends: the log is shutting down (or every handle was dropped).
@@ -237,6 +244,7 @@ impl AuditLog {
                 buf: Vec::with_capacity(4096),
                 written,
                 syncer_idle: false,
+                demand: 0,
                 low_space: false,
                 closing: false,
             }),
@@ -292,7 +300,18 @@ impl AuditLog {
         if let Some(done) = self.check_durable(ticket) {
             return done;
         }
-        let mut rx = self.inner.shared.progress.subscribe();
+        let shared = &self.inner.shared;
+        // Subscribed before asking, so the sync that answers cannot be missed.
+        let mut rx = shared.progress.subscribe();
+        {
+            let mut q = lock(&shared.queue);
+            if ticket.0 > q.demand {
+                q.demand = ticket.0;
+                if std::mem::replace(&mut q.syncer_idle, false) {
+                    shared.wake.notify_one();
+                }
+            }
+        }
         let progress = rx
             .wait_for(|p| settled(p, ticket).is_some())
             .await
@@ -469,11 +488,8 @@ impl Shared {
         self.events_written.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         match self.mode {
-            FsyncMode::Always => {
-                if std::mem::replace(&mut q.syncer_idle, false) {
-                    self.wake.notify_one();
-                }
-            }
+            // Synced when somebody waits for it (see `AuditLog::durable`), or lazily.
+            FsyncMode::Always => {}
             // Durable once written; published under the lock, so it only moves forward.
             FsyncMode::Periodic(_) | FsyncMode::Never => {
                 self.progress
@@ -591,11 +607,9 @@ impl Syncer {
     /// Waits until there is something to sync (per the mode) or the log is closing.
     fn next_step(&mut self) -> Step {
         let shared = Arc::clone(&self.shared);
-        let wait = match shared.mode {
-            FsyncMode::Periodic(interval) => interval.max(Duration::from_millis(1)),
-            FsyncMode::Always | FsyncMode::Never => shared.options.space_check_interval,
-        };
+        let lazy = shared.options.lazy_sync.max(Duration::from_millis(1));
         let mut q = lock(&shared.queue);
+        let mut unsynced_since: Option<Instant> = None;
         loop {
             if q.closing {
                 return Step::Close(q.written);
@@ -606,9 +620,36 @@ impl Syncer {
                 State::Failed(f) if !f.retry => return Step::Stop,
                 _ => {}
             }
-            if shared.mode == FsyncMode::Always && q.written > self.synced {
-                return Step::Sync(q.written);
-            }
+            let unsynced = q.written > self.synced;
+            let wait = match shared.mode {
+                FsyncMode::Always => {
+                    if unsynced && q.demand > self.synced {
+                        return Step::Sync(q.written);
+                    }
+                    // Appends do not wake this thread (that would cost every result a
+                    // wake-up); it looks again every `lazy` interval instead.
+                    if unsynced {
+                        let since = *unsynced_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= lazy {
+                            return Step::Sync(q.written);
+                        }
+                        lazy - since.elapsed()
+                    } else {
+                        lazy
+                    }
+                }
+                // Appends do not wake this thread; each tick syncs what was written.
+                FsyncMode::Periodic(interval) => {
+                    if unsynced && unsynced_since.is_some_and(|t| t.elapsed() >= interval) {
+                        return Step::Sync(q.written);
+                    }
+                    if unsynced {
+                        unsynced_since.get_or_insert_with(Instant::now);
+                    }
+                    interval.max(Duration::from_millis(1))
+                }
+                FsyncMode::Never => shared.options.space_check_interval,
+            };
             q.syncer_idle = true;
             q = shared
                 .wake
@@ -616,13 +657,6 @@ impl Syncer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             q.syncer_idle = false;
-            // Periodic mode: appends do not wake this thread; each tick syncs what was written.
-            if matches!(shared.mode, FsyncMode::Periodic(_))
-                && q.written > self.synced
-                && !q.closing
-            {
-                return Step::Sync(q.written);
-            }
             drop(q);
             self.check_space();
             q = lock(&shared.queue);

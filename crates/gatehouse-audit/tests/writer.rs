@@ -397,3 +397,29 @@ async fn periodic_mode_syncs_within_the_interval() {
     log.shutdown().await.unwrap();
     gatehouse_audit::verify_file(dir.path().join("audit.log")).unwrap();
 }
+
+/// With fsync always, a record nobody waits for costs no sync of its own: it rides along with
+/// the next one somebody waits for, or is synced within the lazy interval.
+#[tokio::test]
+async fn records_nobody_waits_for_ride_along_or_sync_lazily() {
+    use gatehouse_audit::{AuditLog, Options};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), Options::default()).unwrap();
+    for round in 0..20 {
+        // A statement (waited for), then its result (not waited for).
+        log.record(statement(2 * round)).await.unwrap();
+        log.append(statement(2 * round + 1)).unwrap();
+    }
+    let syncs = log.stats().syncs;
+    assert!(syncs <= 21, "one sync per waited-for record, not per record: {syncs}");
+    // The last result is synced lazily, without anyone asking.
+    let last = log.append(statement(999)).unwrap();
+    let started = Instant::now();
+    while log.check_durable(last).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(2), "never synced");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    log.shutdown().await.unwrap();
+    verify_file(log_path(dir.path())).unwrap();
+}
