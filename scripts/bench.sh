@@ -22,6 +22,9 @@
 #   BENCH_OUT       results directory        default target/bench/<timestamp>
 #   BENCH_KEEP      1 = keep the temp dir (configs, logs, audit log) default 0
 #   BENCH_NO_BUILD  1 = skip cargo build                            default 0
+#   BENCH_BASELINE_BIN  another gatehouse binary (e.g. an earlier commit's release build);
+#                   adds the targets baseline (fsync always) and baseline_periodic, so a
+#                   change is measured against what it changes in the same run
 #   PGHOST/PGPORT/PGUSER  the direct server                         default 127.0.0.1/5432/postgres
 #
 # Output: $BENCH_OUT/runs.tsv (one row per pgbench run), summary.tsv (medians), summary.md
@@ -35,7 +38,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECS=${BENCH_SECONDS:-30}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-"1 8"}
-TARGETS=${BENCH_TARGETS:-"direct gateway gateway_periodic gateway_nofsync pgbouncer"}
+TARGETS=${BENCH_TARGETS:-"direct gateway gateway_periodic gateway_nofsync pgbouncer${BENCH_BASELINE_BIN:+ baseline baseline_periodic}"}
 SCALE=${BENCH_SCALE:-10}
 BENCH_DB=${BENCH_DB:-gatehouse_bench}
 PGHOST_DIRECT=${PGHOST:-127.0.0.1}
@@ -93,6 +96,8 @@ for t in $TARGETS; do
         gateway_periodic) start_gateway gateway_periodic periodic ;;
         gateway_nofsync) start_gateway gateway_nofsync never ;;
         pgbouncer) start_pgbouncer ;;
+        baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
+        baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         *) die "unknown target $t" ;;
     esac
 done
@@ -104,6 +109,8 @@ target_conn() {
         gateway) echo "-h 127.0.0.1 -p $GW_PORT_gateway -U bench bench" ;;
         gateway_periodic) echo "-h 127.0.0.1 -p $GW_PORT_gateway_periodic -U bench bench" ;;
         gateway_nofsync) echo "-h 127.0.0.1 -p $GW_PORT_gateway_nofsync -U bench bench" ;;
+        baseline) echo "-h 127.0.0.1 -p $GW_PORT_baseline -U bench bench" ;;
+        baseline_periodic) echo "-h 127.0.0.1 -p $GW_PORT_baseline_periodic -U bench bench" ;;
         pgbouncer) echo "-h 127.0.0.1 -p $PGB_PORT -U $PGUSER_DIRECT $BENCH_DB" ;;
     esac
 }
@@ -112,6 +119,8 @@ target_password() {
         gateway) echo "$GW_KEY_gateway" ;;
         gateway_periodic) echo "$GW_KEY_gateway_periodic" ;;
         gateway_nofsync) echo "$GW_KEY_gateway_nofsync" ;;
+        baseline) echo "$GW_KEY_baseline" ;;
+        baseline_periodic) echo "$GW_KEY_baseline_periodic" ;;
         *) echo "" ;;
     esac
 }
@@ -120,6 +129,8 @@ proxy_pid() {
         gateway) echo "$GW_PID_gateway" ;;
         gateway_periodic) echo "$GW_PID_gateway_periodic" ;;
         gateway_nofsync) echo "$GW_PID_gateway_nofsync" ;;
+        baseline) echo "$GW_PID_baseline" ;;
+        baseline_periodic) echo "$GW_PID_baseline_periodic" ;;
         pgbouncer) echo "$PGB_PID" ;;
         *) echo "" ;;
     esac
@@ -229,13 +240,13 @@ done
     echo "loadavg at end: $(cat /proc/loadavg)"
     echo "top processes at end:"
     ps -eo pcpu,pid,etime,comm --sort=-pcpu | sed -n 1,12p | sed 's/^/  /'
-    for t in gateway gateway_periodic gateway_nofsync; do
+    for t in gateway gateway_periodic gateway_nofsync baseline baseline_periodic; do
         if [ -f "$WORK/$t/data/audit/audit.log" ]; then
             echo "$t audit log: $(wc -l <"$WORK/$t/data/audit/audit.log") records, $(du -h "$WORK/$t/data/audit/audit.log" | cut -f1)"
         fi
     done
 } >>"$OUT/machine.txt"
-for t in gateway gateway_periodic gateway_nofsync; do
+for t in gateway gateway_periodic gateway_nofsync baseline baseline_periodic; do
     if [ -f "$WORK/$t/gatehouse.log" ]; then cp "$WORK/$t/gatehouse.log" "$OUT/$t.log"; fi
 done
 

@@ -67,9 +67,10 @@ wait_port() { # port timeout_s
     return 1
 }
 
-# start_gateway NAME FSYNC(always|never) -> sets GW_PID_<NAME>, GW_PORT_<NAME>, GW_KEY_<NAME>
+# start_gateway NAME FSYNC(always|periodic|never) [BINARY] -> sets GW_PID_<NAME>,
+# GW_PORT_<NAME>, GW_KEY_<NAME>. BINARY defaults to this checkout's release build.
 start_gateway() {
-    local name=$1 fsync=$2 dir="$WORK/$1" port
+    local name=$1 fsync=$2 bin=${3:-$REPO/target/release/gatehouse} dir="$WORK/$1" port
     port=$(free_port)
     mkdir -p "$dir"
     cat >"$dir/gatehouse.yaml" <<EOF
@@ -92,7 +93,7 @@ connections:
       groups: [gatehouse-admins]
 EOF
     # 9>&-: the benchmark lock (bench_lock) must not outlive this script in a child.
-    "$REPO/target/release/gatehouse" serve --config "$dir/gatehouse.yaml" >"$dir/gatehouse.log" 2>&1 9>&- &
+    "$bin" serve --config "$dir/gatehouse.yaml" >"$dir/gatehouse.log" 2>&1 9>&- &
     local pid=$!
     local deadline=$((SECONDS + 30))
     until [ -s "$dir/data/admin.key" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
