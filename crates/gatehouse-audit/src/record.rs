@@ -327,9 +327,9 @@ fn value_bound(v: &serde_json::Value) -> usize {
         Value::Null | Value::Bool(_) => 5,
         Value::Number(_) => 24,
         Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
-        Value::Array(items) => items
-            .iter()
-            .fold(2usize, |acc, item| acc.saturating_add(value_bound(item)).saturating_add(1)),
+        Value::Array(items) => items.iter().fold(2usize, |acc, item| {
+            acc.saturating_add(value_bound(item)).saturating_add(1)
+        }),
         Value::Object(map) => map.iter().fold(2usize, |acc, (k, item)| {
             acc.saturating_add(k.len().saturating_mul(6))
                 .saturating_add(4)
@@ -462,7 +462,8 @@ mod tests {
         let mut e = sample();
         e.what.detail = Some(serde_json::json!({ "tail": "y".repeat(MAX_LINE_LEN) }));
         assert!(matches!(check_event(&e), Err(RecordError::TooLong { .. })));
-        e.what.detail = Some(serde_json::json!({ "args": vec![serde_json::json!({"bytes": 1}); 100] }));
+        e.what.detail =
+            Some(serde_json::json!({ "args": vec![serde_json::json!({"bytes": 1}); 100] }));
         assert!(check_event(&e).is_ok());
     }
 

@@ -412,7 +412,10 @@ async fn records_nobody_waits_for_ride_along_or_sync_lazily() {
         log.append(statement(2 * round + 1)).unwrap();
     }
     let syncs = log.stats().syncs;
-    assert!(syncs <= 21, "one sync per waited-for record, not per record: {syncs}");
+    assert!(
+        syncs <= 21,
+        "one sync per waited-for record, not per record: {syncs}"
+    );
     // The last result is synced lazily, without anyone asking.
     let last = log.append(statement(999)).unwrap();
     let started = Instant::now();

@@ -16,6 +16,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Why a statement the server skipped did not run.
+const NOT_RUN: &str = "not run: an earlier message of the same batch failed";
+
 /// What an op is waiting for.
 #[derive(Debug)]
 pub enum OpKind {
@@ -120,6 +123,8 @@ pub struct Flow {
     pub batch: u64,
     /// After an error in the extended protocol the server skips to the next Sync.
     skipping: bool,
+    /// The batch the server is skipping, while `skipping`.
+    skip_batch: u64,
     /// The error that started the skip, when a Parse or Bind failed: it is the error of the
     /// statement whose Execute the server then skipped.
     skip_error: Option<(String, String)>,
@@ -146,6 +151,7 @@ impl Flow {
             next_seq: 1,
             batch: 0,
             skipping: false,
+            skip_batch: 0,
             skip_error: None,
             status: b'I',
             copy: Copy::No,
@@ -184,6 +190,33 @@ impl Flow {
             self.batch += 1;
         }
         seq
+    }
+
+    /// Whether the server discards the client's next message: an extended-protocol message
+    /// of the current batch failed, and the server skips everything up to the batch's Sync.
+    /// Such a message is neither forwarded nor queued (it would never be answered).
+    pub fn doomed(&self) -> bool {
+        self.skipping && self.skip_batch == self.batch
+    }
+
+    /// The result of a statement the server skips ([`Flow::doomed`]): the Execute right
+    /// after a failed Parse or Bind carries that failure, any other did not run.
+    pub fn doomed_result(&mut self, execute: bool) -> StatementResult {
+        let status = match self.skip_error.take() {
+            Some((code, message)) if execute => ResultStatus::Failed { code, message },
+            error => {
+                self.skip_error = error;
+                ResultStatus::NotRun {
+                    reason: NOT_RUN.to_owned(),
+                }
+            }
+        };
+        StatementResult {
+            status,
+            rows: 0,
+            bytes: 0,
+            duration: std::time::Duration::ZERO,
+        }
     }
 
     /// Ops still waiting for their responses.
@@ -390,13 +423,15 @@ impl Flow {
     }
 
     /// The head op failed (extended protocol): it and the rest of its batch are undone, and
-    /// the server skips to the Sync.
+    /// the server skips to the Sync. The ops queued behind it up to the Sync will never be
+    /// answered, so they are finished now: a wait on one of them must not outlast the error.
     fn fail_head(&mut self, r: &mut Reaction) {
         let Some(op) = self.ops.pop_front() else {
             return;
         };
         self.names.revert_batch_from(op.seq, op.batch);
         self.skipping = true;
+        self.skip_batch = op.batch;
         self.skip_error = match op.kind {
             OpKind::Parse { .. } | OpKind::Bind => op.error.clone(),
             _ => None,
@@ -404,7 +439,7 @@ impl Flow {
         if let Some(done) = done(&op, None) {
             r.done.push(done);
         }
-        self.next_turn();
+        self.skip_to_sync(r);
     }
 
     /// The server skips every message up to the next Sync after an error: those ops get no
@@ -416,6 +451,7 @@ impl Flow {
             .is_some_and(|op| !matches!(op.kind, OpKind::Sync | OpKind::InjectedSync))
         {
             if let Some(mut op) = self.ops.pop_front() {
+                self.names.not_run(op.seq);
                 let not_run = match (&op.kind, self.skip_error.take()) {
                     // The Execute of the statement whose Parse or Bind failed: that failure
                     // is its own.
@@ -425,7 +461,7 @@ impl Flow {
                     }
                     (_, error) => {
                         self.skip_error = error;
-                        Some("not run: an earlier message of the same batch failed")
+                        Some(NOT_RUN)
                     }
                 };
                 if let Some(done) = done(&op, not_run) {

@@ -239,6 +239,15 @@ impl Names {
         }
     }
 
+    /// The server skipped op `op` (after an earlier error in its batch): a simple query that
+    /// was to settle names in SQL never ran, so names are settled again. (Its batch's changes
+    /// are undone by [`Names::revert_batch_from`].)
+    pub fn not_run(&mut self, op: OpSeq) {
+        if self.unsettled_by == Some(op) {
+            self.unsettled_by = None;
+        }
+    }
+
     /// The server accepted every op up to `op`: their changes stand.
     pub fn confirm(&mut self, op: OpSeq) {
         while self.changes.front().is_some_and(|c| c.op <= op) {

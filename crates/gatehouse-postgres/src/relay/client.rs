@@ -137,6 +137,13 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             match self.handle(&piece) {
                 Ok(Step2::Next) => {}
                 Ok(Step2::Retry(wait)) => {
+                    if self.holds(wait) {
+                        // Waiting would return at once and the message would ask again: the
+                        // gateway's model cannot make progress. Fail closed, never spin.
+                        return EndCause::UpstreamProtocol(format!(
+                            "the gateway's model of the server's state is stuck ({wait:?})"
+                        ));
+                    }
                     self.inbox_bytes += piece_len(&piece);
                     self.inbox.push_front(piece);
                     self.awaiting = Some(wait);
@@ -228,6 +235,12 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let copy = self.shared.flow().copy;
         if copy == Copy::In {
             return self.in_copy(tag, raw, whole);
+        }
+        if self.refused.is_none()
+            && matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E' | b'H' | b'Q' | b'F')
+            && self.shared.flow().doomed()
+        {
+            return self.doomed(tag, body);
         }
         if self.settle_at_sync && matches!(tag, b'P' | b'B' | b'E' | b'F' | b'Q') {
             return self.unsettled(tag, body);
@@ -324,6 +337,56 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 char::from(other)
             ))),
         }
+    }
+
+    /// A message the server will discard (an earlier message of this batch failed): it is
+    /// not forwarded and changes no names; a statement is recorded with the result the server
+    /// gives it, which is none: it did not run.
+    fn doomed(&mut self, tag: u8, body: &[u8]) -> Result<Step2, EndCause> {
+        let mut portal = String::new();
+        let (command, oid) = match tag {
+            b'Q' => {
+                let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
+                let command = self.command(text).unwrap_or_else(|(command, _)| command);
+                (command, None)
+            }
+            b'E' => {
+                let name = codec::execute_portal(body).map_err(protocol)?;
+                portal = String::from_utf8_lossy(name).into_owned();
+                let command = Command::unknown(format!(
+                    "/* portal \"{portal}\": skipped by the server after an earlier error in the batch */"
+                ));
+                (command, None)
+            }
+            b'F' => {
+                let call = codec::function_call(body).map_err(protocol)?;
+                let command = Command::unparsed(
+                    format!("/* fastpath function call */ oid {}", call.oid),
+                    StatementKind::Unknown,
+                );
+                (command, Some(call.oid))
+            }
+            _ => return Ok(Step2::Next),
+        };
+        let step = match (tag, oid) {
+            (b'E', _) => Step::Execute {
+                portal: &portal,
+                statement: None,
+            },
+            (_, Some(oid)) => Step::FunctionCall { oid },
+            _ => Step::Query,
+        };
+        let statement = self.statement(&command, step);
+        match self.session.admit(statement).map_err(audit)? {
+            Admission::Forward(admitted) => {
+                let result = self.shared.flow().doomed_result(tag == b'E');
+                self.session.complete(admitted.id, &result).map_err(audit)?;
+            }
+            // Recorded as refused; nothing to carry out, the server shows the batch's error.
+            Admission::Refuse(_) => {}
+            Admission::Hold(_) => return Err(not_yet("approvals")),
+        }
+        Ok(Step2::Next)
     }
 
     fn push(&self, kind: OpKind) -> OpSeq {

@@ -527,6 +527,85 @@ fn fastpath_calls_are_refused_unless_the_connection_allows_them() {
 }
 
 #[test]
+fn a_batch_the_server_is_skipping_never_stalls_the_session() {
+    let (_cluster, gw) = cluster_and_gateway();
+    let mut s = authenticated(&gw);
+
+    // The Parse fails and its error reaches the client (Flush) before the rest of the batch is
+    // written; the server then discards everything up to the Sync, here more messages than
+    // the gateway keeps answers pending for (psycopg's executemany does the same on error).
+    let mut batch = parse_message("bad", b"wat");
+    batch.extend(flush_message());
+    s.write_all(&batch).unwrap();
+    match read_message(&mut s) {
+        Backend::Msg(b'E', body) => assert_eq!(field(&error_fields(&body), b'C'), "42601"),
+        other => panic!("expected the Parse's error, got {other:?}"),
+    }
+    const SKIPPED: usize = 9_000;
+    let mut batch = Vec::new();
+    for _ in 0..SKIPPED {
+        batch.extend(bind_message("", "bad", &[]));
+        batch.extend(execute_message(""));
+        batch.extend(flush_message());
+    }
+    batch.extend(sync_message());
+    s.write_all(&batch).unwrap();
+    let rest = read_ready(&mut s);
+    assert_eq!(rest.len(), 1, "the server answers only the Sync: {rest:?}");
+
+    // Written in one go, so the error arrives while the batch is in flight: the PREPARE in
+    // it is skipped too, and prepared statements are followed exactly afterwards.
+    let mut batch = parse_message("bad2", b"wat");
+    batch.extend(query_message("PREPARE gh_skipped AS SELECT 1"));
+    batch.extend(sync_message());
+    batch.extend(parse_message("after", b"SELECT 2"));
+    batch.extend(bind_message("", "after", &[]));
+    batch.extend(execute_message(""));
+    batch.extend(sync_message());
+    s.write_all(&batch).unwrap();
+    let failed = read_ready(&mut s);
+    assert_eq!(error_codes(&failed, b'C'), ["42601"]);
+    let ran = read_ready(&mut s);
+    assert_eq!(first_columns(&ran), [b"2".to_vec()]);
+    s.write_all(&query_message("EXECUTE gh_skipped")).unwrap();
+    let missing = read_ready(&mut s);
+    assert_eq!(
+        error_codes(&missing, b'C'),
+        ["26000"],
+        "the PREPARE never ran"
+    );
+
+    // The log says the same: the skipped Executes did not run (the first carries the Parse's
+    // error), the PREPARE did not run, SELECT 2 ran, nothing is left pending.
+    let statements = settled_statements(&gw);
+    let skipped: Vec<&Value> = statements
+        .iter()
+        .filter(|e| {
+            e["what"]["detail"]["step"] == "execute" && e["what"]["detail"]["text_known"] == false
+        })
+        .collect();
+    assert_eq!(skipped.len(), SKIPPED);
+    assert_eq!(skipped[0]["outcome"]["code"], "42601");
+    assert!(skipped[1..]
+        .iter()
+        .all(|e| e["outcome"]["status"] == "failure"
+            && e["outcome"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("not run")));
+    let prepare = recorded(&gw, "PREPARE gh_skipped AS SELECT 1");
+    assert_eq!(prepare.len(), 1);
+    assert!(prepare[0]["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("not run"));
+    let after = recorded(&gw, "SELECT 2");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["outcome"]["status"], "success");
+    gw.assert_audit_verifies();
+}
+
+#[test]
 fn pipelined_durations_add_up_to_the_wall_clock() {
     let (cluster, gw) = cluster_and_gateway();
     cluster.psql_admin("CREATE TABLE gh_d (a int)");
