@@ -37,12 +37,16 @@ pub enum OpKind {
         command: Arc<Command>,
         name: Vec<u8>,
     },
-    Bind,
+    /// A Bind of this portal.
+    Bind {
+        portal: Vec<u8>,
+    },
     Describe {
         statement: bool,
     },
     Execute {
         statement: Option<StatementId>,
+        portal: Vec<u8>,
     },
     Close,
     Sync,
@@ -99,6 +103,14 @@ pub struct Reaction {
     pub refused_parse: Option<RefusedParse>,
 }
 
+/// A failed Bind: its portal, SQLSTATE and message.
+#[derive(Debug)]
+struct BindError {
+    portal: Vec<u8>,
+    code: String,
+    message: String,
+}
+
 /// A statement the server refused to prepare.
 #[derive(Debug)]
 pub struct RefusedParse {
@@ -125,9 +137,10 @@ pub struct Flow {
     skipping: bool,
     /// The batch the server is skipping, while `skipping`.
     skip_batch: u64,
-    /// The error that started the skip, when a Parse or Bind failed: it is the error of the
-    /// statement whose Execute the server then skipped.
-    skip_error: Option<(String, String)>,
+    /// The error that started the skip, when a Bind failed: it is the error of the next
+    /// skipped Execute of that portal (the statement the client tried to run). After a failed
+    /// Parse, skipped Executes did not run (the Parse's own record carries its error).
+    skip_error: Option<BindError>,
     /// Transaction status of the last ReadyForQuery.
     pub status: u8,
     pub copy: Copy,
@@ -199,23 +212,29 @@ impl Flow {
         self.skipping && self.skip_batch == self.batch
     }
 
-    /// The result of a statement the server skips ([`Flow::doomed`]): the Execute right
-    /// after a failed Parse or Bind carries that failure, any other did not run.
-    pub fn doomed_result(&mut self, execute: bool) -> StatementResult {
-        let status = match self.skip_error.take() {
-            Some((code, message)) if execute => ResultStatus::Failed { code, message },
+    /// The result of a statement the server skips ([`Flow::doomed`]): an Execute of the
+    /// portal whose Bind failed carries that failure, any other did not run.
+    pub fn doomed_result(&mut self, execute: Option<&[u8]>) -> StatementResult {
+        StatementResult {
+            status: self.skipped_status(execute),
+            rows: 0,
+            bytes: 0,
+            duration: std::time::Duration::ZERO,
+        }
+    }
+
+    fn skipped_status(&mut self, execute: Option<&[u8]>) -> ResultStatus {
+        match self.skip_error.take() {
+            Some(error) if execute == Some(&error.portal[..]) => ResultStatus::Failed {
+                code: error.code,
+                message: error.message,
+            },
             error => {
                 self.skip_error = error;
                 ResultStatus::NotRun {
                     reason: NOT_RUN.to_owned(),
                 }
             }
-        };
-        StatementResult {
-            status,
-            rows: 0,
-            bytes: 0,
-            duration: std::time::Duration::ZERO,
         }
     }
 
@@ -331,10 +350,10 @@ impl Flow {
             // A failure at Sync: the implicit transaction's commit failed.
             (OpKind::Sync, b'E') => {}
             (OpKind::FunctionCall { .. }, b'V') => head.answered = true,
-            (OpKind::Parse { .. } | OpKind::Bind | OpKind::Close, b'1' | b'2' | b'3') => {
+            (OpKind::Parse { .. } | OpKind::Bind { .. } | OpKind::Close, b'1' | b'2' | b'3') => {
                 let expected = match head.kind {
                     OpKind::Parse { .. } => b'1',
-                    OpKind::Bind => b'2',
+                    OpKind::Bind { .. } => b'2',
                     _ => b'3',
                 };
                 if tag != expected {
@@ -362,7 +381,7 @@ impl Flow {
             }
             (
                 OpKind::Parse { .. }
-                | OpKind::Bind
+                | OpKind::Bind { .. }
                 | OpKind::Describe { .. }
                 | OpKind::Execute { .. }
                 | OpKind::Close
@@ -410,7 +429,9 @@ impl Flow {
                 }
                 self.names.confirm(op.seq);
             }
-            OpKind::Parse { .. } | OpKind::Bind | OpKind::Close => self.names.confirm(op.seq),
+            OpKind::Parse { .. } | OpKind::Bind { .. } | OpKind::Close => {
+                self.names.confirm(op.seq)
+            }
             _ => {}
         }
         if r.ready == Some(b'I') {
@@ -432,8 +453,12 @@ impl Flow {
         self.names.revert_batch_from(op.seq, op.batch);
         self.skipping = true;
         self.skip_batch = op.batch;
-        self.skip_error = match op.kind {
-            OpKind::Parse { .. } | OpKind::Bind => op.error.clone(),
+        self.skip_error = match (&op.kind, &op.error) {
+            (OpKind::Bind { portal }, Some((code, message))) => Some(BindError {
+                portal: portal.clone(),
+                code: code.clone(),
+                message: message.clone(),
+            }),
             _ => None,
         };
         if let Some(done) = done(&op, None) {
@@ -452,17 +477,16 @@ impl Flow {
         {
             if let Some(mut op) = self.ops.pop_front() {
                 self.names.not_run(op.seq);
-                let not_run = match (&op.kind, self.skip_error.take()) {
-                    // The Execute of the statement whose Parse or Bind failed: that failure
-                    // is its own.
-                    (OpKind::Execute { .. }, Some(error)) => {
-                        op.error = Some(error);
+                let portal = match &op.kind {
+                    OpKind::Execute { portal, .. } => Some(&portal[..]),
+                    _ => None,
+                };
+                let not_run = match self.skipped_status(portal) {
+                    ResultStatus::Failed { code, message } => {
+                        op.error = Some((code, message));
                         None
                     }
-                    (_, error) => {
-                        self.skip_error = error;
-                        Some(NOT_RUN)
-                    }
+                    _ => Some(NOT_RUN),
                 };
                 if let Some(done) = done(&op, not_run) {
                     r.done.push(done);
@@ -481,7 +505,7 @@ impl Flow {
     /// The session is ending: every statement still waiting gets an unknown outcome, with the
     /// rows and bytes already relayed.
     pub fn drain(&mut self, why: &str) -> Vec<Done> {
-        let reason = format!("outcome unknown: {why} before the server answered");
+        let reason = format!("outcome unknown: {why} before the server finished answering");
         self.ops
             .drain(..)
             .filter_map(|op| {
@@ -515,7 +539,7 @@ impl Op {
         match self.kind {
             OpKind::Query { .. } => "a query",
             OpKind::Parse { .. } => "a Parse",
-            OpKind::Bind => "a Bind",
+            OpKind::Bind { .. } => "a Bind",
             OpKind::Describe { .. } => "a Describe",
             OpKind::Execute { .. } => "an Execute",
             OpKind::Close => "a Close",
@@ -529,7 +553,7 @@ impl Op {
 fn statement_of(kind: &OpKind) -> Option<StatementId> {
     match kind {
         OpKind::Query { statement, .. }
-        | OpKind::Execute { statement }
+        | OpKind::Execute { statement, .. }
         | OpKind::FunctionCall { statement } => *statement,
         _ => None,
     }

@@ -343,7 +343,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
     /// not forwarded and changes no names; a statement is recorded with the result the server
     /// gives it, which is none: it did not run.
     fn doomed(&mut self, tag: u8, body: &[u8]) -> Result<Step2, EndCause> {
-        let mut portal = String::new();
+        let (mut portal, mut portal_name) = (String::new(), Vec::new());
         let (command, oid) = match tag {
             b'Q' => {
                 let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
@@ -353,6 +353,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             b'E' => {
                 let name = codec::execute_portal(body).map_err(protocol)?;
                 portal = String::from_utf8_lossy(name).into_owned();
+                portal_name = name.to_vec();
                 let command = Command::unknown(format!(
                     "/* portal \"{portal}\": skipped by the server after an earlier error in the batch */"
                 ));
@@ -379,7 +380,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let statement = self.statement(&command, step);
         match self.session.admit(statement).map_err(audit)? {
             Admission::Forward(admitted) => {
-                let result = self.shared.flow().doomed_result(tag == b'E');
+                let execute = (tag == b'E').then_some(&portal_name[..]);
+                let result = self.shared.flow().doomed_result(execute);
                 self.session.complete(admitted.id, &result).map_err(audit)?;
             }
             // Recorded as refused; nothing to carry out, the server shows the batch's error.
@@ -603,7 +605,9 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         if let Err(wait) = flow.names.bind(seq, batch, portal, known) {
             return Ok(Step2::Retry(Await::Answered(wait)));
         }
-        flow.push(OpKind::Bind);
+        flow.push(OpKind::Bind {
+            portal: portal.to_vec(),
+        });
         drop(flow);
         self.out.extend_from_slice(raw);
         Ok(Step2::Next)
@@ -640,6 +644,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             Admission::Forward(admitted) => {
                 let seq = self.push(OpKind::Execute {
                     statement: Some(admitted.id),
+                    portal: portal.to_vec(),
                 });
                 self.upstream.hold(admitted.ticket);
                 self.out.extend_from_slice(raw);

@@ -575,8 +575,31 @@ fn a_batch_the_server_is_skipping_never_stalls_the_session() {
         "the PREPARE never ran"
     );
 
-    // The log says the same: the skipped Executes did not run (the first carries the Parse's
-    // error), the PREPARE did not run, SELECT 2 ran, nothing is left pending.
+    // A Bind fails: its error is the failure of the Execute of that portal, not of the
+    // unrelated statement after it, which did not run.
+    let mut batch = parse_message("num", b"SELECT $1::int");
+    batch.extend(sync_message());
+    batch.extend(bind_message("p", "num", &[Some(b"x")]));
+    batch.extend(execute_message("p"));
+    batch.extend(parse_message("", b"SELECT 3"));
+    batch.extend(bind_message("", "", &[]));
+    batch.extend(execute_message(""));
+    batch.extend(sync_message());
+    s.write_all(&batch).unwrap();
+    read_ready(&mut s);
+    let failed = read_ready(&mut s);
+    assert_eq!(error_codes(&failed, b'C'), ["22P02"]);
+
+    // The log says the same: the skipped Executes did not run (the Parse's own record has
+    // its error), the PREPARE did not run, SELECT 2 ran, the Execute of the portal whose Bind
+    // failed has the Bind's error, SELECT 3 did not run, nothing is left pending.
+    let not_run = |e: &Value| {
+        e["outcome"]["status"] == "failure"
+            && e["outcome"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("not run")
+    };
     let statements = settled_statements(&gw);
     let skipped: Vec<&Value> = statements
         .iter()
@@ -585,20 +608,23 @@ fn a_batch_the_server_is_skipping_never_stalls_the_session() {
         })
         .collect();
     assert_eq!(skipped.len(), SKIPPED);
-    assert_eq!(skipped[0]["outcome"]["code"], "42601");
-    assert!(skipped[1..]
+    assert!(skipped.iter().all(|e| not_run(e)));
+    let refused = recorded(&gw, "wat");
+    assert_eq!(refused.len(), 2, "both failed Parses are recorded");
+    assert!(refused.iter().all(|e| e["outcome"]["code"] == "42601"));
+    let bound = recorded(&gw, "SELECT $1::int");
+    let bound: Vec<&Value> = bound
         .iter()
-        .all(|e| e["outcome"]["status"] == "failure"
-            && e["outcome"]["reason"]
-                .as_str()
-                .unwrap()
-                .starts_with("not run")));
+        .filter(|e| e["what"]["detail"]["step"] == "execute")
+        .collect();
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0]["outcome"]["code"], "22P02");
+    let third = recorded(&gw, "SELECT 3");
+    assert_eq!(third.len(), 1);
+    assert!(not_run(&third[0]), "{:?}", third[0]);
     let prepare = recorded(&gw, "PREPARE gh_skipped AS SELECT 1");
     assert_eq!(prepare.len(), 1);
-    assert!(prepare[0]["outcome"]["reason"]
-        .as_str()
-        .unwrap()
-        .starts_with("not run"));
+    assert!(not_run(&prepare[0]));
     let after = recorded(&gw, "SELECT 2");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["outcome"]["status"], "success");
