@@ -282,6 +282,35 @@ fn client_encodings_are_read_as_the_server_reads_them() {
 }
 
 #[test]
+fn standard_conforming_strings_off_ends_the_session_before_text_reads_differently() {
+    let (cluster, gw) = cluster_and_gateway();
+    cluster.psql_admin("CREATE TABLE gh_scs (a int); INSERT INTO gh_scs VALUES (0)");
+    // With the setting on (how the gateway reads), '\' is a literal and the rest of the line
+    // is a second, unterminated one; with it off, '\'' is one literal and the UPDATE runs.
+    let mut s = authenticated(&gw);
+    let mut batch = query_message("SET standard_conforming_strings = off");
+    batch.extend(query_bytes(b"SELECT '\\''; UPDATE gh_scs SET a = 1; --'"));
+    s.write_all(&batch).unwrap();
+    let (msgs, end) = read_until_close(&mut s);
+    assert!(matches!(end, End::Closed | End::Reset), "{end:?}");
+    assert_eq!(
+        error_codes(&msgs, b'C').last().map(String::as_str),
+        Some("55P02")
+    );
+    assert_eq!(cluster.psql_admin("SELECT a FROM gh_scs").trim(), "0");
+    let end = gw.wait_for_event("session end after standard_conforming_strings", |e| {
+        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "unsafe_session_state"
+    });
+    assert!(end["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("standard_conforming_strings"));
+    assert!(gw
+        .statements_matching(|t| t.contains("UPDATE gh_scs"))
+        .is_empty());
+}
+
+#[test]
 fn startup_parameters_are_an_allow_list_and_recorded() {
     let (_cluster, gw) = cluster_and_gateway();
     for (name, value) in [
