@@ -214,6 +214,40 @@ fn sync_and_flush_during_copy_from_stdin_do_not_shift_outcomes() {
     }
 }
 
+/// Writes `batch` (a setting change, then an UPDATE of `table`): the session must end with
+/// 55P02 naming `setting` before the UPDATE reaches the server or the log.
+fn ends_before_the_update(
+    cluster: &PgCluster,
+    gw: &Gateway,
+    mut s: std::net::TcpStream,
+    batch: &[u8],
+    table: &str,
+    setting: &str,
+) {
+    s.write_all(batch).unwrap();
+    let (msgs, end) = read_until_close(&mut s);
+    assert!(matches!(end, End::Closed | End::Reset), "{end:?}");
+    assert_eq!(
+        error_codes(&msgs, b'C').last().map(String::as_str),
+        Some("55P02")
+    );
+    assert_eq!(
+        cluster.psql_admin(&format!("SELECT a FROM {table}")).trim(),
+        "0"
+    );
+    let end = gw.wait_for_event(&format!("session end after {setting}"), |e| {
+        e["kind"] == "session.end"
+            && e["what"]["detail"]["cause"] == "unsafe_session_state"
+            && e["outcome"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains(setting)
+    });
+    assert!(end["outcome"]["reason"].as_str().unwrap().contains(setting));
+    let update = format!("UPDATE {table}");
+    assert!(gw.statements_matching(|t| t.contains(&update)).is_empty());
+}
+
 #[test]
 fn client_encodings_are_read_as_the_server_reads_them() {
     let (cluster, gw) = cluster_and_gateway();
@@ -238,21 +272,7 @@ fn client_encodings_are_read_as_the_server_reads_them() {
     batch.extend(query_bytes(
         b"SELECT '\x95\\'; UPDATE gh_enc SET a = 1; --'",
     ));
-    s.write_all(&batch).unwrap();
-    let (msgs, end) = read_until_close(&mut s);
-    assert!(matches!(end, End::Closed | End::Reset), "{end:?}");
-    assert_eq!(
-        error_codes(&msgs, b'C').last().map(String::as_str),
-        Some("55P02")
-    );
-    assert_eq!(cluster.psql_admin("SELECT a FROM gh_enc").trim(), "0");
-    let end = gw.wait_for_event("session end after SJIS", |e| {
-        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "unsafe_session_state"
-    });
-    assert!(end["outcome"]["reason"].as_str().unwrap().contains("SJIS"));
-    assert!(gw
-        .statements_matching(|t| t.contains("UPDATE gh_enc"))
-        .is_empty());
+    ends_before_the_update(&cluster, &gw, s, &batch, "gh_enc", "SJIS");
 
     // The same through set_config in a DO block, and as a startup parameter.
     let mut s = authenticated(&gw);
@@ -290,24 +310,14 @@ fn standard_conforming_strings_off_ends_the_session_before_text_reads_differentl
     let mut s = authenticated(&gw);
     let mut batch = query_message("SET standard_conforming_strings = off");
     batch.extend(query_bytes(b"SELECT '\\''; UPDATE gh_scs SET a = 1; --'"));
-    s.write_all(&batch).unwrap();
-    let (msgs, end) = read_until_close(&mut s);
-    assert!(matches!(end, End::Closed | End::Reset), "{end:?}");
-    assert_eq!(
-        error_codes(&msgs, b'C').last().map(String::as_str),
-        Some("55P02")
+    ends_before_the_update(
+        &cluster,
+        &gw,
+        s,
+        &batch,
+        "gh_scs",
+        "standard_conforming_strings",
     );
-    assert_eq!(cluster.psql_admin("SELECT a FROM gh_scs").trim(), "0");
-    let end = gw.wait_for_event("session end after standard_conforming_strings", |e| {
-        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "unsafe_session_state"
-    });
-    assert!(end["outcome"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("standard_conforming_strings"));
-    assert!(gw
-        .statements_matching(|t| t.contains("UPDATE gh_scs"))
-        .is_empty());
 }
 
 #[test]
