@@ -267,7 +267,7 @@ fn client_encodings_are_read_as_the_server_reads_them() {
     // SJIS, where 0x95 0x5C is one character but reads as `\x95` and a backslash to a UTF-8
     // reader: text that looks like one string literal would run an UPDATE. The session ends
     // before anything after the switch reaches the server.
-    let mut s = authenticated(&gw);
+    let s = authenticated(&gw);
     let mut batch = query_message("SET client_encoding TO 'SJIS'");
     batch.extend(query_bytes(
         b"SELECT '\x95\\'; UPDATE gh_enc SET a = 1; --'",
@@ -307,7 +307,7 @@ fn standard_conforming_strings_off_ends_the_session_before_text_reads_differentl
     cluster.psql_admin("CREATE TABLE gh_scs (a int); INSERT INTO gh_scs VALUES (0)");
     // With the setting on (how the gateway reads), '\' is a literal and the rest of the line
     // is a second, unterminated one; with it off, '\'' is one literal and the UPDATE runs.
-    let mut s = authenticated(&gw);
+    let s = authenticated(&gw);
     let mut batch = query_message("SET standard_conforming_strings = off");
     batch.extend(query_bytes(b"SELECT '\\''; UPDATE gh_scs SET a = 1; --'"));
     ends_before_the_update(
