@@ -629,9 +629,27 @@ fn a_batch_the_server_is_skipping_never_stalls_the_session() {
     let failed = read_ready(&mut s);
     assert_eq!(error_codes(&failed, b'C'), ["22P02"]);
 
+    // A Close the server skips leaves the statement in place: it still runs, recorded with
+    // its text.
+    let mut batch = parse_message("bad3", b"wat");
+    batch.extend(flush_message());
+    s.write_all(&batch).unwrap();
+    assert!(matches!(read_message(&mut s), Backend::Msg(b'E', _)));
+    let mut close = vec![b'S'];
+    close.extend(cstr("num"));
+    let mut batch = message(b'C', &close);
+    batch.extend(sync_message());
+    batch.extend(bind_message("", "num", &[Some(b"7")]));
+    batch.extend(execute_message(""));
+    batch.extend(sync_message());
+    s.write_all(&batch).unwrap();
+    read_ready(&mut s);
+    assert_eq!(first_columns(&read_ready(&mut s)), [b"7".to_vec()]);
+
     // The log says the same: the skipped Executes did not run (the Parse's own record has
     // its error), the PREPARE did not run, SELECT 2 ran, the Execute of the portal whose Bind
-    // failed has the Bind's error, SELECT 3 did not run, nothing is left pending.
+    // failed has the Bind's error, SELECT 3 did not run, the statement whose Close was skipped
+    // ran with its text, nothing is left pending.
     let not_run = |e: &Value| {
         e["outcome"]["status"] == "failure"
             && e["outcome"]["reason"]
@@ -649,15 +667,19 @@ fn a_batch_the_server_is_skipping_never_stalls_the_session() {
     assert_eq!(skipped.len(), SKIPPED);
     assert!(skipped.iter().all(|e| not_run(e)));
     let refused = recorded(&gw, "wat");
-    assert_eq!(refused.len(), 2, "both failed Parses are recorded");
+    assert_eq!(refused.len(), 3, "every failed Parse is recorded");
     assert!(refused.iter().all(|e| e["outcome"]["code"] == "42601"));
     let bound = recorded(&gw, "SELECT $1::int");
     let bound: Vec<&Value> = bound
         .iter()
         .filter(|e| e["what"]["detail"]["step"] == "execute")
         .collect();
-    assert_eq!(bound.len(), 1);
+    assert_eq!(bound.len(), 2);
     assert_eq!(bound[0]["outcome"]["code"], "22P02");
+    assert_eq!(
+        bound[1]["outcome"]["status"], "success",
+        "ran after the skipped Close"
+    );
     let third = recorded(&gw, "SELECT 3");
     assert_eq!(third.len(), 1);
     assert!(not_run(&third[0]), "{:?}", third[0]);
