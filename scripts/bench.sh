@@ -5,6 +5,8 @@
 #   gateway_periodic  gatehouse with audit fsync periodic (written before the outcome, synced
 #                     within audit.fsync_interval, default 10ms)
 #   gateway_nofsync   gatehouse with audit fsync never (durability cost shown separately)
+#   gateway_periodic_1w  fsync periodic with postgres.workers: 1 (not in the default set; for
+#                     comparing one worker thread with one per CPU)
 #   pgbouncer         PgBouncer, session pooling, in front of the same database
 # at -c 1 (-j 1) and -c 8 (-j 2), in interleaved rounds, reporting medians.
 #
@@ -95,6 +97,7 @@ for t in $TARGETS; do
         gateway) start_gateway gateway always ;;
         gateway_periodic) start_gateway gateway_periodic periodic ;;
         gateway_nofsync) start_gateway gateway_nofsync never ;;
+        gateway_periodic_1w) start_gateway gateway_periodic_1w periodic "$REPO/target/release/gatehouse" 1 ;;
         pgbouncer) start_pgbouncer ;;
         baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
@@ -109,6 +112,7 @@ target_conn() {
         gateway) echo "-h 127.0.0.1 -p $GW_PORT_gateway -U bench bench" ;;
         gateway_periodic) echo "-h 127.0.0.1 -p $GW_PORT_gateway_periodic -U bench bench" ;;
         gateway_nofsync) echo "-h 127.0.0.1 -p $GW_PORT_gateway_nofsync -U bench bench" ;;
+        gateway_periodic_1w) echo "-h 127.0.0.1 -p $GW_PORT_gateway_periodic_1w -U bench bench" ;;
         baseline) echo "-h 127.0.0.1 -p $GW_PORT_baseline -U bench bench" ;;
         baseline_periodic) echo "-h 127.0.0.1 -p $GW_PORT_baseline_periodic -U bench bench" ;;
         pgbouncer) echo "-h 127.0.0.1 -p $PGB_PORT -U $PGUSER_DIRECT $BENCH_DB" ;;
@@ -119,6 +123,7 @@ target_password() {
         gateway) echo "$GW_KEY_gateway" ;;
         gateway_periodic) echo "$GW_KEY_gateway_periodic" ;;
         gateway_nofsync) echo "$GW_KEY_gateway_nofsync" ;;
+        gateway_periodic_1w) echo "$GW_KEY_gateway_periodic_1w" ;;
         baseline) echo "$GW_KEY_baseline" ;;
         baseline_periodic) echo "$GW_KEY_baseline_periodic" ;;
         *) echo "" ;;
@@ -129,6 +134,7 @@ proxy_pid() {
         gateway) echo "$GW_PID_gateway" ;;
         gateway_periodic) echo "$GW_PID_gateway_periodic" ;;
         gateway_nofsync) echo "$GW_PID_gateway_nofsync" ;;
+        gateway_periodic_1w) echo "$GW_PID_gateway_periodic_1w" ;;
         baseline) echo "$GW_PID_baseline" ;;
         baseline_periodic) echo "$GW_PID_baseline_periodic" ;;
         pgbouncer) echo "$PGB_PID" ;;
@@ -240,13 +246,13 @@ done
     echo "loadavg at end: $(cat /proc/loadavg)"
     echo "top processes at end:"
     ps -eo pcpu,pid,etime,comm --sort=-pcpu | sed -n 1,12p | sed 's/^/  /'
-    for t in gateway gateway_periodic gateway_nofsync baseline baseline_periodic; do
+    for t in gateway gateway_periodic gateway_nofsync gateway_periodic_1w baseline baseline_periodic; do
         if [ -f "$WORK/$t/data/audit/audit.log" ]; then
             echo "$t audit log: $(wc -l <"$WORK/$t/data/audit/audit.log") records, $(du -h "$WORK/$t/data/audit/audit.log" | cut -f1)"
         fi
     done
 } >>"$OUT/machine.txt"
-for t in gateway gateway_periodic gateway_nofsync baseline baseline_periodic; do
+for t in gateway gateway_periodic gateway_nofsync gateway_periodic_1w baseline baseline_periodic; do
     if [ -f "$WORK/$t/gatehouse.log" ]; then cp "$WORK/$t/gatehouse.log" "$OUT/$t.log"; fi
 done
 
