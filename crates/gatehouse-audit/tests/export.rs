@@ -7,6 +7,13 @@ use gatehouse_audit::export::CSV_HEADER;
 use gatehouse_audit::{export, ActorRef, AuditLog, ExportFormat, Outcome};
 use time::Duration;
 
+/// The whole log in `dir` exported as CSV.
+fn whole_log_as_csv(dir: &std::path::Path) -> (gatehouse_audit::export::ExportSummary, String) {
+    let mut out = Vec::new();
+    let summary = export(log_path(dir), None, None, ExportFormat::Csv, &mut out).unwrap();
+    (summary, String::from_utf8(out).unwrap())
+}
+
 #[test]
 fn jsonl_is_the_stored_lines_in_range() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,17 +69,8 @@ fn csv_quotes_and_defuses_formulas() {
     log.record_blocking(statement(2)).unwrap();
     log.close().unwrap();
 
-    let mut out = Vec::new();
-    let summary = export(
-        log_path(dir.path()),
-        None,
-        None,
-        ExportFormat::Csv,
-        &mut out,
-    )
-    .unwrap();
+    let (summary, text) = whole_log_as_csv(dir.path());
     assert_eq!(summary.records_exported, 2);
-    let text = String::from_utf8(out).unwrap();
     let hash = |n: usize| {
         let l = &lines(&log_path(dir.path()))[n];
         String::from_utf8(l[l.len() - 67..l.len() - 3].to_vec()).unwrap()
@@ -145,7 +143,7 @@ fn csv_joins_statements_with_their_results() {
         e
     };
     let a = log.append(forwarded(1, "s-a")).unwrap(); // seq 1
-    let b = log.append(forwarded(2, "s-b")).unwrap(); // seq 2
+    log.append(forwarded(2, "s-b")).unwrap(); // seq 2
     log.append(forwarded(3, "s-c")).unwrap(); // seq 3, never resolved
     let mut result = Event::now(EventKind::StatementResult, Outcome::success());
     result.session = Some("s-a".into());
@@ -156,18 +154,8 @@ fn csv_joins_statements_with_their_results() {
     end.session = Some("s-b".into());
     log.append(end).unwrap(); // seq 5
     log.close().unwrap();
-    let _ = b;
 
-    let mut out = Vec::new();
-    let summary = export(
-        log_path(dir.path()),
-        None,
-        None,
-        ExportFormat::Csv,
-        &mut out,
-    )
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let (summary, text) = whole_log_as_csv(dir.path());
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(1)

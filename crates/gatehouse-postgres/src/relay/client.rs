@@ -227,18 +227,23 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         };
         let body = &raw[5..];
         self.chunks = Chunks::Forward;
-        if self.shared.flow().in_flight() >= MAX_OPS_IN_FLIGHT
-            && !matches!(tag, b'd' | b'c' | b'f' | b'X')
-        {
+        let (full, copy, doomed) = {
+            let flow = self.shared.flow();
+            (
+                flow.in_flight() >= MAX_OPS_IN_FLIGHT,
+                flow.copy,
+                flow.doomed(),
+            )
+        };
+        if full && !matches!(tag, b'd' | b'c' | b'f' | b'X') {
             return Ok(Step2::Retry(Await::Capacity));
         }
-        let copy = self.shared.flow().copy;
         if copy == Copy::In {
             return self.in_copy(tag, raw, whole);
         }
-        if self.refused.is_none()
+        if doomed
+            && self.refused.is_none()
             && matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E' | b'H' | b'Q' | b'F')
-            && self.shared.flow().doomed()
         {
             return self.doomed(tag, body);
         }
@@ -343,45 +348,36 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
     /// not forwarded and changes no names; a statement is recorded with the result the server
     /// gives it, which is none: it did not run.
     fn doomed(&mut self, tag: u8, body: &[u8]) -> Result<Step2, EndCause> {
-        let (mut portal, mut portal_name) = (String::new(), Vec::new());
-        let (command, oid) = match tag {
+        let portal = match tag {
+            b'E' => Some(codec::execute_portal(body).map_err(protocol)?),
+            _ => None,
+        };
+        let shown = String::from_utf8_lossy(portal.unwrap_or_default()).into_owned();
+        let (command, step) = match tag {
             b'Q' => {
                 let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
                 let command = self.command(text).unwrap_or_else(|(command, _)| command);
-                (command, None)
+                (command, Step::Query)
             }
-            b'E' => {
-                let name = codec::execute_portal(body).map_err(protocol)?;
-                portal = String::from_utf8_lossy(name).into_owned();
-                portal_name = name.to_vec();
-                let command = Command::unknown(format!(
-                    "/* portal \"{portal}\": skipped by the server after an earlier error in the batch */"
-                ));
-                (command, None)
-            }
+            b'E' => (
+                Command::unknown(format!(
+                    "/* portal \"{shown}\": skipped by the server after an earlier error in the batch */"
+                )),
+                Step::Execute {
+                    portal: &shown,
+                    statement: None,
+                },
+            ),
             b'F' => {
-                let call = codec::function_call(body).map_err(protocol)?;
-                let command = Command::unparsed(
-                    format!("/* fastpath function call */ oid {}", call.oid),
-                    StatementKind::Unknown,
-                );
-                (command, Some(call.oid))
+                let oid = codec::function_call(body).map_err(protocol)?.oid;
+                (fastpath_command(oid), Step::FunctionCall { oid })
             }
             _ => return Ok(Step2::Next),
-        };
-        let step = match (tag, oid) {
-            (b'E', _) => Step::Execute {
-                portal: &portal,
-                statement: None,
-            },
-            (_, Some(oid)) => Step::FunctionCall { oid },
-            _ => Step::Query,
         };
         let statement = self.statement(&command, step);
         match self.session.admit(statement).map_err(audit)? {
             Admission::Forward(admitted) => {
-                let execute = (tag == b'E').then_some(&portal_name[..]);
-                let result = self.shared.flow().doomed_result(execute);
+                let result = self.shared.flow().doomed_result(portal);
                 self.session.complete(admitted.id, &result).map_err(audit)?;
             }
             // Recorded as refused; nothing to carry out, the server shows the batch's error.
@@ -702,10 +698,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 }),
             })
             .collect();
-        let command = Command::unparsed(
-            format!("/* fastpath function call */ oid {}", call.oid),
-            StatementKind::Unknown,
-        );
+        let command = fastpath_command(call.oid);
         let statement = Statement {
             command: &command,
             step: Step::FunctionCall { oid: call.oid },
@@ -805,6 +798,14 @@ fn piece_len(piece: &Piece) -> usize {
         Piece::Whole { raw, .. } | Piece::Head { raw, .. } | Piece::Chunk(raw) => raw.len(),
         Piece::Oversized { head, .. } => head.len(),
     }
+}
+
+/// How a fastpath call is shown in the record: by the function's object id.
+fn fastpath_command(oid: u32) -> Command {
+    Command::unparsed(
+        format!("/* fastpath function call */ oid {oid}"),
+        StatementKind::Unknown,
+    )
 }
 
 fn protocol(e: codec::ParseError) -> EndCause {

@@ -746,16 +746,18 @@ async fn text_is_read_in_the_reported_client_encoding() {
     assert_eq!(recorded[0].3["client_encoding"], "LATIN9");
 }
 
+/// An upstream that reports client_encoding SJIS for a SET of it, and runs anything else.
+fn switches_to_sjis(text: &str) -> Answer {
+    if text.contains("client_encoding") {
+        Answer::Sets("client_encoding", "SJIS", Box::new(Answer::Command("SET")))
+    } else {
+        Answer::Command("UPDATE 1")
+    }
+}
+
 #[tokio::test]
 async fn switching_to_an_unsafe_encoding_ends_the_session_before_anything_else_runs() {
-    let mut h = start(|text: &str| {
-        if text.contains("client_encoding") {
-            Answer::Sets("client_encoding", "SJIS", Box::new(Answer::Command("SET")))
-        } else {
-            Answer::Command("UPDATE 1")
-        }
-    })
-    .await;
+    let mut h = start(switches_to_sjis).await;
     let mut batch = query("SET client_encoding TO 'SJIS'");
     batch.extend(query("UPDATE t SET a = 1"));
     h.client.send(batch).await;
@@ -799,14 +801,7 @@ async fn an_error_in_a_batch_records_the_skipped_executes_as_not_run() {
 
 #[tokio::test]
 async fn nothing_follows_an_encoding_change_in_the_same_extended_batch() {
-    let mut h = start(|text: &str| {
-        if text.contains("client_encoding") {
-            Answer::Sets("client_encoding", "SJIS", Box::new(Answer::Command("SET")))
-        } else {
-            Answer::Command("UPDATE 1")
-        }
-    })
-    .await;
+    let mut h = start(switches_to_sjis).await;
     let mut batch = parse("", "SET client_encoding TO 'SJIS'");
     batch.extend(bind("", ""));
     batch.extend(execute(""));
