@@ -58,11 +58,17 @@ pub enum EventKind {
     /// Failures before authentication from one source, counted instead of recorded one by one.
     #[serde(rename = "auth.failure.summary")]
     AuthFailureSummary,
+    /// A guardrail policy took effect (at start or on reload), named by its SHA-256.
+    #[serde(rename = "policy.loaded")]
+    PolicyLoaded,
+    /// A reload was refused (the file is invalid); the policy in effect stays.
+    #[serde(rename = "policy.rejected")]
+    PolicyRejected,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -83,6 +89,8 @@ impl EventKind {
         EventKind::AuditGap,
         EventKind::AuditDiskLow,
         EventKind::AuthFailureSummary,
+        EventKind::PolicyLoaded,
+        EventKind::PolicyRejected,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -106,6 +114,8 @@ impl EventKind {
             EventKind::SessionKill => "session.kill",
             EventKind::GatewayUncleanStop => "gateway.unclean_stop",
             EventKind::AuditGap => "audit.gap",
+            EventKind::PolicyLoaded => "policy.loaded",
+            EventKind::PolicyRejected => "policy.rejected",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
         }

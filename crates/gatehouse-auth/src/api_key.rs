@@ -106,6 +106,7 @@ impl<L: KeyLookup> Authenticator for ApiKeyAuthenticator<L> {
             groups: info.groups,
             method: AuthMethod::ApiKey,
             expires_at: None,
+            claims: Default::default(),
         })
     }
 }

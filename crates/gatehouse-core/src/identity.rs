@@ -33,6 +33,9 @@ pub struct Identity {
     pub method: AuthMethod,
     /// When the credential stops being valid (a token's `exp`); open sessions end then.
     pub expires_at: Option<time::OffsetDateTime>,
+    /// The verified token's claims, for rules that match on them (a CI repository, branch,
+    /// environment); empty for an API key.
+    pub claims: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Identity {

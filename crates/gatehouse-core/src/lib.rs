@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod policy;
 mod registry;
+pub mod rules;
 pub mod secret;
 pub mod session;
 pub mod sink;
@@ -31,9 +32,10 @@ pub use identity::{AuthError, AuthMethod, Authenticator, Identity};
 pub use limiter::PreAuthLimits;
 pub use metrics::Metrics;
 pub use policy::{
-    AllowAll, Decision, PendingApproval, Policy, Refusal, ResponsePlan, StatementContext, Step,
-    Transaction,
+    AllowAll, Decision, PendingApproval, Policy, Refusal, ResponsePlan, Ruling, StatementContext,
+    Step, Transaction,
 };
+pub use rules::RulePolicy;
 pub use secret::Secret;
 pub use session::{
     Admission, Admitted, Refused, ResultStatus, Session, Statement, StatementId, StatementResult,

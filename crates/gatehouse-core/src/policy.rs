@@ -4,6 +4,7 @@
 use crate::command::Command;
 use crate::connection::Connection;
 use crate::identity::Identity;
+use std::sync::Arc;
 
 /// Where in its protocol a statement is being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +81,34 @@ pub enum Decision {
     Hold(PendingApproval),
 }
 
+/// A decision with what the record says about how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruling {
+    pub decision: Decision,
+    /// The SHA-256 of the rules that decided (`None` for the built-in allow-all policy).
+    pub policy: Option<Arc<str>>,
+    /// Rules in observe mode that matched, with what they would have done.
+    pub observed: Vec<(String, &'static str)>,
+    /// Whether the deciding rule matched a statement whose effect it could not see.
+    pub unseen: bool,
+}
+
+impl Ruling {
+    pub fn allow() -> Self {
+        Ruling {
+            decision: Decision::Allow {
+                plan: ResponsePlan::default(),
+            },
+            policy: None,
+            observed: Vec::new(),
+            unseen: false,
+        }
+    }
+}
+
 /// Decides statements. Called on the statement path: must not block.
 pub trait Policy: Send + Sync {
-    fn decide(&self, statement: &StatementContext<'_>) -> Decision;
+    fn decide(&self, statement: &StatementContext<'_>) -> Ruling;
 }
 
 /// Allows everything: the policy until rules are configured.
@@ -90,9 +116,7 @@ pub trait Policy: Send + Sync {
 pub struct AllowAll;
 
 impl Policy for AllowAll {
-    fn decide(&self, _: &StatementContext<'_>) -> Decision {
-        Decision::Allow {
-            plan: ResponsePlan::default(),
-        }
+    fn decide(&self, _: &StatementContext<'_>) -> Ruling {
+        Ruling::allow()
     }
 }

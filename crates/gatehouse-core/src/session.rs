@@ -15,7 +15,8 @@ use crate::gate::{cap, Gate};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, StatementLabels};
 use crate::policy::{
-    Decision, PendingApproval, Refusal, ResponsePlan, StatementContext, Step, Transaction,
+    Decision, PendingApproval, Refusal, ResponsePlan, Ruling, StatementContext, Step,
+    Transaction,
 };
 use gatehouse_audit::{AuditError, Event, EventKind, Outcome, Status, Ticket, What, Who};
 use sha2::{Digest, Sha256};
@@ -248,9 +249,11 @@ impl Session {
     /// Decides a statement and writes its record. Call before the statement's message is
     /// forwarded; forward only on [`Admission::Forward`], after its ticket is durable.
     pub fn admit(&self, statement: Statement<'_>) -> Result<Admission, AuditError> {
-        match self.decide(&statement) {
+        let ruling = self.decide(&statement);
+        match &ruling.decision {
             Decision::Allow { plan } => {
-                let event = self.statement_event(&statement, Outcome::pending(), "allow", None);
+                let event =
+                    self.statement_event(&statement, Outcome::pending(), "allow", None, &ruling);
                 let ticket = self.append(event)?;
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 Ok(Admission::Forward(Admitted {
@@ -259,24 +262,29 @@ impl Session {
                         kind: statement.command.kind(),
                     },
                     ticket,
-                    plan,
+                    plan: plan.clone(),
                 }))
             }
-            Decision::Block(refusal) => self.refuse(statement, refusal).map(Admission::Refuse),
-            Decision::Hold(pending) => Ok(Admission::Hold(pending)),
+            Decision::Block(refusal) => self
+                .refuse_with(statement, refusal.clone(), &ruling)
+                .map(Admission::Refuse),
+            Decision::Hold(pending) => Ok(Admission::Hold(pending.clone())),
         }
     }
 
     /// Decides a statement that does not run yet (a Parse): writes a record only when it is
     /// refused. The Execute that runs it is admitted (and recorded) on its own.
     pub fn screen(&self, statement: Statement<'_>) -> Result<Option<Refused>, AuditError> {
-        match self.decide(&statement) {
+        let ruling = self.decide(&statement);
+        match &ruling.decision {
             Decision::Allow { .. } | Decision::Hold(_) => Ok(None),
-            Decision::Block(refusal) => self.refuse(statement, refusal).map(Some),
+            Decision::Block(refusal) => self
+                .refuse_with(statement, refusal.clone(), &ruling)
+                .map(Some),
         }
     }
 
-    fn decide(&self, statement: &Statement<'_>) -> Decision {
+    fn decide(&self, statement: &Statement<'_>) -> Ruling {
         self.gate.inner.policy.decide(&StatementContext {
             identity: &self.identity,
             connection: &self.connection,
@@ -293,10 +301,19 @@ impl Session {
         statement: Statement<'_>,
         refusal: Refusal,
     ) -> Result<Refused, AuditError> {
+        self.refuse_with(statement, refusal, &Ruling::allow())
+    }
+
+    fn refuse_with(
+        &self,
+        statement: Statement<'_>,
+        refusal: Refusal,
+        ruling: &Ruling,
+    ) -> Result<Refused, AuditError> {
         let mut outcome = Outcome::failure(refusal.message());
         outcome.code = Some(refusal.code.to_owned());
         let rule = (!refusal.rule.is_empty()).then_some(refusal.rule.as_str());
-        let event = self.statement_event(&statement, outcome, "block", rule);
+        let event = self.statement_event(&statement, outcome, "block", rule, ruling);
         let ticket = self.append(event)?;
         self.count(statement.command.kind(), "blocked");
         Ok(Refused { ticket, refusal })
@@ -319,7 +336,7 @@ impl Session {
             transaction: Transaction::Idle,
             detail: Some(serde_json::json!({ "refused_by": "server" })),
         };
-        let event = self.statement_event(&statement, outcome, "allow", None);
+        let event = self.statement_event(&statement, outcome, "allow", None, &Ruling::allow());
         self.count(command.kind(), "error");
         self.append(event)
     }
@@ -383,6 +400,7 @@ impl Session {
         outcome: Outcome,
         decision: &str,
         rule: Option<&str>,
+        ruling: &Ruling,
     ) -> Event {
         let command = statement.command;
         let text = &command.text;
@@ -406,6 +424,20 @@ impl Session {
         detail.insert("decision".into(), decision.into());
         if let Some(rule) = rule {
             detail.insert("rule".into(), rule.into());
+        }
+        if let Some(policy) = &ruling.policy {
+            detail.insert("policy".into(), policy.as_ref().into());
+        }
+        if ruling.unseen {
+            detail.insert("unseen".into(), true.into());
+        }
+        if !ruling.observed.is_empty() {
+            let observed: Vec<serde_json::Value> = ruling
+                .observed
+                .iter()
+                .map(|(rule, would)| serde_json::json!({ "rule": rule, "would": would }))
+                .collect();
+            detail.insert("observed".into(), observed.into());
         }
         detail.insert("parsed".into(), command.classification.parsed.into());
         detail.insert(

@@ -1,5 +1,7 @@
 //! Pure inspection of commands: plain functions over strings, no I/O.
 
+pub mod analyze;
 pub mod effects;
 pub mod shape;
 pub mod sql;
+mod tree;

@@ -1,25 +1,26 @@
-//! First classification of SQL text: read, write, ddl or other.
+//! Classification of SQL text: what each statement does, from PostgreSQL's own grammar.
 //!
-//! The parser is `sqlparser` with the PostgreSQL dialect. Text it cannot parse (vendor syntax,
-//! a truncated statement) is split into statements by a lexer that knows PostgreSQL's quoting
-//! and comments, each classified by its first keyword, and flagged `parsed: false`, so a later
-//! policy can treat it as unclassifiable and fail closed. Unparsed text is never `read`: a
+//! The parser is `pg_query` (libpg_query: the server's parser compiled as a library), so the
+//! gateway reads statements as the server does. Text it cannot parse (a truncated statement,
+//! syntax of a newer server) is split into statements by a lexer that knows PostgreSQL's
+//! quoting and comments, each classified by its first keyword, and flagged `parsed: false`, so
+//! a policy can treat it as unclassifiable and fail closed. Unparsed text is never `read`: a
 //! statement the parser could not see may do anything its keywords do not show.
 
+use crate::analyze::{self, StatementInfo};
 use serde::Serialize;
-use sqlparser::ast::{CopySource, Query, SetExpr, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use std::sync::Arc;
 
 /// What a statement does, ordered from least to most consequential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatementKind {
     /// Reads data only (SELECT, SHOW, COPY ... TO, EXPLAIN without ANALYZE).
+    #[default]
     Read,
     /// Session and transaction control and everything not listed elsewhere (SET, BEGIN, VACUUM).
     Other,
-    /// Changes rows (INSERT, UPDATE, DELETE, MERGE, COPY ... FROM, TRUNCATE).
+    /// Changes rows (INSERT, UPDATE, DELETE, MERGE, COPY ... FROM, TRUNCATE, DO, CALL).
     Write,
     /// Changes schema or privileges (CREATE, ALTER, DROP, GRANT, REVOKE).
     Ddl,
@@ -49,6 +50,9 @@ pub struct Classification {
     pub statements: usize,
     /// Whether the parser understood the text; `false` means the kind came from keywords.
     pub parsed: bool,
+    /// Each statement, analysed (empty when the text did not parse).
+    #[serde(skip)]
+    pub detail: Arc<[StatementInfo]>,
 }
 
 /// Classifies SQL text, remembering the classification of recent statement shapes (see
@@ -90,220 +94,61 @@ impl Default for Classifier {
     }
 }
 
+/// Parses `sql` with PostgreSQL's grammar; `None` when it does not parse. Never panics: a
+/// panic in the parser's bindings counts as text that did not parse.
+fn parse(sql: &str) -> Option<pg_query::protobuf::ParseResult> {
+    std::panic::catch_unwind(|| pg_query::parse(sql, pg_query::ParserOptions::DEFAULT))
+        .ok()?
+        .ok()
+        .map(|result| result.protobuf)
+}
+
 /// Classifies SQL text. Never panics, whatever the input.
 pub fn classify(sql: &str) -> Classification {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) => Classification {
-            kind: statements
-                .iter()
-                .map(statement_kind)
-                .max()
-                .unwrap_or(StatementKind::Other),
-            statements: statements.len(),
-            parsed: true,
-        },
-        Err(_) => classify_by_keywords(sql),
+    match parse(sql) {
+        Some(parsed) => {
+            let detail = analyze::analyze(&parsed, sql);
+            Classification {
+                kind: detail
+                    .iter()
+                    .map(|s| s.kind)
+                    .max()
+                    .unwrap_or(StatementKind::Other),
+                statements: detail.len(),
+                parsed: true,
+                detail: detail.into(),
+            }
+        }
+        None => classify_by_keywords(sql),
     }
 }
 
 /// The statements `sql` prepares in SQL (`PREPARE name AS ...`), in order: the name as the
 /// server folds it and the original text of the whole `PREPARE` statement. `None` when the text
-/// cannot be followed exactly (it does not parse, or splits differently than it parses).
+/// does not parse.
 pub fn prepared(sql: &str) -> Option<Vec<(String, String)>> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let pieces: Vec<&str> = split(sql)
-        .into_iter()
-        .filter(|p| !first_keyword(p).is_empty())
-        .collect();
-    if pieces.len() != statements.len() {
-        return None;
-    }
+    let parsed = parse(sql)?;
     Some(
-        statements
-            .iter()
-            .zip(pieces)
-            .filter_map(|(statement, text)| match statement {
-                Statement::Prepare { name, .. } => {
-                    let name = match name.quote_style {
-                        Some(_) => name.value.clone(),
-                        None => name.value.to_lowercase(),
-                    };
-                    Some((name, text.trim().to_owned()))
-                }
-                _ => None,
+        analyze::analyze(&parsed, sql)
+            .into_iter()
+            .filter_map(|s| {
+                let text = sql.get(s.span.0..s.span.1)?.trim().to_owned();
+                s.prepares.map(|name| (name, text))
             })
             .collect(),
     )
 }
 
 /// The names `DEALLOCATE` statements in `sql` drop, in order (`None` for `DEALLOCATE ALL`),
-/// as the server folds them; `None` when one cannot be read.
+/// as the server folds them; `None` when the text does not parse.
 pub fn deallocated(sql: &str) -> Option<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for piece in split(sql) {
-        if first_keyword(piece) != "DEALLOCATE" {
-            continue;
-        }
-        let words = words(piece)?;
-        let mut rest = words.iter().skip(1).peekable();
-        if rest
-            .peek()
-            .is_some_and(|w| w.eq_ignore_ascii_case("PREPARE"))
-        {
-            rest.next();
-        }
-        let name = rest.next()?;
-        if rest.next().is_some() {
-            return None;
-        }
-        out.push(if name.eq_ignore_ascii_case("ALL") {
-            None
-        } else if let Some(quoted) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(quoted.replace("\"\"", "\""))
-        } else {
-            Some(name.to_lowercase())
-        });
-    }
-    Some(out)
-}
-
-/// The words of a short statement: bare words and `"quoted"` identifiers; `None` for anything
-/// else (comments, strings), which the caller then does not try to read.
-fn words(piece: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut chars = piece.trim().chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '"' {
-            let mut word = String::from('"');
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        word.push_str("\"\"");
-                    }
-                    Some('"') => break,
-                    Some(c) => word.push(c),
-                    None => return None,
-                }
-            }
-            word.push('"');
-            out.push(word);
-        } else if c.is_alphanumeric() || c == '_' {
-            let mut word = String::new();
-            while let Some(&c) = chars.peek() {
-                if c.is_alphanumeric() || c == '_' || c == '$' {
-                    word.push(c);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            out.push(word);
-        } else {
-            return None;
-        }
-    }
-    Some(out)
-}
-
-fn statement_kind(statement: &Statement) -> StatementKind {
-    use StatementKind::*;
-    match statement {
-        Statement::Query(query) => query_kind(query),
-        Statement::Insert(_)
-        | Statement::Update { .. }
-        | Statement::Delete(_)
-        | Statement::Merge { .. }
-        | Statement::Truncate { .. } => Write,
-        Statement::Copy { source, to, .. } => match (source, to) {
-            (CopySource::Query(_), _) => Read,
-            (CopySource::Table { .. }, true) => Read,
-            (CopySource::Table { .. }, false) => Write,
-        },
-        Statement::CopyIntoSnowflake { .. } => Write,
-        Statement::Explain {
-            analyze, statement, ..
-        } => {
-            // EXPLAIN ANALYZE executes its statement.
-            if *analyze {
-                statement_kind(statement)
-            } else {
-                Read
-            }
-        }
-        Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowFunctions { .. }
-        | Statement::ShowCreate { .. } => Read,
-        Statement::Fetch { .. } => Read,
-        Statement::Declare { stmts } => stmts
-            .iter()
-            .map(|d| match &d.for_query {
-                Some(q) => query_kind(q),
-                None => Read,
-            })
-            .max()
-            .unwrap_or(Read),
-        Statement::Execute { .. } | Statement::Call(_) => Write,
-        s if is_ddl(s) => Ddl,
-        _ => Other,
-    }
-}
-
-fn is_ddl(statement: &Statement) -> bool {
-    let text = statement_keyword(statement);
-    matches!(
-        text.as_str(),
-        "CREATE" | "ALTER" | "DROP" | "GRANT" | "REVOKE" | "COMMENT" | "RENAME"
+    let parsed = parse(sql)?;
+    Some(
+        analyze::analyze(&parsed, sql)
+            .into_iter()
+            .filter_map(|s| s.deallocates)
+            .collect(),
     )
-}
-
-/// The first keyword of a parsed statement, from its canonical rendering.
-fn statement_keyword(statement: &Statement) -> String {
-    statement
-        .to_string()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase()
-}
-
-fn query_kind(query: &Query) -> StatementKind {
-    let ctes = query
-        .with
-        .as_ref()
-        .map(|with| {
-            with.cte_tables
-                .iter()
-                .map(|cte| query_kind(&cte.query))
-                .max()
-        })
-        .unwrap_or_default()
-        .unwrap_or(StatementKind::Read);
-    ctes.max(set_expr_kind(&query.body))
-}
-
-fn set_expr_kind(body: &SetExpr) -> StatementKind {
-    match body {
-        SetExpr::Select(select) => {
-            if select.into.is_some() {
-                StatementKind::Write
-            } else {
-                StatementKind::Read
-            }
-        }
-        SetExpr::Query(query) => query_kind(query),
-        SetExpr::SetOperation { left, right, .. } => set_expr_kind(left).max(set_expr_kind(right)),
-        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
-            StatementKind::Write
-        }
-        SetExpr::Values(_) | SetExpr::Table(_) => StatementKind::Read,
-    }
 }
 
 /// Keyword fallback for text the parser rejects: every statement (split by [`split`]) is
@@ -331,6 +176,7 @@ fn classify_by_keywords(sql: &str) -> Classification {
         kind,
         statements,
         parsed: false,
+        detail: Arc::from([]),
     }
 }
 
@@ -503,8 +349,7 @@ mod tests {
             ("SELECT 1", Read),
             ("select * from t where a = $1", Read),
             ("SHOW search_path", Read),
-            // Not understood by the parser, so not called a read.
-            ("TABLE accounts", Other),
+            ("TABLE accounts", Read),
             ("VALUES (1), (2)", Read),
             ("EXPLAIN DELETE FROM t", Read),
             ("EXPLAIN ANALYZE DELETE FROM t", Write),
@@ -566,7 +411,7 @@ mod tests {
     #[test]
     fn unparsed_text_is_never_read_and_every_statement_counts() {
         let table: &[(&str, StatementKind, usize)] = &[
-            ("SELECT 1; UPDATE t SET a = 1; CHECKPOINT", Write, 3),
+            ("SELECT 1 ??; UPDATE t SET a = 1; CHECKPOINT", Write, 3),
             ("SELECT 1 ??; DROP TABLE t", Ddl, 2),
             ("SELECT 'a;b' ??; SELECT $$;$$", Other, 2),
             ("SELECT ?? ; /* ; */ DELETE FROM t", Write, 2),
@@ -592,7 +437,11 @@ mod tests {
             deallocated("DEALLOCATE Foo; deallocate prepare \"Bar\"; DEALLOCATE ALL"),
             Some(vec![Some("foo".into()), Some("Bar".into()), None])
         );
-        assert_eq!(deallocated("DEALLOCATE /* x */ foo"), None);
+        assert_eq!(
+            deallocated("DEALLOCATE /* x */ foo"),
+            Some(vec![Some("foo".into())])
+        );
+        assert_eq!(deallocated("DEALLOCATE ??"), None);
         assert_eq!(deallocated("SELECT 1"), Some(vec![]));
     }
 

@@ -5,6 +5,7 @@ pub mod admin;
 mod bootstrap;
 pub mod config;
 mod index;
+mod reload;
 mod run;
 mod wiring;
 

@@ -2,10 +2,10 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::{bootstrap, index, wiring};
+use crate::{bootstrap, index, reload, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
-use gatehouse_core::{Authenticator, Gate, GateParts, Metrics};
+use gatehouse_core::{Authenticator, Gate, GateParts, Metrics, RulePolicy};
 use gatehouse_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -96,6 +96,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..What::default()
     };
     audit.record(loaded).await?;
+    // The policy's own record comes before any statement it decides.
+    audit
+        .record(reload::loaded_event(&config, None, reload::Trigger::Start, false))
+        .await?;
+    let policy = Arc::new(RulePolicy::new(config.policy.clone()));
 
     let config::StateConfig::Sqlite { path } = &config.state;
     let store: Arc<dyn Store> = Arc::new(
@@ -117,16 +122,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let authenticator: Arc<dyn Authenticator> = authenticator;
     let metrics = Arc::new(Metrics::new());
-    let gate = Gate::new(GateParts::new(
+    let mut parts = GateParts::new(
         authenticator,
         wiring::connections(&config),
         Arc::new(audit.clone()),
         metrics.clone(),
         Arc::new(index::StoreIndex(store.clone())),
-    ));
+    );
+    parts.policy = policy.clone();
+    let gate = Gate::new(parts);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(reload::watch(
+        config.clone(),
+        policy,
+        audit.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let pg = gatehouse_postgres::PgGateway::new(
         gate.clone(),

@@ -420,6 +420,51 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         }
     }
 
+    /// `EXECUTE name` in SQL runs a prepared statement: the command is decided with what
+    /// that statement runs, as far as the gateway knows its text; a name it cannot follow
+    /// makes the command opaque, for rules to fail closed on.
+    fn resolve_executes(&self, command: &mut Command) -> Result<(), Await> {
+        if command
+            .classification
+            .detail
+            .iter()
+            .all(|s| s.executes.is_empty())
+        {
+            return Ok(());
+        }
+        let flow = self.shared.flow();
+        let mut detail = command.classification.detail.to_vec();
+        for statement in &mut detail {
+            for name in statement.executes.clone() {
+                match flow.names.lookup_statement(name.as_bytes(), flow.batch) {
+                    Lookup::Known(Known::Text(prepared)) if prepared.known => {
+                        for inner in prepared.classification.detail.iter() {
+                            statement.absorb(inner);
+                        }
+                        if !prepared.classification.parsed {
+                            statement.opaque = Some(format!(
+                                "EXECUTE {name}: the prepared statement did not parse"
+                            ));
+                        }
+                    }
+                    Lookup::Known(_) | Lookup::Missing => {
+                        statement.opaque = Some(format!(
+                            "EXECUTE {name}: a prepared statement whose text the gateway does not know"
+                        ));
+                    }
+                    Lookup::WaitFor(op) => return Err(Await::Answered(op)),
+                }
+            }
+        }
+        command.classification.kind = detail
+            .iter()
+            .map(|s| s.kind)
+            .max()
+            .unwrap_or(command.classification.kind);
+        command.classification.detail = detail.into();
+        Ok(())
+    }
+
     fn statement<'c>(&self, command: &'c Command, step: Step<'c>) -> Statement<'c> {
         Statement {
             command,
@@ -431,10 +476,13 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
 
     fn query(&mut self, body: &[u8], raw: &Bytes) -> Result<Step2, EndCause> {
         let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
-        let (command, refusal) = match self.command(text) {
+        let (mut command, refusal) = match self.command(text) {
             Ok(command) => (command, None),
             Err((command, refusal)) => (command, Some(refusal)),
         };
+        if let Err(wait) = self.resolve_executes(&mut command) {
+            return Ok(Step2::Retry(wait));
+        }
         let effects = command.effects;
         {
             let mut flow = self.shared.flow();
@@ -553,10 +601,13 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         }
         let (name, text) = codec::parse_message(body).map_err(protocol)?;
         let display = String::from_utf8_lossy(name).into_owned();
-        let (command, refusal) = match self.command(text) {
+        let (mut command, refusal) = match self.command(text) {
             Ok(command) => (command, None),
             Err((command, refusal)) => (command, Some(refusal)),
         };
+        if let Err(wait) = self.resolve_executes(&mut command) {
+            return Ok(Step2::Retry(wait));
+        }
         let statement = self.statement(&command, Step::Prepare { name: &display });
         let refused = match refusal {
             Some(refusal) => Some(self.session.refuse(statement, refusal).map_err(audit)?),

@@ -31,6 +31,7 @@ impl Authenticator for StaticAuth {
             groups: vec![],
             method: AuthMethod::ApiKey,
             expires_at: None,
+            claims: Default::default(),
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub postgres: PostgresConfig,
     pub connections: BTreeMap<String, ConnectionConfig>,
+    /// Guardrail rules: the global ones and each connection's (docs/policy.md).
+    pub policy: gatehouse_policy::RuleSet,
     /// Valid but risky settings (plaintext on a non-loopback address, fsync off...), for
     /// `config check` and the startup log.
     pub warnings: Vec<Issue>,

@@ -29,6 +29,7 @@ pub(crate) struct RawConfig {
     pub auth: Option<RawAuth>,
     pub postgres: Option<gatehouse_postgres::settings::RawSection>,
     pub connections: Option<UniqueMap<RawConnection>>,
+    pub policy: Option<gatehouse_policy::config::RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +103,7 @@ pub(crate) struct RawConnection {
     pub upstream: RawUpstream,
     pub allow: Option<RawAllow>,
     pub allow_fastpath: Option<bool>,
+    pub rules: Option<Vec<gatehouse_policy::config::RawRule>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -68,7 +68,13 @@ impl<'a> Resolver<'a> {
         let auth = self.auth(raw.auth.unwrap_or_default());
         let postgres =
             gatehouse_postgres::settings::resolve(raw.postgres.unwrap_or_default(), &mut self);
-        let connections = self.connections(raw.connections.unwrap_or_default().0);
+        let mut raw_connections = raw.connections.unwrap_or_default().0;
+        let connection_rules: Vec<_> = raw_connections
+            .iter_mut()
+            .filter_map(|(name, c)| c.rules.take().map(|rules| (name.clone(), rules)))
+            .collect();
+        let connections = self.connections(raw_connections);
+        let policy = gatehouse_policy::config::resolve(&mut self, raw.policy, connection_rules);
 
         let by_line = |i: &Issue| i.line.unwrap_or(usize::MAX);
         if !self.errors.is_empty() {
@@ -88,6 +94,7 @@ impl<'a> Resolver<'a> {
             auth,
             postgres,
             connections,
+            policy,
             warnings: self.warnings,
         })
     }

@@ -1,0 +1,325 @@
+//! Rules as written in the configuration (`policy:` and each connection's `rules:`), and
+//! their resolution into a [`RuleSet`]. Unknown keys are refused; every problem is reported
+//! through [`Checks`] with its key path, so the server can name the file and line.
+
+use crate::rules::{Action, Matcher, Mode, Rule, RuleSet, TimeWindow, Unseen};
+use gatehouse_config::Checks;
+use gatehouse_inspect::sql::StatementKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The `policy:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// What a statement no rule decides gets: `allow` (the default) or `block`.
+    pub default: Option<RawAction>,
+    pub rules: Option<Vec<RawRule>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAction {
+    Allow,
+    Block,
+    Approve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    Enforce,
+    Observe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub action: RawAction,
+    /// What the caller is told (and the record says) when the rule blocks or holds.
+    pub reason: Option<String>,
+    pub mode: Option<RawMode>,
+    /// What to do with a statement whose effect the gateway cannot see (it does not parse, a
+    /// `DO` block, a prepared statement it could not follow): `block` (default) or `approve`.
+    pub unseen: Option<RawAction>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub subjects: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, OneOrMany>>,
+    pub actors: Option<Vec<String>>,
+    pub delegated: Option<bool>,
+    pub connections: Option<Vec<String>>,
+    pub kinds: Option<Vec<StatementKindName>>,
+    pub statements: Option<Vec<String>>,
+    pub tables: Option<Vec<String>>,
+    pub tables_read: Option<Vec<String>>,
+    pub tables_written: Option<Vec<String>>,
+    pub functions: Option<Vec<String>>,
+    pub unqualified_write: Option<bool>,
+    pub copy_program: Option<bool>,
+    pub dynamic: Option<bool>,
+    pub time: Option<RawTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatementKindName {
+    Read,
+    Other,
+    Write,
+    Ddl,
+    Unknown,
+}
+
+impl From<StatementKindName> for StatementKind {
+    fn from(k: StatementKindName) -> Self {
+        match k {
+            StatementKindName::Read => StatementKind::Read,
+            StatementKindName::Other => StatementKind::Other,
+            StatementKindName::Write => StatementKind::Write,
+            StatementKindName::Ddl => StatementKind::Ddl,
+            StatementKindName::Unknown => StatementKind::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTime {
+    /// Days of the week (`mon` … `sun`); all days when absent.
+    pub days: Option<Vec<String>>,
+    /// `HH:MM`, UTC, inclusive.
+    pub from: Option<String>,
+    /// `HH:MM`, UTC, exclusive; a window may wrap midnight (`22:00` to `06:00`).
+    pub to: Option<String>,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Resolves the global rules and each connection's rules (connection rules are evaluated
+/// first, then the global ones). Paths are reported from the top of the file, sequence
+/// indexes as `[n]`.
+pub fn resolve(
+    checks: &mut dyn Checks,
+    global: Option<RawPolicy>,
+    connections: Vec<(String, Vec<RawRule>)>,
+) -> RuleSet {
+    let global = global.unwrap_or_default();
+    let default = match global.default {
+        None | Some(RawAction::Allow) => Action::Allow,
+        Some(RawAction::Block) => Action::Block,
+        Some(RawAction::Approve) => {
+            checks.error(
+                &["policy", "default"],
+                "approve is not available as the default; use allow or block",
+            );
+            Action::Block
+        }
+    };
+    let mut names = std::collections::HashSet::new();
+    let mut resolve_list = |checks: &mut dyn Checks, at: &[&str], raw: Vec<RawRule>| {
+        raw.into_iter()
+            .enumerate()
+            .filter_map(|(i, rule)| {
+                let index = format!("[{i}]");
+                let path: Vec<&str> = at.iter().copied().chain([index.as_str()]).collect();
+                if !names.insert(rule.name.clone()) {
+                    let name_path: Vec<&str> = path.iter().copied().chain(["name"]).collect();
+                    checks.error(
+                        &name_path,
+                        &format!("rule name {:?} is used twice; names must be unique, since records name the rule", rule.name),
+                    );
+                }
+                resolve_rule(checks, &path, rule)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut by_connection = BTreeMap::new();
+    for (name, raw) in connections {
+        let rules = resolve_list(checks, &["connections", &name, "rules"], raw);
+        by_connection.insert(name, rules);
+    }
+    let rules = resolve_list(checks, &["policy", "rules"], global.rules.unwrap_or_default());
+    RuleSet::new(default, rules, by_connection)
+}
+
+fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Rule> {
+    let here = |key: &'static str| -> Vec<&str> { at.iter().copied().chain([key]).collect() };
+    let mut ok = true;
+    if raw.name.trim().is_empty() {
+        checks.error(&here("name"), "a rule needs a name");
+        ok = false;
+    }
+    let action = match raw.action {
+        RawAction::Allow => Action::Allow,
+        RawAction::Block => Action::Block,
+        RawAction::Approve => {
+            checks.error(
+                &here("action"),
+                "approve (just-in-time approval) is not available in this version; use block or observe mode",
+            );
+            ok = false;
+            Action::Block
+        }
+    };
+    let unseen = match raw.unseen {
+        None | Some(RawAction::Block) => Unseen::Block,
+        Some(RawAction::Approve) => {
+            checks.error(
+                &here("unseen"),
+                "approve (just-in-time approval) is not available in this version; use block",
+            );
+            ok = false;
+            Unseen::Block
+        }
+        Some(RawAction::Allow) => {
+            checks.error(
+                &here("unseen"),
+                "a statement the gateway cannot see fails closed: use block (the default)",
+            );
+            ok = false;
+            Unseen::Block
+        }
+    };
+    if action != Action::Allow && raw.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        checks.error(
+            &here("reason"),
+            "a rule that blocks needs a reason: the caller and the record see it",
+        );
+        ok = false;
+    }
+    let m = raw.matcher.unwrap_or_default();
+    let mut statements = Vec::new();
+    for (i, s) in m.statements.unwrap_or_default().into_iter().enumerate() {
+        let words: Vec<String> = s.split_whitespace().map(str::to_ascii_uppercase).collect();
+        if words.is_empty() || words.iter().any(|w| !w.bytes().all(|b| b.is_ascii_alphabetic())) {
+            let index = format!("[{i}]");
+            let path: Vec<&str> = at.iter().copied().chain(["match", "statements", &index]).collect();
+            checks.error(
+                &path,
+                &format!("{s:?} is not a statement type: write its command words, such as DROP, DROP TABLE, TRUNCATE or ALTER TABLE"),
+            );
+            ok = false;
+            continue;
+        }
+        statements.push(words.join(" "));
+    }
+    let time = match m.time {
+        Some(t) => match resolve_time(checks, &[at, &["match", "time"]].concat(), t) {
+            Some(window) => Some(window),
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    let matcher = Matcher {
+        subjects: m.subjects.unwrap_or_default(),
+        groups: m.groups.unwrap_or_default(),
+        claims: m
+            .claims
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect(),
+        actors: m.actors.unwrap_or_default(),
+        delegated: m.delegated,
+        connections: m.connections.unwrap_or_default(),
+        kinds: m
+            .kinds
+            .unwrap_or_default()
+            .into_iter()
+            .map(StatementKind::from)
+            .collect(),
+        statements,
+        tables: m.tables.unwrap_or_default(),
+        tables_read: m.tables_read.unwrap_or_default(),
+        tables_written: m.tables_written.unwrap_or_default(),
+        functions: m.functions.unwrap_or_default(),
+        unqualified_write: m.unqualified_write,
+        copy_program: m.copy_program,
+        dynamic: m.dynamic,
+        time,
+    };
+    ok.then(|| Rule {
+        name: raw.name,
+        action,
+        reason: raw.reason.unwrap_or_default(),
+        mode: match raw.mode {
+            Some(RawMode::Observe) => Mode::Observe,
+            _ => Mode::Enforce,
+        },
+        unseen,
+        matcher,
+    })
+}
+
+fn resolve_time(checks: &mut dyn Checks, at: &[&str], raw: RawTime) -> Option<TimeWindow> {
+    let here = |key: &'static str| -> Vec<&str> { at.iter().copied().chain([key]).collect() };
+    let mut days = [false; 7];
+    let mut ok = true;
+    match raw.days {
+        None => days = [true; 7],
+        Some(list) => {
+            for d in list {
+                match DAYS.iter().position(|x| x.eq_ignore_ascii_case(d.trim())) {
+                    Some(i) => days[i] = true,
+                    None => {
+                        checks.error(
+                            &here("days"),
+                            &format!("{d:?} is not a day: use mon, tue, wed, thu, fri, sat, sun"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    let mut minute = |key: &'static str, value: Option<String>, default: u16| match value {
+        None => Some(default),
+        Some(v) => match parse_hhmm(&v) {
+            Some(m) => Some(m),
+            None => {
+                checks.error(&here(key), &format!("{v:?} is not a time: use HH:MM (UTC)"));
+                None
+            }
+        },
+    };
+    let from = minute("from", raw.from, 0);
+    let to = minute("to", raw.to, 24 * 60);
+    match (ok, from, to) {
+        (true, Some(from), Some(to)) => Some(TimeWindow { days, from, to }),
+        _ => None,
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+}

@@ -1,0 +1,433 @@
+//! Rules and their evaluation. Pure: a caller, a connection and analysed statements in, a
+//! [`Verdict`] out.
+//!
+//! Order decides: a connection's own rules first, then the global ones; per statement, the
+//! first enforcing rule that matches decides it, and observing rules that match on the way
+//! are noted ("would block") without acting. A text of several statements gets the strictest
+//! of their decisions. A statement whose effect cannot be seen (it did not parse, a `DO`
+//! block, a prepared statement the gateway could not follow) matches a rule that needs to see
+//! it as *unseen*: a block or approval rule then applies its `unseen` action, an allow rule
+//! does not apply (nothing is allowed unseen).
+
+use crate::glob;
+use gatehouse_inspect::analyze::StatementInfo;
+use gatehouse_inspect::sql::StatementKind;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// What a rule does with a statement it matches. Ordered from least to most restrictive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Approve,
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Approve => "approve",
+            Action::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    /// Matches are recorded ("would block") and nothing else happens.
+    Observe,
+}
+
+/// What a block or approval rule does with a statement it cannot see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unseen {
+    Block,
+    Approve,
+}
+
+/// Days (Monday first) and minutes of the day, UTC; `from > to` wraps midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeWindow {
+    pub days: [bool; 7],
+    pub from: u16,
+    pub to: u16,
+}
+
+impl TimeWindow {
+    fn contains(&self, now: OffsetDateTime) -> bool {
+        let day = usize::from(now.weekday().number_days_from_monday());
+        let minute = u16::from(now.hour()) * 60 + u16::from(now.minute());
+        let in_hours = if self.from <= self.to {
+            self.from <= minute && minute < self.to
+        } else {
+            minute >= self.from || minute < self.to
+        };
+        self.days[day] && in_hours
+    }
+}
+
+/// What a rule matches. Every field set must match (lists match when any entry does); an
+/// empty rule matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Matcher {
+    /// The caller's principal (`key:<name>`, `<issuer>#<sub>`) or bare subject.
+    pub subjects: Vec<String>,
+    pub groups: Vec<String>,
+    /// Token claims (a CI repository, branch, environment): any listed value.
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// Anyone in the caller's actor chain (an agent acting for someone).
+    pub actors: Vec<String>,
+    /// `true`: only callers acting for someone else; `false`: only direct callers.
+    pub delegated: Option<bool>,
+    pub connections: Vec<String>,
+    pub kinds: Vec<StatementKind>,
+    /// Command words, matched from the start of each command the statement runs (`DROP`
+    /// matches `DROP TABLE`).
+    pub statements: Vec<String>,
+    pub tables: Vec<String>,
+    pub tables_read: Vec<String>,
+    pub tables_written: Vec<String>,
+    pub functions: Vec<String>,
+    pub unqualified_write: Option<bool>,
+    pub copy_program: Option<bool>,
+    /// `true`: statements whose effect cannot be seen (a `DO` block, dynamic SQL).
+    pub dynamic: Option<bool>,
+    pub time: Option<TimeWindow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    pub reason: String,
+    pub mode: Mode,
+    pub unseen: Unseen,
+    #[serde(rename = "match")]
+    pub matcher: Matcher,
+}
+
+/// Who is asking, as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// `key:<name>` or `<issuer>#<sub>`.
+    pub principal: &'a str,
+    pub subject: &'a str,
+    pub groups: &'a [String],
+    /// Actor subjects, nearest first.
+    pub actors: &'a [&'a str],
+    pub claims: &'a BTreeMap<String, serde_json::Value>,
+}
+
+/// One decision request: a caller on a connection running some statements.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub caller: Caller<'a>,
+    pub connection: &'a str,
+    pub statements: &'a [StatementInfo],
+    /// Why the text as a whole cannot be seen (it did not parse, it is not known); the
+    /// statements are then not consulted.
+    pub unseen: Option<&'a str>,
+    pub now: OffsetDateTime,
+}
+
+/// A rule in observe mode that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    pub rule: String,
+    pub would: Action,
+}
+
+/// The policy's answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    /// The rule that decided (`None`: the default).
+    pub rule: Option<String>,
+    /// What the caller is told when blocked or held.
+    pub reason: String,
+    /// Whether the deciding rule matched a statement it could not see.
+    pub unseen: bool,
+    pub observed: Vec<Observation>,
+}
+
+/// A validated set of rules with its identity (the SHA-256 of its canonical form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    default: Action,
+    rules: Vec<Rule>,
+    by_connection: BTreeMap<String, Vec<Rule>>,
+    hash: Arc<str>,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    default: Action,
+    rules: &'a [Rule],
+    connections: &'a BTreeMap<String, Vec<Rule>>,
+}
+
+enum Match {
+    Yes,
+    No,
+    /// The statement's effect cannot be seen and the rule needs to see it.
+    Unseen,
+}
+
+impl RuleSet {
+    pub fn new(
+        default: Action,
+        rules: Vec<Rule>,
+        by_connection: BTreeMap<String, Vec<Rule>>,
+    ) -> Self {
+        let canonical = Canonical {
+            default,
+            rules: &rules,
+            connections: &by_connection,
+        };
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        let hash = hex::encode(Sha256::digest(&bytes)).into();
+        RuleSet {
+            default,
+            rules,
+            by_connection,
+            hash,
+        }
+    }
+
+    /// No rules, everything allowed.
+    pub fn allow_all() -> Self {
+        RuleSet::new(Action::Allow, Vec::new(), BTreeMap::new())
+    }
+
+    /// SHA-256 (hex) of the rules' canonical form: names the policy in every record.
+    pub fn hash(&self) -> &Arc<str> {
+        &self.hash
+    }
+
+    /// How many rules, global and per connection.
+    pub fn len(&self) -> usize {
+        self.rules.len() + self.by_connection.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn decide(&self, request: &Request<'_>) -> Verdict {
+        let mut verdict = Verdict {
+            action: Action::Allow,
+            rule: None,
+            reason: String::new(),
+            unseen: false,
+            observed: Vec::new(),
+        };
+        let whole;
+        let statements = match request.unseen {
+            Some(why) => {
+                whole = [StatementInfo::opaque("UNKNOWN", StatementKind::Unknown, why)];
+                &whole[..]
+            }
+            None => request.statements,
+        };
+        let rules: Vec<&Rule> = self
+            .by_connection
+            .get(request.connection)
+            .into_iter()
+            .flatten()
+            .chain(&self.rules)
+            .filter(|r| r.matcher.applies(request))
+            .collect();
+        let mut decided = false;
+        for statement in statements {
+            let one = self.decide_one(&rules, statement, &mut verdict.observed);
+            if !decided || one.action > verdict.action {
+                decided = true;
+                verdict.action = one.action;
+                verdict.rule = one.rule;
+                verdict.reason = one.reason;
+                verdict.unseen = one.unseen;
+            }
+        }
+        // No statements at all (an empty query): nothing runs, so nothing is refused.
+        verdict
+    }
+
+    fn decide_one(
+        &self,
+        rules: &[&Rule],
+        statement: &StatementInfo,
+        observed: &mut Vec<Observation>,
+    ) -> Verdict {
+        for rule in rules {
+            let (action, unseen) = match rule.matcher.matches(statement) {
+                Match::No => continue,
+                Match::Yes => (rule.action, false),
+                Match::Unseen if rule.action == Action::Allow => continue,
+                Match::Unseen => match rule.unseen {
+                    Unseen::Block => (Action::Block, true),
+                    Unseen::Approve => (Action::Approve, true),
+                },
+            };
+            if rule.mode == Mode::Observe {
+                let observation = Observation {
+                    rule: rule.name.clone(),
+                    would: action,
+                };
+                if !observed.contains(&observation) {
+                    observed.push(observation);
+                }
+                continue;
+            }
+            let mut reason = rule.reason.clone();
+            if unseen {
+                let why = statement.opaque.as_deref().unwrap_or("it cannot be analysed");
+                reason = format!(
+                    "{reason} (the gateway cannot see what this statement does: {why})"
+                );
+            }
+            return Verdict {
+                action,
+                rule: Some(rule.name.clone()),
+                reason,
+                unseen,
+                observed: Vec::new(),
+            };
+        }
+        Verdict {
+            action: self.default,
+            rule: None,
+            reason: match self.default {
+                Action::Allow => String::new(),
+                _ => "no rule allows this statement (policy default: block)".into(),
+            },
+            unseen: false,
+            observed: Vec::new(),
+        }
+    }
+}
+
+fn any_glob(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| glob::matches(p, name))
+}
+
+/// A relation or function pattern against a name as written. A pattern with a schema also
+/// matches the unqualified name, which `search_path` may resolve to that schema.
+fn name_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| {
+        if glob::matches(p, name) {
+            return true;
+        }
+        let bare = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+        let (p_bare, n_bare) = (bare(p), bare(name));
+        match (p.contains('.'), name.contains('.')) {
+            // `accounts` matches `any_schema.accounts`.
+            (false, true) => glob::matches(p, &n_bare),
+            // `public.accounts` matches unqualified `accounts`.
+            (true, false) => glob::matches(&p_bare, name),
+            _ => false,
+        }
+    })
+}
+
+impl Matcher {
+    /// The parts about who, where and when.
+    fn applies(&self, request: &Request<'_>) -> bool {
+        let caller = &request.caller;
+        (self.subjects.is_empty()
+            || self.subjects.iter().any(|p| {
+                glob::matches(p, caller.principal) || glob::matches(p, caller.subject)
+            }))
+            && (self.groups.is_empty() || caller.groups.iter().any(|g| any_glob(&self.groups, g)))
+            && self.claims.iter().all(|(key, wanted)| {
+                claim(caller.claims, key).is_some_and(|values| {
+                    values.iter().any(|v| any_glob(wanted, v))
+                })
+            })
+            && (self.actors.is_empty() || caller.actors.iter().any(|a| any_glob(&self.actors, a)))
+            && self
+                .delegated
+                .is_none_or(|d| d == !caller.actors.is_empty())
+            && (self.connections.is_empty() || any_glob(&self.connections, request.connection))
+            && self.time.as_ref().is_none_or(|t| t.contains(request.now))
+    }
+
+    fn looks_at_statements(&self) -> bool {
+        !self.kinds.is_empty()
+            || !self.statements.is_empty()
+            || !self.tables.is_empty()
+            || !self.tables_read.is_empty()
+            || !self.tables_written.is_empty()
+            || !self.functions.is_empty()
+            || self.unqualified_write.is_some()
+            || self.copy_program.is_some()
+            || self.dynamic.is_some()
+    }
+
+    fn matches(&self, s: &StatementInfo) -> Match {
+        if !self.looks_at_statements() {
+            return Match::Yes;
+        }
+        let opaque = s.opaque.is_some();
+        let tables = |patterns: &[String], names: &[&[String]]| {
+            patterns.is_empty()
+                || names
+                    .iter()
+                    .flat_map(|list| list.iter())
+                    .any(|n| name_matches(patterns, n))
+        };
+        let visible = (self.kinds.is_empty() || self.kinds.contains(&s.kind))
+            && (self.statements.is_empty()
+                || s.runs.iter().any(|tag| self.statements.iter().any(|w| starts_with_words(tag, w))))
+            && tables(&self.tables, &[&s.tables_read, &s.tables_written])
+            && tables(&self.tables_read, &[&s.tables_read])
+            && tables(&self.tables_written, &[&s.tables_written])
+            && (self.functions.is_empty()
+                || s.functions.iter().any(|f| name_matches(&self.functions, f)))
+            && self
+                .unqualified_write
+                .is_none_or(|want| want == s.unqualified_write)
+            && self.copy_program.is_none_or(|want| want == s.copy_program)
+            && self.dynamic.is_none_or(|want| want == opaque);
+        if visible {
+            Match::Yes
+        } else if opaque && self.dynamic != Some(false) {
+            Match::Unseen
+        } else {
+            Match::No
+        }
+    }
+}
+
+/// `DROP TABLE` starts with the words `DROP` and `DROP TABLE`, not `DRO`.
+fn starts_with_words(tag: &str, words: &str) -> bool {
+    tag.strip_prefix(words)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
+/// A claim's values as strings: a string, each string of an array, a number or bool as
+/// written. A dotted key reaches into objects (`github.repository`).
+fn claim(claims: &BTreeMap<String, serde_json::Value>, key: &str) -> Option<Vec<String>> {
+    let mut parts = key.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    let scalar = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match value {
+        serde_json::Value::Array(items) => Some(items.iter().filter_map(scalar).collect()),
+        v => scalar(v).map(|s| vec![s]),
+    }
+}
