@@ -84,6 +84,26 @@ const clients = [
     },
   },
   {
+    // The person agent-7 acts for, signing in directly.
+    client_id: 'alice',
+    gatehouse: { subject: 'alice@example.com', groups: ['analysts'] },
+  },
+  {
+    // A CI job's token with the claims a CI provider puts in it.
+    client_id: 'ci-main',
+    gatehouse: {
+      groups: ['ci'],
+      claims: { repository: 'bank/payments', ref: 'refs/heads/main', environment: 'production' },
+    },
+  },
+  {
+    client_id: 'ci-branch',
+    gatehouse: {
+      groups: ['ci'],
+      claims: { repository: 'bank/payments', ref: 'refs/heads/feature-x', environment: 'staging' },
+    },
+  },
+  {
     client_id: 'short-lived',
     gatehouse: { groups: ['reporting'], ttl: 1 },
   },
@@ -149,12 +169,13 @@ server.listen(port, '127.0.0.1', () => {
         },
       },
     },
-    // `groups` and the RFC 8693 `act` chain come from the client's metadata.
+    // `groups`, the RFC 8693 `act` chain and any other claims come from the client's metadata.
     extraTokenClaims: async (ctx, token) => {
       const meta = token.client?.gatehouse ?? ctx.oidc.client?.gatehouse ?? {};
       const extra = {};
       if (meta.groups !== undefined) extra.groups = meta.groups;
       if (meta.act !== undefined) extra.act = meta.act;
+      Object.assign(extra, meta.claims ?? {});
       return extra;
     },
     formats: {

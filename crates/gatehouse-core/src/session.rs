@@ -15,8 +15,7 @@ use crate::gate::{cap, Gate};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, StatementLabels};
 use crate::policy::{
-    Decision, PendingApproval, Refusal, ResponsePlan, Ruling, StatementContext, Step,
-    Transaction,
+    Decision, PendingApproval, Refusal, ResponsePlan, Ruling, StatementContext, Step, Transaction,
 };
 use gatehouse_audit::{AuditError, Event, EventKind, Outcome, Status, Ticket, What, Who};
 use sha2::{Digest, Sha256};

@@ -124,7 +124,9 @@ pub fn analyze(parsed: &pg_query::protobuf::ParseResult, text: &str) -> Vec<Stat
         .stmts
         .iter()
         .map(|raw| {
-            let start = usize::try_from(raw.stmt_location).unwrap_or(0).min(text.len());
+            let start = usize::try_from(raw.stmt_location)
+                .unwrap_or(0)
+                .min(text.len());
             let end = match usize::try_from(raw.stmt_len) {
                 Ok(0) | Err(_) => text.len(),
                 Ok(len) => start.saturating_add(len).min(text.len()),
@@ -528,10 +530,24 @@ fn own_kind(node: &Tree) -> StatementKind {
         }
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" | "TruncateStmt" | "CallStmt"
         | "DoStmt" | "ExecuteStmt" => Write,
-        "CreateTableAsStmt" | "RefreshMatViewStmt" | "AlterSystemStmt" | "ReindexStmt"
-        | "ClusterStmt" | "SecLabelStmt" | "ImportForeignSchemaStmt" | "CommentStmt"
-        | "GrantStmt" | "GrantRoleStmt" | "ReassignOwnedStmt" | "DropOwnedStmt" | "RuleStmt"
-        | "ViewStmt" | "IndexStmt" | "RenameStmt" | "CreatedbStmt" | "DropdbStmt" => Ddl,
+        "CreateTableAsStmt"
+        | "RefreshMatViewStmt"
+        | "AlterSystemStmt"
+        | "ReindexStmt"
+        | "ClusterStmt"
+        | "SecLabelStmt"
+        | "ImportForeignSchemaStmt"
+        | "CommentStmt"
+        | "GrantStmt"
+        | "GrantRoleStmt"
+        | "ReassignOwnedStmt"
+        | "DropOwnedStmt"
+        | "RuleStmt"
+        | "ViewStmt"
+        | "IndexStmt"
+        | "RenameStmt"
+        | "CreatedbStmt"
+        | "DropdbStmt" => Ddl,
         n if n.starts_with("Create") || n.starts_with("Alter") || n.starts_with("Drop") => Ddl,
         _ => Other,
     }

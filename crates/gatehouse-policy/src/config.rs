@@ -163,7 +163,11 @@ pub fn resolve(
         let rules = resolve_list(checks, &["connections", &name, "rules"], raw);
         by_connection.insert(name, rules);
     }
-    let rules = resolve_list(checks, &["policy", "rules"], global.rules.unwrap_or_default());
+    let rules = resolve_list(
+        checks,
+        &["policy", "rules"],
+        global.rules.unwrap_or_default(),
+    );
     RuleSet::new(default, rules, by_connection)
 }
 
@@ -216,9 +220,17 @@ fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Ru
     let mut statements = Vec::new();
     for (i, s) in m.statements.unwrap_or_default().into_iter().enumerate() {
         let words: Vec<String> = s.split_whitespace().map(str::to_ascii_uppercase).collect();
-        if words.is_empty() || words.iter().any(|w| !w.bytes().all(|b| b.is_ascii_alphabetic())) {
+        if words.is_empty()
+            || words
+                .iter()
+                .any(|w| !w.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
             let index = format!("[{i}]");
-            let path: Vec<&str> = at.iter().copied().chain(["match", "statements", &index]).collect();
+            let path: Vec<&str> = at
+                .iter()
+                .copied()
+                .chain(["match", "statements", &index])
+                .collect();
             checks.error(
                 &path,
                 &format!("{s:?} is not a statement type: write its command words, such as DROP, DROP TABLE, TRUNCATE or ALTER TABLE"),

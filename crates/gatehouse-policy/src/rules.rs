@@ -232,7 +232,11 @@ impl RuleSet {
         let whole;
         let statements = match request.unseen {
             Some(why) => {
-                whole = [StatementInfo::opaque("UNKNOWN", StatementKind::Unknown, why)];
+                whole = [StatementInfo::opaque(
+                    "UNKNOWN",
+                    StatementKind::Unknown,
+                    why,
+                )];
                 &whole[..]
             }
             None => request.statements,
@@ -288,10 +292,12 @@ impl RuleSet {
             }
             let mut reason = rule.reason.clone();
             if unseen {
-                let why = statement.opaque.as_deref().unwrap_or("it cannot be analysed");
-                reason = format!(
-                    "{reason} (the gateway cannot see what this statement does: {why})"
-                );
+                let why = statement
+                    .opaque
+                    .as_deref()
+                    .unwrap_or("it cannot be analysed");
+                reason =
+                    format!("{reason} (the gateway cannot see what this statement does: {why})");
             }
             return Verdict {
                 action,
@@ -342,14 +348,14 @@ impl Matcher {
     fn applies(&self, request: &Request<'_>) -> bool {
         let caller = &request.caller;
         (self.subjects.is_empty()
-            || self.subjects.iter().any(|p| {
-                glob::matches(p, caller.principal) || glob::matches(p, caller.subject)
-            }))
+            || self
+                .subjects
+                .iter()
+                .any(|p| glob::matches(p, caller.principal) || glob::matches(p, caller.subject)))
             && (self.groups.is_empty() || caller.groups.iter().any(|g| any_glob(&self.groups, g)))
             && self.claims.iter().all(|(key, wanted)| {
-                claim(caller.claims, key).is_some_and(|values| {
-                    values.iter().any(|v| any_glob(wanted, v))
-                })
+                claim(caller.claims, key)
+                    .is_some_and(|values| values.iter().any(|v| any_glob(wanted, v)))
             })
             && (self.actors.is_empty() || caller.actors.iter().any(|a| any_glob(&self.actors, a)))
             && self
@@ -385,7 +391,9 @@ impl Matcher {
         };
         let visible = (self.kinds.is_empty() || self.kinds.contains(&s.kind))
             && (self.statements.is_empty()
-                || s.runs.iter().any(|tag| self.statements.iter().any(|w| starts_with_words(tag, w))))
+                || s.runs
+                    .iter()
+                    .any(|tag| self.statements.iter().any(|w| starts_with_words(tag, w))))
             && tables(&self.tables, &[&s.tables_read, &s.tables_written])
             && tables(&self.tables_read, &[&s.tables_read])
             && tables(&self.tables_written, &[&s.tables_written])

@@ -98,7 +98,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     audit.record(loaded).await?;
     // The policy's own record comes before any statement it decides.
     audit
-        .record(reload::loaded_event(&config, None, reload::Trigger::Start, false))
+        .record(reload::loaded_event(
+            &config,
+            None,
+            reload::Trigger::Start,
+            false,
+        ))
         .await?;
     let policy = Arc::new(RulePolicy::new(config.policy.clone()));
 

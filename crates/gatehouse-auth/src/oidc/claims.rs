@@ -30,10 +30,7 @@ pub(crate) fn identity(
             .get("exp")
             .and_then(Value::as_i64)
             .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok()),
-        claims: claims
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        claims: claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
 }
 

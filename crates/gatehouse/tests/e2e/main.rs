@@ -5,6 +5,7 @@ mod availability;
 mod bad_input;
 mod durability;
 mod fidelity;
+mod guardrails;
 mod harness;
 mod identity;
 mod lifecycle;
