@@ -13,8 +13,9 @@ use crate::tree::Tree;
 use pg_query::protobuf::{ObjectType, TransactionStmtKind, VariableSetKind};
 use serde::Serialize;
 
-/// Functions that run SQL handed to them as text (or on another server): what they run cannot
-/// be seen in the statement, so a statement calling one is opaque.
+/// Functions that run SQL handed to them as text, read tables named in strings, or run SQL on
+/// another server: what they touch cannot be seen in the statement, so a statement calling
+/// one is opaque.
 const RUNS_SQL_TEXT: &[&str] = &[
     "query_to_xml",
     "query_to_xmlschema",
@@ -22,6 +23,17 @@ const RUNS_SQL_TEXT: &[&str] = &[
     "cursor_to_xml",
     "cursor_to_xmlschema",
     "ts_stat",
+    "ts_rewrite",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "connectby",
     "crosstab",
     "crosstab2",
     "crosstab3",
@@ -179,7 +191,7 @@ impl Walk<'_> {
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
                 if mode == Mode::Runs
                     && matches!(*name, "UpdateStmt" | "DeleteStmt")
-                    && !names_a_row(node.field("where_clause"))
+                    && !names_a_row(node.field("where_clause"), &target_names(node))
                 {
                     self.info.unqualified_write = true;
                 }
@@ -262,15 +274,33 @@ impl Walk<'_> {
                 }
             }
             "DropStmt" => {
-                if drops_relations(node) {
+                let on_table = drops_from_a_table(node);
+                if drops_relations(node) || on_table {
                     for object in node.field("objects").items() {
-                        let name = object.names().join(".");
-                        if !name.is_empty() {
+                        let mut parts = object.field("items").names();
+                        if on_table {
+                            // `DROP TRIGGER t ON accounts`: the last name is the trigger's.
+                            parts.pop();
+                        }
+                        if let Some(name) = qualified(&parts) {
                             self.info.tables_written.push(name);
                         }
                     }
                 }
                 self.any(node.field("objects"), Mode::Stored, Target::Written);
+            }
+            "CommentStmt" | "SecLabelStmt" => {
+                let object = node.field("object");
+                let mut parts = object.field("items").names();
+                if object_type(node.field("objtype")) == Some(ObjectType::ObjectColumn) {
+                    parts.pop();
+                }
+                if let Some(name) = qualified(&parts) {
+                    self.info.tables_written.push(name);
+                }
+                for (_, value) in fields {
+                    self.any(value, mode, Target::Written);
+                }
             }
             // Stored definitions: their queries run later, when the object is used.
             "ViewStmt" | "RuleStmt" | "CreateTrigStmt" | "CreateFunctionStmt"
@@ -302,6 +332,7 @@ impl Walk<'_> {
                 }
             }
             Tree::Node("RangeVar", _) => {
+                // A catalog (database) name, if written, is the current database's: dropped.
                 let name = [node.field("schemaname"), node.field("relname")]
                     .iter()
                     .filter_map(|f| f.str())
@@ -314,7 +345,7 @@ impl Walk<'_> {
                 }
             }
             Tree::Node("FuncCall", fields) => {
-                let name = node.field("funcname").names().join(".");
+                let name = qualified(&node.field("funcname").names()).unwrap_or_default();
                 let last = name.rsplit('.').next().unwrap_or_default();
                 if RUNS_SQL_TEXT.iter().any(|f| f.eq_ignore_ascii_case(last)) {
                     self.info.opaque = Some(format!(
@@ -353,19 +384,66 @@ fn explain_runs(node: &Tree) -> bool {
         .any(|o| o.field("defname").str() == Some("analyze"))
 }
 
-/// Whether a row condition names a row at all: a column of the target outside sub-selects,
+/// Whether a row condition names a row of the target at all: a column outside sub-selects,
 /// or `CURRENT OF` a cursor. `WHERE true`, `WHERE 1 = 1` and `WHERE EXISTS (SELECT 1)` do not.
-fn names_a_row(condition: &Tree) -> bool {
+/// When the statement joins other tables (`USING`, `FROM`), only a column qualified by the
+/// target's name or alias counts: `DELETE FROM a USING b WHERE b.x = 1` deletes every row of
+/// `a` (an unqualified column could be either table's, so it does not count there).
+fn names_a_row(condition: &Tree, target: &Option<Vec<String>>) -> bool {
     match condition {
-        Tree::Node("ColumnRef" | "CurrentOfExpr", _) => true,
+        Tree::Node("CurrentOfExpr", _) => true,
+        Tree::Node("ColumnRef", _) => match target {
+            None => true,
+            Some(names) => {
+                let parts = condition.field("fields").names();
+                parts.len() >= 2
+                    && names
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(parts[parts.len() - 2]))
+            }
+        },
         Tree::Node("SubLink", fields) => fields
             .iter()
             .filter(|(k, _)| *k != "subselect")
-            .any(|(_, v)| names_a_row(v)),
-        Tree::Node(_, fields) => fields.iter().any(|(_, v)| names_a_row(v)),
-        Tree::List(items) => items.iter().any(names_a_row),
+            .any(|(_, v)| names_a_row(v, target)),
+        Tree::Node(_, fields) => fields.iter().any(|(_, v)| names_a_row(v, target)),
+        Tree::List(items) => items.iter().any(|i| names_a_row(i, target)),
         _ => false,
     }
+}
+
+/// For an UPDATE or DELETE that joins other tables, the names its target goes by (alias, or
+/// table name); `None` when it names only its target.
+fn target_names(node: &Tree) -> Option<Vec<String>> {
+    let joined = !node.field("using_clause").is_null() || !node.field("from_clause").is_null();
+    if !joined {
+        return None;
+    }
+    let relation = node.field("relation");
+    let alias = relation.field("alias").field("aliasname").str();
+    Some(match alias {
+        Some(alias) if !alias.is_empty() => vec![alias.to_owned()],
+        _ => relation
+            .field("relname")
+            .str()
+            .map(|n| vec![n.to_owned()])
+            .unwrap_or_default(),
+    })
+}
+
+/// `schema.name` from a qualified name as written, without a leading catalog (database) part.
+fn qualified(parts: &[&str]) -> Option<String> {
+    let start = parts.len().saturating_sub(2);
+    let name = parts[start..].join(".");
+    (!name.is_empty()).then_some(name)
+}
+
+/// Objects that belong to a table and are named `object ON table`.
+fn drops_from_a_table(node: &Tree) -> bool {
+    matches!(
+        object_type(node.field("remove_type")),
+        Some(ObjectType::ObjectTrigger | ObjectType::ObjectPolicy | ObjectType::ObjectRule)
+    )
 }
 
 fn drops_relations(node: &Tree) -> bool {

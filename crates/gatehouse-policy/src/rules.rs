@@ -270,7 +270,7 @@ impl RuleSet {
         statement: &StatementInfo,
         observed: &mut Vec<Observation>,
     ) -> Verdict {
-        for rule in rules {
+        for (i, rule) in rules.iter().enumerate() {
             let (action, unseen) = match rule.matcher.matches(statement) {
                 Match::No => continue,
                 Match::Yes => (rule.action, false),
@@ -289,6 +289,24 @@ impl RuleSet {
                     observed.push(observation);
                 }
                 continue;
+            }
+            if unseen && action == Action::Block {
+                // Blocked either way; a later rule that blocks what it can see (`dynamic`,
+                // a function) names the reason better than one that could not see.
+                let seen = rules[i + 1..].iter().find(|r| {
+                    r.mode == Mode::Enforce
+                        && r.action == Action::Block
+                        && matches!(r.matcher.matches(statement), Match::Yes)
+                });
+                if let Some(seen) = seen {
+                    return Verdict {
+                        action,
+                        rule: Some(seen.name.clone()),
+                        reason: seen.reason.clone(),
+                        unseen: false,
+                        observed: Vec::new(),
+                    };
+                }
             }
             let mut reason = rule.reason.clone();
             if unseen {
@@ -324,8 +342,10 @@ fn any_glob(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| glob::matches(p, name))
 }
 
-/// A relation or function pattern against a name as written. A pattern with a schema also
-/// matches the unqualified name, which `search_path` may resolve to that schema.
+/// A relation or function pattern against a name as written. A pattern without a schema
+/// matches the name in any schema; a pattern with one also matches the unqualified name by
+/// its last part, since the session's `search_path` may resolve it to that schema (so
+/// `payments.*` matches every unqualified name: the gateway does not know the search path).
 fn name_matches(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| {
         if glob::matches(p, name) {
@@ -360,7 +380,7 @@ impl Matcher {
             && (self.actors.is_empty() || caller.actors.iter().any(|a| any_glob(&self.actors, a)))
             && self
                 .delegated
-                .is_none_or(|d| d == !caller.actors.is_empty())
+                .is_none_or(|delegated| delegated != caller.actors.is_empty())
             && (self.connections.is_empty() || any_glob(&self.connections, request.connection))
             && self.time.as_ref().is_none_or(|t| t.contains(request.now))
     }

@@ -356,7 +356,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let (command, step) = match tag {
             b'Q' => {
                 let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
-                let command = self.command(text).unwrap_or_else(|(command, _)| command);
+                let command = self.command(text).unwrap_or_else(|refused| refused.0);
                 (command, Step::Query)
             }
             b'E' => (
@@ -393,7 +393,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
 
     /// Decodes client text in the session's client encoding into a classified command;
     /// `Err` with a refusal when the bytes are not valid in it.
-    fn command(&mut self, bytes: &[u8]) -> Result<Command, (Command, Refusal)> {
+    fn command(&mut self, bytes: &[u8]) -> Result<Command, Box<(Command, Refusal)>> {
         let encoding = self.shared.flow().encoding;
         match encoding.decode(bytes) {
             Some(text) => {
@@ -415,7 +415,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                     ),
                     code: sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
                 };
-                Err((command, refusal))
+                Err(Box::new((command, refusal)))
             }
         }
     }
@@ -478,7 +478,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let (text, _) = codec::read_bytes(body, "Query").map_err(protocol)?;
         let (mut command, refusal) = match self.command(text) {
             Ok(command) => (command, None),
-            Err((command, refusal)) => (command, Some(refusal)),
+            Err(refused) => {
+                let (command, refusal) = *refused;
+                (command, Some(refusal))
+            }
         };
         if let Err(wait) = self.resolve_executes(&mut command) {
             return Ok(Step2::Retry(wait));
@@ -603,7 +606,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let display = String::from_utf8_lossy(name).into_owned();
         let (mut command, refusal) = match self.command(text) {
             Ok(command) => (command, None),
-            Err((command, refusal)) => (command, Some(refusal)),
+            Err(refused) => {
+                let (command, refusal) = *refused;
+                (command, Some(refusal))
+            }
         };
         if let Err(wait) = self.resolve_executes(&mut command) {
             return Ok(Step2::Retry(wait));
