@@ -7,6 +7,8 @@
 #   gateway_nofsync   gatehouse with audit fsync never (durability cost shown separately)
 #   gateway_periodic_1w  fsync periodic with postgres.workers: 1 (not in the default set; for
 #                     comparing one worker thread with one per CPU)
+#   gateway_policy, gateway_periodic_policy  fsync always / periodic with the global policy of
+#                     examples/bank-baseline.yaml (20 rules) on (not in the default set)
 #   pgbouncer         PgBouncer, session pooling, in front of the same database
 # at -c 1 (-j 1) and -c 8 (-j 2), in interleaved rounds, reporting medians.
 #
@@ -60,6 +62,9 @@ ensure_tools
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
+# The bank baseline's global rules (20), for the *_policy targets.
+POLICY_FILE="$WORK/policy.yaml"
+sed -n '/^policy:/,$p' "$REPO/examples/bank-baseline.yaml" >"$POLICY_FILE"
 chmod 755 "$WORK"
 cleanup() {
     stop_started
@@ -98,6 +103,8 @@ for t in $TARGETS; do
         gateway_periodic) start_gateway gateway_periodic periodic ;;
         gateway_nofsync) start_gateway gateway_nofsync never ;;
         gateway_periodic_1w) start_gateway gateway_periodic_1w periodic "$REPO/target/release/gatehouse" 1 ;;
+        gateway_policy) start_gateway gateway_policy always "$REPO/target/release/gatehouse" "" "$POLICY_FILE" ;;
+        gateway_periodic_policy) start_gateway gateway_periodic_policy periodic "$REPO/target/release/gatehouse" "" "$POLICY_FILE" ;;
         pgbouncer) start_pgbouncer ;;
         baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
@@ -105,40 +112,28 @@ for t in $TARGETS; do
     esac
 done
 
-# pgbench_args TARGET -> connection arguments; proxy_pid TARGET -> the proxy's pid (or empty)
+# target_conn TARGET -> connection arguments; target_password TARGET; proxy_pid TARGET -> the
+# proxy's pid (or empty). Every gateway-like target NAME has GW_PORT_NAME, GW_KEY_NAME and
+# GW_PID_NAME, set by start_gateway.
+gw_var() { local v="GW_$1_$2"; echo "${!v:-}"; }
 target_conn() {
     case $1 in
         direct) echo "-h $PGHOST_DIRECT -p $PGPORT_DIRECT -U $PGUSER_DIRECT $BENCH_DB" ;;
-        gateway) echo "-h 127.0.0.1 -p $GW_PORT_gateway -U bench bench" ;;
-        gateway_periodic) echo "-h 127.0.0.1 -p $GW_PORT_gateway_periodic -U bench bench" ;;
-        gateway_nofsync) echo "-h 127.0.0.1 -p $GW_PORT_gateway_nofsync -U bench bench" ;;
-        gateway_periodic_1w) echo "-h 127.0.0.1 -p $GW_PORT_gateway_periodic_1w -U bench bench" ;;
-        baseline) echo "-h 127.0.0.1 -p $GW_PORT_baseline -U bench bench" ;;
-        baseline_periodic) echo "-h 127.0.0.1 -p $GW_PORT_baseline_periodic -U bench bench" ;;
         pgbouncer) echo "-h 127.0.0.1 -p $PGB_PORT -U $PGUSER_DIRECT $BENCH_DB" ;;
+        *) echo "-h 127.0.0.1 -p $(gw_var PORT "$1") -U bench bench" ;;
     esac
 }
 target_password() {
     case $1 in
-        gateway) echo "$GW_KEY_gateway" ;;
-        gateway_periodic) echo "$GW_KEY_gateway_periodic" ;;
-        gateway_nofsync) echo "$GW_KEY_gateway_nofsync" ;;
-        gateway_periodic_1w) echo "$GW_KEY_gateway_periodic_1w" ;;
-        baseline) echo "$GW_KEY_baseline" ;;
-        baseline_periodic) echo "$GW_KEY_baseline_periodic" ;;
-        *) echo "" ;;
+        direct | pgbouncer) echo "" ;;
+        *) gw_var KEY "$1" ;;
     esac
 }
 proxy_pid() {
     case $1 in
-        gateway) echo "$GW_PID_gateway" ;;
-        gateway_periodic) echo "$GW_PID_gateway_periodic" ;;
-        gateway_nofsync) echo "$GW_PID_gateway_nofsync" ;;
-        gateway_periodic_1w) echo "$GW_PID_gateway_periodic_1w" ;;
-        baseline) echo "$GW_PID_baseline" ;;
-        baseline_periodic) echo "$GW_PID_baseline_periodic" ;;
+        direct) echo "" ;;
         pgbouncer) echo "$PGB_PID" ;;
-        *) echo "" ;;
+        *) gw_var PID "$1" ;;
     esac
 }
 
@@ -246,13 +241,13 @@ done
     echo "loadavg at end: $(cat /proc/loadavg)"
     echo "top processes at end:"
     ps -eo pcpu,pid,etime,comm --sort=-pcpu | sed -n 1,12p | sed 's/^/  /'
-    for t in gateway gateway_periodic gateway_nofsync gateway_periodic_1w baseline baseline_periodic; do
+    for t in "${TARGET_LIST[@]}"; do
         if [ -f "$WORK/$t/data/audit/audit.log" ]; then
             echo "$t audit log: $(wc -l <"$WORK/$t/data/audit/audit.log") records, $(du -h "$WORK/$t/data/audit/audit.log" | cut -f1)"
         fi
     done
 } >>"$OUT/machine.txt"
-for t in gateway gateway_periodic gateway_nofsync gateway_periodic_1w baseline baseline_periodic; do
+for t in "${TARGET_LIST[@]}"; do
     if [ -f "$WORK/$t/gatehouse.log" ]; then cp "$WORK/$t/gatehouse.log" "$OUT/$t.log"; fi
 done
 

@@ -70,7 +70,7 @@ wait_port() { # port timeout_s
 # start_gateway NAME FSYNC(always|periodic|never) [BINARY] -> sets GW_PID_<NAME>,
 # GW_PORT_<NAME>, GW_KEY_<NAME>. BINARY defaults to this checkout's release build.
 start_gateway() {
-    local name=$1 fsync=$2 bin=${3:-$REPO/target/release/gatehouse} workers=${4:-} dir="$WORK/$1" port
+    local name=$1 fsync=$2 bin=${3:-$REPO/target/release/gatehouse} workers=${4:-} policy=${5:-} dir="$WORK/$1" port
     port=$(free_port)
     mkdir -p "$dir"
     cat >"$dir/gatehouse.yaml" <<EOF
@@ -92,6 +92,7 @@ connections:
     allow:
       groups: [gatehouse-admins]
 EOF
+    if [ -n "$policy" ]; then cat "$policy" >>"$dir/gatehouse.yaml"; fi
     # 9>&-: the benchmark lock (bench_lock) must not outlive this script in a child.
     "$bin" serve --config "$dir/gatehouse.yaml" >"$dir/gatehouse.log" 2>&1 9>&- &
     local pid=$!
