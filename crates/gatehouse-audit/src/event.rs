@@ -64,11 +64,32 @@ pub enum EventKind {
     /// A reload was refused (the file is invalid); the policy in effect stays.
     #[serde(rename = "policy.rejected")]
     PolicyRejected,
+    /// A statement was held for approval: the request, with the statement and its effect.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// An approver approved a request (the request is approved once it has its required approvals).
+    #[serde(rename = "approval.approved")]
+    ApprovalApproved,
+    /// An approver denied a request: final.
+    #[serde(rename = "approval.denied")]
+    ApprovalDenied,
+    /// A request (or an unused approval) passed its validity.
+    #[serde(rename = "approval.expired")]
+    ApprovalExpired,
+    /// The client waiting on a request left.
+    #[serde(rename = "approval.abandoned")]
+    ApprovalAbandoned,
+    /// The client waiting on a request cancelled it (a cancel request).
+    #[serde(rename = "approval.cancelled")]
+    ApprovalCancelled,
+    /// An approval was used: the approved statement runs (its statement record names the request).
+    #[serde(rename = "approval.executed")]
+    ApprovalExecuted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -91,6 +112,13 @@ impl EventKind {
         EventKind::AuthFailureSummary,
         EventKind::PolicyLoaded,
         EventKind::PolicyRejected,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalApproved,
+        EventKind::ApprovalDenied,
+        EventKind::ApprovalExpired,
+        EventKind::ApprovalAbandoned,
+        EventKind::ApprovalCancelled,
+        EventKind::ApprovalExecuted,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -116,6 +144,13 @@ impl EventKind {
             EventKind::AuditGap => "audit.gap",
             EventKind::PolicyLoaded => "policy.loaded",
             EventKind::PolicyRejected => "policy.rejected",
+            EventKind::ApprovalRequested => "approval.requested",
+            EventKind::ApprovalApproved => "approval.approved",
+            EventKind::ApprovalDenied => "approval.denied",
+            EventKind::ApprovalExpired => "approval.expired",
+            EventKind::ApprovalAbandoned => "approval.abandoned",
+            EventKind::ApprovalCancelled => "approval.cancelled",
+            EventKind::ApprovalExecuted => "approval.executed",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
         }

@@ -6,6 +6,7 @@
 //! so no adapter can skip a phase. Request-scoped callers (the admin API, later HTTP) go
 //! through [`Gate::authenticate_request`], audited and counted the same way.
 
+use crate::approvals::Approvals;
 use crate::connection::{Connections, Protocol, Target, UpstreamTls};
 use crate::end::EndCause;
 use crate::identity::{AuthError, Authenticator, Identity};
@@ -108,6 +109,7 @@ pub(crate) struct GateInner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) index: Arc<dyn SessionIndex>,
     pub(crate) registry: Registry,
+    pub(crate) approvals: Option<Arc<Approvals>>,
     limiter: Mutex<PreAuthLimiter>,
 }
 
@@ -119,6 +121,9 @@ pub struct GateParts {
     pub metrics: Arc<Metrics>,
     pub index: Arc<dyn SessionIndex>,
     pub policy: Arc<dyn Policy>,
+    /// Holds for approval need a broker; without one, a statement that needs approval is
+    /// refused.
+    pub approvals: Option<Arc<Approvals>>,
     pub pre_auth: PreAuthLimits,
 }
 
@@ -138,6 +143,7 @@ impl GateParts {
             metrics,
             index,
             policy: Arc::new(AllowAll),
+            approvals: None,
             pre_auth: PreAuthLimits::default(),
         }
     }
@@ -154,6 +160,7 @@ impl Gate {
                 metrics: parts.metrics,
                 index: parts.index,
                 registry: Registry::default(),
+                approvals: parts.approvals,
                 limiter: Mutex::new(PreAuthLimiter::new(parts.pre_auth)),
             }),
         }
@@ -446,6 +453,11 @@ impl Gate {
             self.inner.metrics.audit_failures_total.inc();
         }
         result
+    }
+
+    /// The approvals broker, when one is configured.
+    pub fn approvals(&self) -> Option<&Arc<Approvals>> {
+        self.inner.approvals.as_ref()
     }
 
     /// The open sessions.

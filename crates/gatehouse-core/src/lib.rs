@@ -1,6 +1,7 @@
 //! Gatehouse core: identity, connections, commands, the policy step, and the session and
 //! statement pipelines that every protocol adapter drives. Nothing here opens a socket.
 
+pub mod approvals;
 pub mod barrier;
 pub mod command;
 pub mod connection;
@@ -38,7 +39,7 @@ pub use policy::{
 pub use rules::RulePolicy;
 pub use secret::Secret;
 pub use session::{
-    Admission, Admitted, Refused, ResultStatus, Session, Statement, StatementId, StatementResult,
-    StopSignal,
+    Admission, Admitted, Hold, Refused, ResultStatus, Session, Statement, StatementId,
+    StatementResult, StopSignal,
 };
 pub use sink::{AuditSink, MemorySink};

@@ -65,11 +65,12 @@ pub struct Refusal {
     pub code: &'static str,
 }
 
-/// A statement held until a person approves it (not produced yet: approvals come next).
+/// A statement held until people approve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingApproval {
-    pub request_id: String,
     pub rule: String,
+    pub reason: String,
+    pub spec: gatehouse_policy::ApprovalSpec,
 }
 
 /// The policy's answer.

@@ -3,7 +3,9 @@
 //! policy's verdict back onto a [`Ruling`]. The rule set can be replaced while sessions run
 //! (a reload); each decision uses the set current when it is made and names its hash.
 
-use crate::policy::{Decision, Policy, Refusal, ResponsePlan, Ruling, StatementContext, Step};
+use crate::policy::{
+    Decision, PendingApproval, Policy, Refusal, ResponsePlan, Ruling, StatementContext, Step,
+};
 use gatehouse_policy::{Action, Caller, Request, RuleSet};
 use std::sync::{Arc, RwLock};
 
@@ -78,16 +80,23 @@ impl Policy for RulePolicy {
                 reason: verdict.reason,
                 code: BLOCKED,
             }),
-            // Approvals are not built yet and the configuration refuses rules that ask for
-            // them; should one reach here, it fails closed.
-            Action::Approve => Decision::Block(Refusal {
-                rule: verdict.rule.clone().unwrap_or_else(|| "default".into()),
-                reason: format!(
-                    "{} (approval required, and approvals are not available)",
-                    verdict.reason
-                ),
-                code: BLOCKED,
-            }),
+            Action::Approve => match verdict.approval.clone() {
+                Some(spec) => Decision::Hold(PendingApproval {
+                    rule: verdict.rule.clone().unwrap_or_else(|| "default".into()),
+                    reason: verdict.reason,
+                    spec,
+                }),
+                // The configuration gives every approve rule its approvers; should one come
+                // without, it fails closed.
+                None => Decision::Block(Refusal {
+                    rule: verdict.rule.clone().unwrap_or_else(|| "default".into()),
+                    reason: format!(
+                        "{} (approval required, and no approvers are set)",
+                        verdict.reason
+                    ),
+                    code: BLOCKED,
+                }),
+            },
         };
         Ruling {
             decision,

@@ -7,6 +7,7 @@
 //! `statement.result`. A statement the server never answered is completed as unknown, with the
 //! rows and bytes that had already reached the client.
 
+use crate::approvals::{new_request, ApprovalRequest, ApprovalState, Binding, Standing, Waiting};
 use crate::barrier::Gated;
 use crate::command::Command;
 use crate::connection::{Connection, Protocol};
@@ -90,11 +91,22 @@ impl Refusal {
 }
 
 /// The policy's decision, carried out as records.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Admission {
     Forward(Admitted),
     Refuse(Refused),
-    Hold(PendingApproval),
+    /// Held for approval: wait (reading the client meanwhile), then present the statement
+    /// again; it is then admitted with its approval, or refused with the outcome.
+    Hold(Hold),
+}
+
+/// A held statement.
+#[derive(Debug)]
+pub enum Hold {
+    /// A request for exactly this statement is pending: wait on it.
+    Waiting(Waiting),
+    /// No request yet: open this one with [`Session::request_approval`], then wait on it.
+    New(Box<ApprovalRequest>),
 }
 
 /// How a forwarded statement ended.
@@ -267,7 +279,114 @@ impl Session {
             Decision::Block(refusal) => self
                 .refuse_with(statement, refusal.clone(), &ruling)
                 .map(Admission::Refuse),
-            Decision::Hold(pending) => Ok(Admission::Hold(pending.clone())),
+            Decision::Hold(pending) => self.held(statement, pending, &ruling),
+        }
+    }
+
+    /// A statement the policy holds: admitted with a usable approval of exactly it, waiting
+    /// on a pending request for it, or a new request.
+    fn held(
+        &self,
+        statement: Statement<'_>,
+        pending: &PendingApproval,
+        ruling: &Ruling,
+    ) -> Result<Admission, AuditError> {
+        let Some(approvals) = &self.gate.inner.approvals else {
+            let refusal = Refusal {
+                rule: pending.rule.clone(),
+                reason: format!(
+                    "{} (this statement needs approval, and approvals are not available)",
+                    pending.reason
+                ),
+                code: crate::rules::BLOCKED,
+            };
+            return self
+                .refuse_with(statement, refusal, ruling)
+                .map(Admission::Refuse);
+        };
+        let command = statement.command;
+        let binding = Binding {
+            statement_sha256: hex::encode(Sha256::digest(command.text.as_bytes())),
+            principal: self.identity.principal(),
+            connection: self.connection.name.clone(),
+        };
+        match approvals.standing(&binding, time::OffsetDateTime::now_utc()) {
+            Standing::Approved(request) => {
+                let mut event =
+                    self.statement_event(&statement, Outcome::pending(), "allow", None, ruling);
+                if let Some(serde_json::Value::Object(detail)) = &mut event.what.detail {
+                    detail.insert("rule".into(), pending.rule.clone().into());
+                    detail.insert("approval".into(), request.id.clone().into());
+                    let by: Vec<&str> = request.approvals.iter().map(|v| v.by.as_str()).collect();
+                    detail.insert("approved_by".into(), by.into());
+                }
+                let ticket = self.append(event)?;
+                self.statements.fetch_add(1, Ordering::Relaxed);
+                Ok(Admission::Forward(Admitted {
+                    id: StatementId {
+                        seq: ticket.seq(),
+                        kind: command.kind(),
+                    },
+                    ticket,
+                    plan: ResponsePlan::default(),
+                }))
+            }
+            Standing::Pending(waiting) => Ok(Admission::Hold(Hold::Waiting(waiting))),
+            Standing::None => {
+                let effect = serde_json::json!({
+                    "kind": command.kind(),
+                    "step": statement.step.as_str(),
+                    "runs": command
+                        .classification
+                        .detail
+                        .iter()
+                        .flat_map(|s| s.runs.iter())
+                        .collect::<Vec<_>>(),
+                    "tables_written": command
+                        .classification
+                        .detail
+                        .iter()
+                        .flat_map(|s| s.tables_written.iter())
+                        .collect::<Vec<_>>(),
+                    "text_known": command.known,
+                });
+                let text = cap(&command.text, MAX_AUDITED_STATEMENT).0;
+                Ok(Admission::Hold(Hold::New(Box::new(new_request(
+                    &self.identity,
+                    &self.connection.name,
+                    &self.id,
+                    text,
+                    binding.statement_sha256,
+                    &pending.rule,
+                    &pending.reason,
+                    effect,
+                    &pending.spec,
+                )))))
+            }
+        }
+    }
+
+    /// Opens an approval request for a held statement; its record is durable and it is stored
+    /// when this returns.
+    pub async fn request_approval(&self, request: ApprovalRequest) -> Result<Waiting, String> {
+        match &self.gate.inner.approvals {
+            Some(approvals) => approvals.request(request, self.who.clone()).await,
+            None => Err("approvals are not available".into()),
+        }
+    }
+
+    /// An approval request, as it stands.
+    pub async fn approval(&self, id: &str) -> Option<ApprovalRequest> {
+        match &self.gate.inner.approvals {
+            Some(approvals) => approvals.get(id).await.ok().flatten(),
+            None => None,
+        }
+    }
+
+    /// Closes a request this session was waiting on: the client left or cancelled.
+    pub fn close_approval(&self, id: &str, state: ApprovalState) {
+        if let Some(approvals) = &self.gate.inner.approvals {
+            approvals.close(id, state);
         }
     }
 

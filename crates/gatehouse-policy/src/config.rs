@@ -2,8 +2,12 @@
 //! their resolution into a [`RuleSet`]. Unknown keys are refused; every problem is reported
 //! through [`Checks`] with its key path, so the server can name the file and line.
 
-use crate::rules::{Action, Matcher, Mode, Rule, RuleSet, TimeWindow, Unseen};
-use gatehouse_config::Checks;
+use crate::rules::{Action, ApprovalSpec, Matcher, Mode, Rule, RuleSet, TimeWindow, Unseen};
+use std::time::Duration;
+
+const DEFAULT_HOLD: Duration = Duration::from_secs(120);
+const DEFAULT_VALID_FOR: Duration = Duration::from_secs(3600);
+use gatehouse_config::{Checks, ConfigDuration};
 use gatehouse_inspect::sql::StatementKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -14,7 +18,30 @@ use std::collections::BTreeMap;
 pub struct RawPolicy {
     /// What a statement no rule decides gets: `allow` (the default) or `block`.
     pub default: Option<RawAction>,
+    pub approvals: Option<RawApprovalDefaults>,
     pub rules: Option<Vec<RawRule>>,
+}
+
+/// Defaults for every `approve` rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovalDefaults {
+    /// How long a held statement waits for a decision (default 2m).
+    pub hold: Option<ConfigDuration>,
+    /// How long a request can be approved, and an approval used, after it is made (default 1h).
+    pub valid_for: Option<ConfigDuration>,
+}
+
+/// Who approves statements an `approve` rule holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApproval {
+    /// Distinct approvers needed (default 1).
+    pub required: Option<u32>,
+    /// Groups approvers come from (default: the admin groups).
+    pub approvers: Option<Vec<String>>,
+    pub hold: Option<ConfigDuration>,
+    pub valid_for: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +70,7 @@ pub struct RawRule {
     /// What to do with a statement whose effect the gateway cannot see (it does not parse, a
     /// `DO` block, a prepared statement it could not follow): `block` (default) or `approve`.
     pub unseen: Option<RawAction>,
+    pub approval: Option<RawApproval>,
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
 }
@@ -128,7 +156,12 @@ pub fn resolve(
     global: Option<RawPolicy>,
     connections: Vec<(String, Vec<RawRule>)>,
 ) -> RuleSet {
-    let global = global.unwrap_or_default();
+    let mut global = global.unwrap_or_default();
+    let defaults = global.approvals.take().unwrap_or_default();
+    let defaults = (
+        defaults.hold.map_or(DEFAULT_HOLD, |d| d.0),
+        defaults.valid_for.map_or(DEFAULT_VALID_FOR, |d| d.0),
+    );
     let default = match global.default {
         None | Some(RawAction::Allow) => Action::Allow,
         Some(RawAction::Block) => Action::Block,
@@ -154,7 +187,7 @@ pub fn resolve(
                         &format!("rule name {:?} is used twice; names must be unique, since records name the rule", rule.name),
                     );
                 }
-                resolve_rule(checks, &path, rule)
+                resolve_rule(checks, &path, rule, defaults)
             })
             .collect::<Vec<_>>()
     };
@@ -171,7 +204,12 @@ pub fn resolve(
     RuleSet::new(default, rules, by_connection)
 }
 
-fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Rule> {
+fn resolve_rule(
+    checks: &mut dyn Checks,
+    at: &[&str],
+    raw: RawRule,
+    defaults: (Duration, Duration),
+) -> Option<Rule> {
     let here = |key: &'static str| -> Vec<&str> { at.iter().copied().chain([key]).collect() };
     let mut ok = true;
     if raw.name.trim().is_empty() {
@@ -181,25 +219,11 @@ fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Ru
     let action = match raw.action {
         RawAction::Allow => Action::Allow,
         RawAction::Block => Action::Block,
-        RawAction::Approve => {
-            checks.error(
-                &here("action"),
-                "approve (just-in-time approval) is not available in this version; use block or observe mode",
-            );
-            ok = false;
-            Action::Block
-        }
+        RawAction::Approve => Action::Approve,
     };
     let unseen = match raw.unseen {
         None | Some(RawAction::Block) => Unseen::Block,
-        Some(RawAction::Approve) => {
-            checks.error(
-                &here("unseen"),
-                "approve (just-in-time approval) is not available in this version; use block",
-            );
-            ok = false;
-            Unseen::Block
-        }
+        Some(RawAction::Approve) => Unseen::Approve,
         Some(RawAction::Allow) => {
             checks.error(
                 &here("unseen"),
@@ -212,10 +236,55 @@ fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Ru
     if action != Action::Allow && raw.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         checks.error(
             &here("reason"),
-            "a rule that blocks needs a reason: the caller and the record see it",
+            "a rule that blocks or holds needs a reason: the caller, the approvers and the record see it",
         );
         ok = false;
     }
+    let holds = action == Action::Approve || unseen == Unseen::Approve;
+    let approval = match (holds, raw.approval) {
+        (false, Some(_)) => {
+            checks.error(
+                &here("approval"),
+                "only a rule with action: approve (or unseen: approve) holds statements for approval",
+            );
+            ok = false;
+            None
+        }
+        (false, None) => None,
+        (true, raw) => {
+            let raw = raw.unwrap_or_default();
+            let required = raw.required.unwrap_or(1);
+            if !(1..=10).contains(&required) {
+                checks.error(
+                    &[at, &["approval", "required"]].concat(),
+                    "between 1 and 10 approvers",
+                );
+                ok = false;
+            }
+            let hold = raw.hold.map_or(defaults.0, |d| d.0);
+            let valid = raw.valid_for.map_or(defaults.1, |d| d.0);
+            if hold.is_zero() || hold > Duration::from_secs(3600) {
+                checks.error(
+                    &[at, &["approval", "hold"]].concat(),
+                    "a hold is between 1s and 1h: the client waits that long",
+                );
+                ok = false;
+            }
+            if valid < hold {
+                checks.error(
+                    &[at, &["approval", "valid_for"]].concat(),
+                    "valid_for must be at least the hold time",
+                );
+                ok = false;
+            }
+            Some(ApprovalSpec {
+                required: required.clamp(1, 10),
+                approvers: raw.approvers.unwrap_or_default(),
+                hold_secs: hold.as_secs().max(1),
+                valid_secs: valid.as_secs().max(1),
+            })
+        }
+    };
     let m = raw.matcher.unwrap_or_default();
     let mut statements = Vec::new();
     for (i, s) in m.statements.unwrap_or_default().into_iter().enumerate() {
@@ -287,6 +356,7 @@ fn resolve_rule(checks: &mut dyn Checks, at: &[&str], raw: RawRule) -> Option<Ru
             _ => Mode::Enforce,
         },
         unseen,
+        approval,
         matcher,
     })
 }

@@ -6,4 +6,4 @@ pub mod config;
 mod glob;
 pub mod rules;
 
-pub use rules::{Action, Caller, Mode, Observation, Request, Rule, RuleSet, Verdict};
+pub use rules::{Action, ApprovalSpec, Caller, Mode, Observation, Request, Rule, RuleSet, Verdict};

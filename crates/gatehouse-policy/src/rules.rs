@@ -103,6 +103,19 @@ pub struct Matcher {
     pub time: Option<TimeWindow>,
 }
 
+/// Who must approve a held statement, and for how long it waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalSpec {
+    /// How many distinct approvers (at least 1); one denial is final.
+    pub required: u32,
+    /// Groups an approver must be in (any of them); empty: the gateway's admin groups.
+    pub approvers: Vec<String>,
+    /// How long the statement is held waiting, in seconds.
+    pub hold_secs: u64,
+    /// How long the request can still be approved, and an approval used, in seconds.
+    pub valid_secs: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
     pub name: String,
@@ -110,6 +123,8 @@ pub struct Rule {
     pub reason: String,
     pub mode: Mode,
     pub unseen: Unseen,
+    /// For `approve` rules (and `unseen: approve`).
+    pub approval: Option<ApprovalSpec>,
     #[serde(rename = "match")]
     pub matcher: Matcher,
 }
@@ -155,6 +170,8 @@ pub struct Verdict {
     pub reason: String,
     /// Whether the deciding rule matched a statement it could not see.
     pub unseen: bool,
+    /// Who must approve, when the action is `Approve`.
+    pub approval: Option<ApprovalSpec>,
     pub observed: Vec<Observation>,
 }
 
@@ -227,6 +244,7 @@ impl RuleSet {
             rule: None,
             reason: String::new(),
             unseen: false,
+            approval: None,
             observed: Vec::new(),
         };
         let whole;
@@ -258,6 +276,7 @@ impl RuleSet {
                 verdict.rule = one.rule;
                 verdict.reason = one.reason;
                 verdict.unseen = one.unseen;
+                verdict.approval = one.approval;
             }
         }
         // No statements at all (an empty query): nothing runs, so nothing is refused.
@@ -304,6 +323,7 @@ impl RuleSet {
                         rule: Some(seen.name.clone()),
                         reason: seen.reason.clone(),
                         unseen: false,
+                        approval: None,
                         observed: Vec::new(),
                     };
                 }
@@ -322,6 +342,9 @@ impl RuleSet {
                 rule: Some(rule.name.clone()),
                 reason,
                 unseen,
+                approval: (action == Action::Approve)
+                    .then(|| rule.approval.clone())
+                    .flatten(),
                 observed: Vec::new(),
             };
         }
@@ -333,6 +356,7 @@ impl RuleSet {
                 _ => "no rule allows this statement (policy default: block)".into(),
             },
             unseen: false,
+            approval: None,
             observed: Vec::new(),
         }
     }

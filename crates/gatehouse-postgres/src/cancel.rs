@@ -16,6 +16,8 @@ pub struct CancelTarget {
     pub tls: UpstreamTls,
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub upstream_key: (i32, i32),
+    /// Wakes the session: a cancel ends a hold for approval.
+    pub interrupt: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default, Clone)]

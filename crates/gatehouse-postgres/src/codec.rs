@@ -21,6 +21,7 @@ pub mod sqlstate {
     pub const SQLCLIENT_UNABLE: &str = "08001";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const QUERY_CANCELED: &str = "57014";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const ADMIN_SHUTDOWN: &str = "57P01";

@@ -234,6 +234,7 @@ impl PgGateway {
                 return;
             }
         };
+        let interrupt = Arc::new(tokio::sync::Notify::new());
         let cancel_guard = self.cancels.register(CancelTarget {
             session: session.id().to_owned(),
             connection: session.connection().name.clone(),
@@ -242,6 +243,7 @@ impl PgGateway {
             tls: target.tls.clone(),
             tls_config: tls,
             upstream_key: upstream.key.unwrap_or_default(),
+            interrupt: interrupt.clone(),
         });
         tracing::info!("session started");
         let mut greeting = BytesMut::new();
@@ -259,6 +261,7 @@ impl PgGateway {
             upstream.stream,
             self.config.limits,
             initial,
+            interrupt,
             self.shutdown.clone(),
         )
         .await;
@@ -345,6 +348,8 @@ impl PgGateway {
             let _ = self.gate.record(event).await;
             return;
         };
+        // A statement held for approval ends its hold; a running one is cancelled by the server.
+        found.interrupt.notify_waiters();
         let result = upstream::cancel(&found, found.upstream_key).await;
         let outcome = match &result {
             Ok(()) => Outcome::success(),

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
+mod approvals;
 mod serve;
 pub use serve::{serve, ServeLimits};
 
@@ -48,6 +49,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/keys/{name}/revoke", post(revoke_key))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         // Before the layer, so unknown paths are authenticated and audited too.
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

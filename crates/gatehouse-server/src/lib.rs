@@ -2,6 +2,7 @@
 //! listeners and the admin API, assembled into one running gateway.
 
 pub mod admin;
+mod approval_store;
 mod bootstrap;
 pub mod config;
 mod index;

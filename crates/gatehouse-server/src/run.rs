@@ -2,9 +2,10 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::{bootstrap, index, reload, wiring};
+use crate::{approval_store, bootstrap, index, reload, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
+use gatehouse_core::approvals::Approvals;
 use gatehouse_core::{Authenticator, Gate, GateParts, Metrics, RulePolicy};
 use gatehouse_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
@@ -135,6 +136,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(index::StoreIndex(store.clone())),
     );
     parts.policy = policy.clone();
+    let approvals = Arc::new(
+        Approvals::load(
+            Arc::new(approval_store::StoreApprovals(store.clone())),
+            Arc::new(audit.clone()),
+            config.admin.admin_groups.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("loading approval requests from the state store: {e}"))?,
+    );
+    parts.approvals = Some(approvals.clone());
     let gate = Gate::new(parts);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -200,7 +211,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => sweeper.sweep_pre_auth(false),
+                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                    sweeper.sweep_pre_auth(false);
+                    approvals.expire(time::OffsetDateTime::now_utc());
+                }
                 _ = sweep_stop.wait_for(|stop| *stop) => break,
             }
         }

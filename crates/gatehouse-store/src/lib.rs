@@ -64,4 +64,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The `limit` most recently started sessions, newest first.
     async fn list_sessions(&self, limit: u32) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Inserts or replaces an approval request (kept as JSON, with its state and creation
+    /// time in unix nanoseconds).
+    async fn save_approval(
+        &self,
+        id: &str,
+        state: &str,
+        created_at: OffsetDateTime,
+        body_json: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The JSON of every request that is pending or approved, oldest first.
+    async fn open_approvals(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The JSON of the `limit` newest requests, optionally only those in `state`.
+    async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
 }

@@ -55,6 +55,17 @@ pub const LIST_SESSIONS: &str = concat!(
     " FROM sessions ORDER BY started_at DESC, id DESC LIMIT ?"
 );
 
+/// Upsert (`ON CONFLICT ... DO UPDATE` is common to SQLite 3.24+ and PostgreSQL).
+pub const SAVE_APPROVAL: &str = "INSERT INTO approvals (id, state, created_at, body_json) \
+     VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+     body_json = excluded.body_json";
+pub const OPEN_APPROVALS: &str =
+    "SELECT body_json FROM approvals WHERE state IN ('pending', 'approved') ORDER BY created_at";
+pub const LIST_APPROVALS: &str =
+    "SELECT body_json FROM approvals ORDER BY created_at DESC, id DESC LIMIT ?";
+pub const LIST_APPROVALS_IN_STATE: &str =
+    "SELECT body_json FROM approvals WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?";
+
 /// Rewrites `?` placeholders to PostgreSQL's `$1, $2, ...`. Our statements contain no `?`
 /// inside literals, so a plain scan is exact.
 pub fn numbered_placeholders(sql: &str) -> String {

@@ -20,12 +20,13 @@ pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_mig
     applied_at BIGINT NOT NULL
 )";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "api keys and session index",
-    statements: &[
-        // Times are unix nanoseconds (UTC); groups/actors are JSON array text.
-        "CREATE TABLE api_keys (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api keys and session index",
+        statements: &[
+            // Times are unix nanoseconds (UTC); groups/actors are JSON array text.
+            "CREATE TABLE api_keys (
             name TEXT PRIMARY KEY,
             key_hash TEXT NOT NULL UNIQUE,
             prefix TEXT NOT NULL,
@@ -33,7 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             revoked_at BIGINT
         )",
-        "CREATE TABLE sessions (
+            "CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             protocol TEXT NOT NULL,
             connection_name TEXT NOT NULL,
@@ -45,9 +46,24 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             statements BIGINT NOT NULL,
             end_reason TEXT
         )",
-        "CREATE INDEX sessions_started_at ON sessions (started_at)",
-    ],
-}];
+            "CREATE INDEX sessions_started_at ON sessions (started_at)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "approval requests",
+        statements: &[
+            // The request as JSON (it is read whole); state and time kept as columns to filter on.
+            "CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            body_json TEXT NOT NULL
+        )",
+            "CREATE INDEX approvals_state ON approvals (state, created_at)",
+        ],
+    },
+];
 
 /// The schema version this build writes and understands.
 pub fn latest_version() -> i64 {

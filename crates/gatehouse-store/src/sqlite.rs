@@ -254,4 +254,50 @@ impl Store for SqliteStore {
             .await?;
         rows.iter().map(session_from_row).collect()
     }
+
+    async fn save_approval(
+        &self,
+        id: &str,
+        state: &str,
+        created_at: OffsetDateTime,
+        body_json: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(q::SAVE_APPROVAL)
+            .bind(id)
+            .bind(state)
+            .bind(time_to_db(created_at)?)
+            .bind(body_json)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn open_approvals(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(q::OPEN_APPROVALS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query_scalar(q::LIST_APPROVALS_IN_STATE)
+                    .bind(state)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(q::LIST_APPROVALS)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
 }

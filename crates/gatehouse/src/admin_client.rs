@@ -1,6 +1,6 @@
 //! The admin commands: thin clients of a running gateway's admin API.
 
-use crate::KeysCommand;
+use crate::{ApprovalsCommand, KeysCommand};
 use anyhow::{bail, Context};
 use std::process::ExitCode;
 
@@ -123,6 +123,89 @@ pub fn kill_session(server: &str, id: &str) -> anyhow::Result<ExitCode> {
     request(reqwest::Method::POST, server, &path, None)?;
     eprintln!("ended session {id}");
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApprovalsCommand::List {
+            state,
+            limit,
+            json,
+            server,
+        } => {
+            let mut path = format!("/approvals?limit={limit}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={}", encode_segment(&state)));
+            }
+            let list = request(reqwest::Method::GET, &server.server, &path, None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<21} {:<9} {:<12} {:<34} {:<24} {:>5}  STATEMENT",
+                "ID", "STATE", "CONNECTION", "REQUESTER", "RULE", "OK"
+            );
+            for r in list.as_array().into_iter().flatten() {
+                let requester = chain(&r["requester"]);
+                let statement: String = r["statement"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                println!(
+                    "{:<21} {:<9} {:<12} {:<34} {:<24} {:>2}/{:<2}  {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["connection"].as_str().unwrap_or(""),
+                    requester,
+                    r["rule"].as_str().unwrap_or(""),
+                    r["approvals"].as_array().map_or(0, Vec::len),
+                    r["required"].as_u64().unwrap_or(1),
+                    statement.chars().take(80).collect::<String>(),
+                );
+            }
+        }
+        ApprovalsCommand::Show { id, server } => {
+            let path = format!("/approvals/{}", encode_segment(&id));
+            let r = request(reqwest::Method::GET, &server.server, &path, None)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        ApprovalsCommand::Approve {
+            id,
+            comment,
+            server,
+        } => {
+            let path = format!("/approvals/{}/approve", encode_segment(&id));
+            let body = serde_json::json!({ "comment": comment });
+            let r = request(reqwest::Method::POST, &server.server, &path, Some(body))?;
+            eprintln!(
+                "{id}: {} ({}/{} approvals)",
+                r["state"].as_str().unwrap_or("?"),
+                r["approvals"].as_array().map_or(0, Vec::len),
+                r["required"].as_u64().unwrap_or(1)
+            );
+        }
+        ApprovalsCommand::Deny { id, reason, server } => {
+            let path = format!("/approvals/{}/deny", encode_segment(&id));
+            let body = serde_json::json!({ "reason": reason });
+            request(reqwest::Method::POST, &server.server, &path, Some(body))?;
+            eprintln!("{id}: denied");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-7 for alice@example.com`: the requester with its actor chain, outermost first.
+fn chain(requester: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for actor in requester["actors"].as_array().into_iter().flatten().rev() {
+        out.push_str(actor.as_str().unwrap_or("?"));
+        out.push_str(" for ");
+    }
+    out.push_str(requester["subject"].as_str().unwrap_or(""));
+    out
 }
 
 /// Percent-encodes a path segment (key names are restricted, but be safe).

@@ -32,14 +32,14 @@ struct ConfigArg {
 }
 
 #[derive(Args, Clone)]
-struct ServerArg {
+pub(crate) struct ServerArg {
     /// Admin API of a running gateway
     #[arg(
         long,
         env = "GATEHOUSE_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
-    server: String,
+    pub(crate) server: String,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +55,9 @@ enum Command {
     /// List recorded sessions (needs $GATEHOUSE_TOKEN with the admin role)
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Decide statements held for approval (needs $GATEHOUSE_TOKEN of an approver)
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Verify and export the audit log (reads the data directory; works with the gateway stopped)
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -107,6 +110,47 @@ enum SessionsCommand {
     Kill {
         /// The session id (from `sessions list --open`)
         id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// List approval requests you may see, newest first
+    List {
+        /// Only requests in this state: pending, approved, denied, expired, abandoned,
+        /// cancelled, executed
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the requests as JSON (with the statement, the requester and its actor chain,
+        /// the rule, the effect)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show one request whole: statement, requester and actor chain, rule, effect, decisions
+    Show {
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Approve a request (nobody approves their own, nor one made by an agent acting for them)
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Deny a request; the caller sees the reason; a denial is final
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -182,6 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(SessionsCommand::Kill { id, server }) => {
             admin_client::kill_session(&server.server, &id)
         }
+        Command::Approvals(cmd) => admin_client::approvals(cmd),
         Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),
         Command::Audit(AuditCommand::Export {
             config,

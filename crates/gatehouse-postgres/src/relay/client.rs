@@ -10,8 +10,9 @@ use crate::flow::{Copy, OpKind};
 use crate::framer::{FrameError, Framer, Piece};
 use crate::names::{Known, Lookup, OpSeq};
 use bytes::{Bytes, BytesMut};
+use gatehouse_core::approvals::ApprovalState;
 use gatehouse_core::{
-    Admission, Classifier, Command, EndCause, Gated, Refusal, Refused, Session, Statement,
+    Admission, Classifier, Command, EndCause, Gated, Hold, Refusal, Refused, Session, Statement,
     StatementKind, Step,
 };
 use gatehouse_inspect::sql;
@@ -65,6 +66,9 @@ struct ClientLoop<'a, W> {
     /// Extended-protocol messages were forwarded since the last Sync or Query: the server holds
     /// its answers until a Sync or Flush, so a wait for one sends a Flush first.
     mid_batch: bool,
+    /// How the hold of the message being handled again ended, when not approved: the
+    /// refusal to carry out instead of holding it again.
+    hold_outcome: Option<Refusal>,
 }
 
 pub(super) async fn run<R, W>(
@@ -95,6 +99,7 @@ where
         lexing_touched: false,
         settle_at_sync: false,
         mid_batch: false,
+        hold_outcome: None,
     };
     relay.run(client).await
 }
@@ -103,6 +108,8 @@ where
 enum Step2 {
     Next,
     Retry(Await),
+    /// Held for approval: wait on it, then look at the message again.
+    Hold(Hold),
 }
 
 impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
@@ -134,8 +141,17 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                     piece
                 }
             };
-            match self.handle(&piece) {
+            let handled = self.handle(&piece);
+            self.hold_outcome = None;
+            match handled {
                 Ok(Step2::Next) => {}
+                Ok(Step2::Hold(hold)) => {
+                    self.inbox_bytes += piece_len(&piece);
+                    self.inbox.push_front(piece);
+                    if let Err(end) = self.hold(hold, client).await {
+                        return end;
+                    }
+                }
                 Ok(Step2::Retry(wait)) => {
                     if self.holds(wait) {
                         // Waiting would return at once and the message would ask again: the
@@ -200,6 +216,123 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 },
             }
         }
+    }
+
+    /// Holds the message being handled until its approval request is decided, it times out,
+    /// the client cancels it or leaves. Everything before it is forwarded; the client is read
+    /// meanwhile into the bounded inbox; the session does not count as idle. Approved: the
+    /// message is handled again and runs with its approval. Otherwise the outcome is kept in
+    /// `hold_outcome`, and handling the message again refuses it with that.
+    async fn hold<R: AsyncRead + Unpin>(
+        &mut self,
+        hold: Hold,
+        client: &mut Framer<R>,
+    ) -> Result<(), EndCause> {
+        let mut waiting = match hold {
+            Hold::Waiting(waiting) => waiting,
+            Hold::New(request) => match self.session.request_approval(*request).await {
+                Ok(waiting) => waiting,
+                Err(err) => {
+                    self.hold_outcome = Some(Refusal {
+                        rule: String::new(),
+                        reason: format!(
+                            "this statement needs approval, and the request could not be recorded ({err}); it was not run"
+                        ),
+                        code: sqlstate::CANNOT_CONNECT_NOW,
+                    });
+                    return Ok(());
+                }
+            },
+        };
+        if self.mid_batch {
+            codec::message_with(&mut self.out, b'H', |_| {});
+        }
+        write_out(self.upstream, &mut self.out)
+            .await
+            .map_err(|e| gated_end(e, true))?;
+        let _holding = Holding::new(&self.shared.holding);
+        let left = waiting.hold_until - time::OffsetDateTime::now_utc();
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::try_from(left).unwrap_or_default();
+        let id = waiting.id.clone();
+        let state = loop {
+            let state = *waiting.state.borrow_and_update();
+            if state != ApprovalState::Pending {
+                break Some(state);
+            }
+            let reading = self.inbox_bytes < MAX_BUFFERED_INPUT;
+            tokio::select! {
+                changed = waiting.state.changed() => {
+                    if changed.is_err() {
+                        break None;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.hold_outcome = Some(Refusal {
+                        rule: String::new(),
+                        reason: format!(
+                            "approval request {id} is still pending; it was not run. Ask an approver to run `gatehouse approvals approve {id}`, then run the same statement again"
+                        ),
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    });
+                    return Ok(());
+                }
+                () = self.shared.interrupt.notified() => {
+                    self.session.close_approval(&id, ApprovalState::Cancelled);
+                    self.hold_outcome = Some(Refusal {
+                        rule: String::new(),
+                        reason: format!("canceling statement due to user request (approval request {id} cancelled)"),
+                        code: sqlstate::QUERY_CANCELED,
+                    });
+                    return Ok(());
+                }
+                piece = client.next(), if reading => match piece {
+                    Ok(Some(piece)) => {
+                        self.shared.activity.touch();
+                        self.inbox_bytes += piece_len(&piece);
+                        self.inbox.push_back(piece);
+                    }
+                    Ok(None) => {
+                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        return Err(EndCause::ClientClosed);
+                    }
+                    Err(FrameError::Io(e)) => {
+                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        return Err(EndCause::ClientIo(e.to_string()));
+                    }
+                    Err(e) => {
+                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        return Err(EndCause::ClientProtocol(e.to_string()));
+                    }
+                },
+            }
+        };
+        let request = self.session.approval(&id).await;
+        let state = state.or(request.as_ref().map(|r| r.state));
+        match state {
+            Some(ApprovalState::Approved | ApprovalState::Executed) => {}
+            Some(ApprovalState::Denied) => {
+                let (by, why) = request
+                    .as_ref()
+                    .and_then(|r| r.denial.as_ref())
+                    .map(|d| (d.by.clone(), d.comment.clone().unwrap_or_default()))
+                    .unwrap_or_default();
+                self.hold_outcome = Some(Refusal {
+                    rule: String::new(),
+                    reason: format!("approval request {id} was denied by {by}: {why}"),
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                });
+            }
+            other => {
+                let state = other.map_or("closed", ApprovalState::as_str);
+                self.hold_outcome = Some(Refusal {
+                    rule: String::new(),
+                    reason: format!("approval request {id} is {state}; the statement was not run"),
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn holds(&self, wait: Await) -> bool {
@@ -382,7 +515,17 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             }
             // Recorded as refused; nothing to carry out, the server shows the batch's error.
             Admission::Refuse(_) => {}
-            Admission::Hold(_) => return Err(not_yet("approvals")),
+            // It would not run anyway: recorded as refused, no request is opened.
+            Admission::Hold(_) => {
+                let refusal = Refusal {
+                    rule: String::new(),
+                    reason: "needs approval, and was skipped by the server after an earlier error in the batch".into(),
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                };
+                self.session
+                    .refuse(self.statement(&command, step), refusal)
+                    .map_err(audit)?;
+            }
         }
         Ok(Step2::Next)
     }
@@ -527,7 +670,14 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 self.after_statement(seq, &command, false);
             }
             Admission::Refuse(refused) => self.refuse_query(&refused, effects.prepared),
-            Admission::Hold(_) => return Err(not_yet("approvals")),
+            Admission::Hold(hold) => {
+                let Some(refusal) = self.hold_outcome.take() else {
+                    return Ok(Step2::Hold(hold));
+                };
+                let statement = self.statement(&command, Step::Query);
+                let refused = self.session.refuse(statement, refusal).map_err(audit)?;
+                self.refuse_query(&refused, effects.prepared);
+            }
         }
         Ok(Step2::Next)
     }
@@ -704,7 +854,19 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 self.after_statement(seq, &command, true);
             }
             Admission::Refuse(refused) => self.refused = Some(refused),
-            Admission::Hold(_) => return Err(not_yet("approvals")),
+            Admission::Hold(hold) => {
+                let Some(refusal) = self.hold_outcome.take() else {
+                    return Ok(Step2::Hold(hold));
+                };
+                let statement = self.statement(
+                    &command,
+                    Step::Execute {
+                        portal: &shown,
+                        statement: None,
+                    },
+                );
+                self.refused = Some(self.session.refuse(statement, refusal).map_err(audit)?);
+            }
         }
         Ok(Step2::Next)
     }
@@ -785,7 +947,19 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 self.out.extend_from_slice(raw);
             }
             Admission::Refuse(refused) => self.refuse_query(&refused, false),
-            Admission::Hold(_) => return Err(not_yet("approvals")),
+            Admission::Hold(hold) => {
+                let Some(refusal) = self.hold_outcome.take() else {
+                    return Ok(Step2::Hold(hold));
+                };
+                let statement = Statement {
+                    command: &command,
+                    step: Step::FunctionCall { oid: call.oid },
+                    transaction: self.shared.flow().transaction(),
+                    detail: None,
+                };
+                let refused = self.session.refuse(statement, refusal).map_err(audit)?;
+                self.refuse_query(&refused, false);
+            }
         }
         Ok(Step2::Next)
     }
@@ -873,8 +1047,20 @@ fn audit(e: gatehouse_core::audit::AuditError) -> EndCause {
     EndCause::AuditUnavailable(e.to_string())
 }
 
-fn not_yet(what: &str) -> EndCause {
-    EndCause::ClientProtocol(format!("{what} are not available yet"))
+/// Marks the session as holding a statement while alive.
+struct Holding<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Holding<'a> {
+    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        Holding(flag)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn named_parse(out: &mut BytesMut, name: &str, sql: &str) {

@@ -22,8 +22,8 @@ use crate::flow::Flow;
 use crate::framer::Framer;
 use bytes::BytesMut;
 use gatehouse_core::{EndCause, Gated, Session};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     /// Wakes the client loop when the server answered something.
     answered: Notify,
     activity: Activity,
+    /// A cancel request for this session: ends a hold for approval.
+    interrupt: Arc<Notify>,
+    /// A statement is held for approval: the session is not idle.
+    holding: AtomicBool,
 }
 
 impl Shared {
@@ -103,6 +107,7 @@ pub async fn run<C, U>(
     upstream: U,
     limits: RelayLimits,
     initial: Initial,
+    interrupt: Arc<Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> EndCause
 where
@@ -124,6 +129,8 @@ where
         flow: Mutex::new(Flow::new(initial.encoding)),
         answered: Notify::new(),
         activity: Activity::new(),
+        interrupt,
+        holding: AtomicBool::new(false),
     };
     let mut stop = session.stop_signal();
 
@@ -235,14 +242,17 @@ fn farewell(cause: &EndCause) -> Option<(&'static str, String)> {
 }
 
 /// Ends the session once it has been idle for the limit: no client input, no upstream
-/// output, and nothing running. One timer per idle window, none per read.
+/// output, nothing running and nothing held for approval. One timer per idle window, none per read.
 async fn idle_watch(limit: Option<Duration>, shared: &Shared) -> EndCause {
     let Some(limit) = limit else {
         return std::future::pending().await;
     };
     loop {
         let idle = shared.activity.idle_for();
-        if idle >= limit && shared.flow().in_flight() == 0 {
+        if idle >= limit
+            && shared.flow().in_flight() == 0
+            && !shared.holding.load(Ordering::Relaxed)
+        {
             return EndCause::IdleTimeout;
         }
         // While a statement runs, look again at a modest pace; otherwise at the deadline.

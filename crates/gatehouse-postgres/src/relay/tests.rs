@@ -446,6 +446,7 @@ async fn start_with(
                 encoding,
                 allow_fastpath: false,
             },
+            std::sync::Arc::new(tokio::sync::Notify::new()),
             stop,
         )
         .await;

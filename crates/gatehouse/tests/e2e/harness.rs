@@ -547,13 +547,18 @@ impl Gateway {
 
     /// Runs the gatehouse CLI against this gateway (admin token set).
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as(&self.admin_key, args)
+    }
+
+    /// The CLI with `token` as its credential.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(args)
             .env(
                 "GATEHOUSE_SERVER",
                 format!("http://127.0.0.1:{}", self.admin_port),
             )
-            .env("GATEHOUSE_TOKEN", &self.admin_key)
+            .env("GATEHOUSE_TOKEN", token)
             .env("GATEHOUSE_CONFIG", &self.config_path)
             .output()
             .expect("gatehouse cli")

@@ -1,5 +1,6 @@
 //! End-to-end tests: real PostgreSQL, real clients, the real `gatehouse` binary.
 
+mod approvals;
 mod audit_cli;
 mod availability;
 mod bad_input;

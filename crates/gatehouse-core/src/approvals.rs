@@ -1,0 +1,728 @@
+//! Just-in-time approvals: a statement an `approve` rule holds becomes a request; people decide
+//! it; an approval lets exactly that statement run once, for exactly that identity on exactly
+//! that connection, before it expires.
+//!
+//! The broker keeps requests in memory (decisions are taken on the statement path, which must
+//! not wait for a database) and writes every change through to an [`ApprovalStore`], from
+//! which a restarted gateway reloads the open ones. Every transition is an audit record,
+//! written before it takes effect: requested, approved (by whom), denied (with the reason),
+//! expired, abandoned (the client left), cancelled (a cancel request), executed.
+
+use crate::identity::Identity;
+use crate::sink::{self, AuditSink};
+use gatehouse_audit::{Event, EventKind, Outcome, What, Who};
+use gatehouse_policy::ApprovalSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// Where a request stands. Everything but `Pending` and `Approved` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Abandoned,
+    Cancelled,
+    Executed,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Abandoned => "abandoned",
+            ApprovalState::Cancelled => "cancelled",
+            ApprovalState::Executed => "executed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            ApprovalState::Denied,
+            ApprovalState::Expired,
+            ApprovalState::Abandoned,
+            ApprovalState::Cancelled,
+            ApprovalState::Executed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+
+    fn open(self) -> bool {
+        matches!(self, ApprovalState::Pending | ApprovalState::Approved)
+    }
+}
+
+/// Who asked, as the separation-of-duties checks need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    pub principal: String,
+    pub subject: String,
+    /// The actor chain, nearest first.
+    pub actors: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Requester {
+    pub fn of(identity: &Identity) -> Self {
+        Requester {
+            principal: identity.principal(),
+            subject: identity.subject.clone(),
+            actors: identity.actors.iter().map(|a| a.subject.clone()).collect(),
+            groups: identity.groups.clone(),
+        }
+    }
+}
+
+/// One approver's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub by: String,
+    pub comment: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A request for approval, as approvers see it and as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub state: ApprovalState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Until when the statement that asked waits.
+    #[serde(with = "time::serde::rfc3339")]
+    pub hold_until: OffsetDateTime,
+    /// Until when the request can be approved and the approval used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
+    pub connection: String,
+    pub session: String,
+    pub requester: Requester,
+    pub statement: String,
+    pub statement_sha256: String,
+    pub rule: String,
+    pub reason: String,
+    /// What the statement does, as analysed: kind, commands it runs, tables written.
+    pub effect: serde_json::Value,
+    pub required: u32,
+    /// Groups approvers must be in; empty: the gateway's admin groups.
+    pub approver_groups: Vec<String>,
+    pub approvals: Vec<Verdict>,
+    pub denial: Option<Verdict>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+}
+
+/// What binds an approval: the statement's exact text, who runs it, where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Binding {
+    pub statement_sha256: String,
+    pub principal: String,
+    pub connection: String,
+}
+
+impl ApprovalRequest {
+    fn binding(&self) -> Binding {
+        Binding {
+            statement_sha256: self.statement_sha256.clone(),
+            principal: self.requester.principal.clone(),
+            connection: self.connection.clone(),
+        }
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("no approval request {0}")]
+    NotFound(String),
+    #[error("approval request {id} is {state} and can no longer be decided")]
+    Closed { id: String, state: &'static str },
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("the decision could not be recorded: {0}")]
+    Unavailable(String),
+}
+
+/// Separation of duties: may `approver` decide `request`? Nobody approves their own request —
+/// admins included — nor anyone in its actor chain (a person does not approve the agent acting
+/// for them), nor an agent at all: approvals are made by a person directly. The approver must
+/// be in one of the request's approver groups (the admin groups when it names none), and may
+/// approve a request once.
+pub fn may_approve(
+    request: &ApprovalRequest,
+    approver: &Identity,
+    admin_groups: &[String],
+) -> Result<(), String> {
+    let principal = approver.principal();
+    let requester = &request.requester;
+    if principal == requester.principal || approver.subject == requester.subject {
+        return Err("nobody approves their own request".into());
+    }
+    if !approver.actors.is_empty() {
+        return Err(format!(
+            "{approver} acts for someone else: approvals are made by a person directly"
+        ));
+    }
+    if requester.actors.contains(&approver.subject) {
+        return Err(format!(
+            "{} is in the requester's actor chain and may not approve its statements",
+            approver.subject
+        ));
+    }
+    let groups = if request.approver_groups.is_empty() {
+        admin_groups
+    } else {
+        &request.approver_groups
+    };
+    if !approver.in_any_group(groups) {
+        return Err(format!(
+            "approving this request needs membership of one of: {}",
+            groups.join(", ")
+        ));
+    }
+    if request.approvals.iter().any(|v| v.by == principal) {
+        return Err(format!("{principal} has already approved this request"));
+    }
+    Ok(())
+}
+
+/// Persists requests (SQL common to SQLite and PostgreSQL, in the state store).
+#[async_trait::async_trait]
+pub trait ApprovalStore: Send + Sync {
+    /// Inserts or replaces the request with this id.
+    async fn save(&self, request: &ApprovalRequest) -> Result<(), String>;
+    /// Every request that is still pending or approved.
+    async fn open(&self) -> Result<Vec<ApprovalRequest>, String>;
+    /// Requests, newest first, optionally in one state.
+    async fn list(
+        &self,
+        state: Option<ApprovalState>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, String>;
+}
+
+/// A request being waited on: its id and a receiver that sees its state change.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub id: String,
+    pub hold_until: OffsetDateTime,
+    pub state: watch::Receiver<ApprovalState>,
+}
+
+/// What the broker knows about a statement asking to run.
+pub enum Standing {
+    /// Approved: it may run once (the approval is now used).
+    Approved(Box<ApprovalRequest>),
+    /// A request for it is pending: wait on it.
+    Pending(Waiting),
+    /// Nothing yet: a new request is needed.
+    None,
+}
+
+struct Entry {
+    request: ApprovalRequest,
+    tx: watch::Sender<ApprovalState>,
+}
+
+/// The approvals broker, shared by sessions and the admin API.
+pub struct Approvals {
+    entries: Mutex<HashMap<String, Entry>>,
+    store: Arc<dyn ApprovalStore>,
+    sink: Arc<dyn AuditSink>,
+    admin_groups: Vec<String>,
+}
+
+impl Approvals {
+    /// A broker over `store`, with the open requests it holds.
+    pub async fn load(
+        store: Arc<dyn ApprovalStore>,
+        sink: Arc<dyn AuditSink>,
+        admin_groups: Vec<String>,
+    ) -> Result<Self, String> {
+        let open = store.open().await?;
+        let entries = open
+            .into_iter()
+            .map(|request| {
+                let (tx, _) = watch::channel(request.state);
+                (request.id.clone(), Entry { request, tx })
+            })
+            .collect();
+        Ok(Approvals {
+            entries: Mutex::new(entries),
+            store,
+            sink,
+            admin_groups,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where a statement with this binding stands. An approved request is used up here: the
+    /// caller must run the statement (its `statement` record names the request).
+    pub fn standing(&self, binding: &Binding, now: OffsetDateTime) -> Standing {
+        let mut entries = self.lock();
+        let mut pending = None;
+        let mut approved = None;
+        for entry in entries.values() {
+            let r = &entry.request;
+            if r.binding() != *binding || r.valid_until <= now {
+                continue;
+            }
+            match r.state {
+                ApprovalState::Approved => approved = Some(r.id.clone()),
+                ApprovalState::Pending => {
+                    pending = Some(Waiting {
+                        id: r.id.clone(),
+                        hold_until: r.hold_until,
+                        state: entry.tx.subscribe(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let Some(id) = approved {
+            if let Some(entry) = entries.get_mut(&id) {
+                entry.request.state = ApprovalState::Executed;
+                entry.request.closed_at = Some(now);
+                let request = entry.request.clone();
+                let _ = entry.tx.send(ApprovalState::Executed);
+                entries.remove(&id);
+                drop(entries);
+                self.record_transition(&request, "executed", None, None);
+                self.persist(request.clone());
+                return Standing::Approved(Box::new(request));
+            }
+        }
+        match pending {
+            Some(waiting) => Standing::Pending(waiting),
+            None => Standing::None,
+        }
+    }
+
+    /// Opens a request; its `approval.requested` record is durable and it is stored before
+    /// this returns.
+    pub async fn request(&self, request: ApprovalRequest, who: Who) -> Result<Waiting, String> {
+        let mut event = Event::now(EventKind::ApprovalRequested, Outcome::pending());
+        event.session = Some(request.session.clone());
+        event.who = who;
+        event.what = What {
+            connection: Some(request.connection.clone()),
+            statement: Some(request.statement.clone()),
+            resource: Some(request.id.clone()),
+            detail: Some(serde_json::json!({
+                "rule": request.rule,
+                "reason": request.reason,
+                "statement_sha256": request.statement_sha256,
+                "effect": request.effect,
+                "required": request.required,
+                "approvers": request.approver_groups,
+                "hold_until": rfc3339(request.hold_until),
+                "valid_until": rfc3339(request.valid_until),
+            })),
+            ..What::default()
+        };
+        sink::record(self.sink.as_ref(), event)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.save(&request).await?;
+        let (tx, rx) = watch::channel(ApprovalState::Pending);
+        let waiting = Waiting {
+            id: request.id.clone(),
+            hold_until: request.hold_until,
+            state: rx,
+        };
+        self.lock()
+            .insert(request.id.clone(), Entry { request, tx });
+        Ok(waiting)
+    }
+
+    /// One approver approves; the request is approved once it has its required approvals.
+    pub async fn approve(
+        &self,
+        id: &str,
+        approver: &Identity,
+        comment: Option<String>,
+        who: Who,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let now = OffsetDateTime::now_utc();
+        let mut request = self.open_request(id, now)?;
+        if request.state != ApprovalState::Pending {
+            return Err(DecideError::Closed {
+                id: id.to_owned(),
+                state: request.state.as_str(),
+            });
+        }
+        may_approve(&request, approver, &self.admin_groups).map_err(DecideError::NotAllowed)?;
+        request.approvals.push(Verdict {
+            by: approver.principal(),
+            comment: comment.clone(),
+            at: now,
+        });
+        let done = request.approvals.len() as u32 >= request.required;
+        if done {
+            request.state = ApprovalState::Approved;
+        }
+        let detail = serde_json::json!({
+            "approvals": request.approvals.len(),
+            "required": request.required,
+            "comment": comment,
+            "state": request.state.as_str(),
+        });
+        self.decide(request, EventKind::ApprovalApproved, who, detail)
+            .await
+    }
+
+    /// One approver denies: final.
+    pub async fn deny(
+        &self,
+        id: &str,
+        approver: &Identity,
+        reason: String,
+        who: Who,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let now = OffsetDateTime::now_utc();
+        let mut request = self.open_request(id, now)?;
+        if request.state != ApprovalState::Pending {
+            return Err(DecideError::Closed {
+                id: id.to_owned(),
+                state: request.state.as_str(),
+            });
+        }
+        let groups = if request.approver_groups.is_empty() {
+            &self.admin_groups
+        } else {
+            &request.approver_groups
+        };
+        if !approver.in_any_group(groups) {
+            return Err(DecideError::NotAllowed(format!(
+                "denying this request needs membership of one of: {}",
+                groups.join(", ")
+            )));
+        }
+        request.state = ApprovalState::Denied;
+        request.closed_at = Some(now);
+        request.denial = Some(Verdict {
+            by: approver.principal(),
+            comment: Some(reason.clone()),
+            at: now,
+        });
+        let detail = serde_json::json!({ "reason": reason, "state": "denied" });
+        self.decide(request, EventKind::ApprovalDenied, who, detail)
+            .await
+    }
+
+    async fn decide(
+        &self,
+        request: ApprovalRequest,
+        kind: EventKind,
+        who: Who,
+        detail: serde_json::Value,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let mut event = Event::now(kind, Outcome::success());
+        event.who = who;
+        event.what = What {
+            connection: Some(request.connection.clone()),
+            resource: Some(request.id.clone()),
+            detail: Some(detail),
+            ..What::default()
+        };
+        // Recorded first: a decision takes effect only once the log has it.
+        sink::record(self.sink.as_ref(), event)
+            .await
+            .map_err(|e| DecideError::Unavailable(e.to_string()))?;
+        self.store
+            .save(&request)
+            .await
+            .map_err(DecideError::Unavailable)?;
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(&request.id) {
+            entry.request = request.clone();
+            let _ = entry.tx.send(request.state);
+            if !request.state.open() {
+                entries.remove(&request.id);
+            }
+        }
+        Ok(request)
+    }
+
+    fn open_request(&self, id: &str, now: OffsetDateTime) -> Result<ApprovalRequest, DecideError> {
+        let entries = self.lock();
+        let entry = entries
+            .get(id)
+            .ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
+        if entry.request.valid_until <= now {
+            return Err(DecideError::Closed {
+                id: id.to_owned(),
+                state: "expired",
+            });
+        }
+        Ok(entry.request.clone())
+    }
+
+    /// The waiting client left (`Abandoned`) or cancelled (`Cancelled`): the request closes.
+    pub fn close(&self, id: &str, state: ApprovalState) {
+        let request = {
+            let mut entries = self.lock();
+            let Some(mut entry) = entries.remove(id) else {
+                return;
+            };
+            if entry.request.state != ApprovalState::Pending {
+                entries.insert(id.to_owned(), entry);
+                return;
+            }
+            entry.request.state = state;
+            entry.request.closed_at = Some(OffsetDateTime::now_utc());
+            let _ = entry.tx.send(state);
+            entry.request
+        };
+        self.record_transition(&request, state.as_str(), None, None);
+        self.persist(request);
+    }
+
+    /// Expires every open request past its validity; returns how many.
+    pub fn expire(&self, now: OffsetDateTime) -> usize {
+        let expired: Vec<ApprovalRequest> = {
+            let mut entries = self.lock();
+            let ids: Vec<String> = entries
+                .values()
+                .filter(|e| e.request.valid_until <= now)
+                .map(|e| e.request.id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| entries.remove(&id))
+                .map(|mut entry| {
+                    entry.request.state = ApprovalState::Expired;
+                    entry.request.closed_at = Some(now);
+                    let _ = entry.tx.send(ApprovalState::Expired);
+                    entry.request
+                })
+                .collect()
+        };
+        for request in &expired {
+            self.record_transition(request, "expired", None, None);
+            self.persist(request.clone());
+        }
+        expired.len()
+    }
+
+    /// An open request (from memory), or any request (from the store).
+    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, String> {
+        if let Some(entry) = self.lock().get(id) {
+            return Ok(Some(entry.request.clone()));
+        }
+        Ok(self
+            .store
+            .list(None, 10_000)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id))
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<ApprovalState>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRequest>, String> {
+        self.store.list(state, limit).await
+    }
+
+    /// Records a transition the broker makes itself (no person's decision).
+    fn record_transition(
+        &self,
+        request: &ApprovalRequest,
+        state: &str,
+        who: Option<Who>,
+        reason: Option<String>,
+    ) {
+        let kind = match state {
+            "executed" => EventKind::ApprovalExecuted,
+            "expired" => EventKind::ApprovalExpired,
+            "abandoned" => EventKind::ApprovalAbandoned,
+            _ => EventKind::ApprovalCancelled,
+        };
+        let mut event = Event::now(kind, Outcome::success());
+        event.session = Some(request.session.clone());
+        event.who = who.unwrap_or_default();
+        event.what = What {
+            connection: Some(request.connection.clone()),
+            resource: Some(request.id.clone()),
+            detail: Some(serde_json::json!({ "state": state, "reason": reason })),
+            ..What::default()
+        };
+        if let Err(err) = self.sink.append(event) {
+            tracing::error!(error = %err, request = %request.id, "could not audit an approval transition");
+        }
+    }
+
+    fn persist(&self, request: ApprovalRequest) {
+        let store = self.store.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(err) = store.save(&request).await {
+                        tracing::error!(error = %err, request = %request.id, "could not store an approval transition");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::error!(request = %request.id, "no runtime to store an approval transition")
+            }
+        }
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A new request id: `apr_` and 16 random hex digits.
+pub fn new_id() -> String {
+    format!("apr_{:016x}", rand::random::<u64>())
+}
+
+/// Builds the request for a held statement.
+#[allow(clippy::too_many_arguments)]
+pub fn new_request(
+    identity: &Identity,
+    connection: &str,
+    session: &str,
+    statement: &str,
+    statement_sha256: String,
+    rule: &str,
+    reason: &str,
+    effect: serde_json::Value,
+    spec: &ApprovalSpec,
+) -> ApprovalRequest {
+    let now = OffsetDateTime::now_utc();
+    ApprovalRequest {
+        id: new_id(),
+        state: ApprovalState::Pending,
+        created_at: now,
+        hold_until: now + time::Duration::seconds(i64::try_from(spec.hold_secs).unwrap_or(120)),
+        valid_until: now + time::Duration::seconds(i64::try_from(spec.valid_secs).unwrap_or(3600)),
+        connection: connection.to_owned(),
+        session: session.to_owned(),
+        requester: Requester::of(identity),
+        statement: statement.to_owned(),
+        statement_sha256,
+        rule: rule.to_owned(),
+        reason: reason.to_owned(),
+        effect,
+        required: spec.required,
+        approver_groups: spec.approvers.clone(),
+        approvals: Vec::new(),
+        denial: None,
+        closed_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::AuthMethod;
+    use gatehouse_audit::ActorRef;
+
+    fn person(subject: &str, groups: &[&str]) -> Identity {
+        Identity {
+            subject: subject.into(),
+            issuer: Some("https://idp".into()),
+            actors: vec![],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            method: AuthMethod::Oidc,
+            expires_at: None,
+            claims: Default::default(),
+        }
+    }
+
+    fn agent_for(subject: &str, agent: &str) -> Identity {
+        let mut id = person(subject, &["analysts"]);
+        id.actors = vec![ActorRef {
+            subject: agent.into(),
+            issuer: None,
+        }];
+        id
+    }
+
+    fn request_by(identity: &Identity, approvers: &[&str]) -> ApprovalRequest {
+        let spec = ApprovalSpec {
+            required: 2,
+            approvers: approvers.iter().map(|g| g.to_string()).collect(),
+            hold_secs: 60,
+            valid_secs: 600,
+        };
+        new_request(
+            identity,
+            "prod",
+            "s1",
+            "DELETE FROM t WHERE id = 1",
+            "h".into(),
+            "r",
+            "because",
+            serde_json::Value::Null,
+            &spec,
+        )
+    }
+
+    #[test]
+    fn separation_of_duties() {
+        let admins = vec!["gatehouse-admins".to_owned()];
+        let alice = person("alice@example.com", &["dba", "gatehouse-admins"]);
+        let bob = person("bob@example.com", &["dba"]);
+        let carol = person("carol@example.com", &["analysts"]);
+
+        let own = request_by(&alice, &["dba"]);
+        assert!(may_approve(&own, &alice, &admins)
+            .unwrap_err()
+            .contains("own request"));
+        assert!(may_approve(&own, &bob, &admins).is_ok());
+        assert!(may_approve(&own, &carol, &admins)
+            .unwrap_err()
+            .contains("membership"));
+
+        // The person behind an agent may not approve its statements, nor may the agent.
+        let by_agent = request_by(&agent_for("alice@example.com", "agent-7"), &["dba"]);
+        assert!(may_approve(&by_agent, &alice, &admins).is_err());
+        let mut agent_as_approver = person("agent-7", &["dba"]);
+        agent_as_approver.issuer = Some("https://agents".into());
+        assert!(may_approve(&by_agent, &agent_as_approver, &admins)
+            .unwrap_err()
+            .contains("actor chain"));
+        assert!(
+            may_approve(&by_agent, &agent_for("bob@example.com", "agent-9"), &admins)
+                .unwrap_err()
+                .contains("person directly")
+        );
+        assert!(may_approve(&by_agent, &bob, &admins).is_ok());
+
+        // No approver groups named: the admin groups decide.
+        let default_groups = request_by(&carol, &[]);
+        assert!(may_approve(&default_groups, &bob, &admins).is_err());
+        assert!(may_approve(&default_groups, &alice, &admins).is_ok());
+
+        // Once per approver.
+        let mut once = request_by(&carol, &["dba"]);
+        once.approvals.push(Verdict {
+            by: bob.principal(),
+            comment: None,
+            at: OffsetDateTime::now_utc(),
+        });
+        assert!(may_approve(&once, &bob, &admins)
+            .unwrap_err()
+            .contains("already"));
+    }
+}

@@ -1,0 +1,337 @@
+//! Just-in-time approvals through the gateway: a statement held while psql waits, decided by
+//! another identity through the CLI; denial, timeout and the single-use re-run; separation of
+//! duties; two-of-N; cancel and disconnect during a hold; a restart with a request pending.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const RULES: &str = "policy:
+  rules:
+    - name: ledger-writes-need-approval
+      action: approve
+      reason: writes to the ledger need a second person
+      approval: { approvers: [dba], hold: 6s, valid_for: 10m }
+      match: { tables_written: [ledger] }
+    - name: drops-need-two
+      action: approve
+      reason: dropping a table needs two approvers
+      approval: { required: 2, approvers: [dba], hold: 30s }
+      match: { statements: [DROP TABLE] }
+";
+
+struct Setup {
+    cluster: PgCluster,
+    gateway: Gateway,
+    dba1: String,
+    dba2: String,
+    dev: String,
+}
+
+fn setup() -> Setup {
+    let (cluster, gateway) =
+        cluster_and_gateway_with(|b| b.top(RULES).postgres("  idle_timeout: 2s\n"));
+    cluster.psql_admin("CREATE TABLE ledger (id int); CREATE TABLE scratch (id int)");
+    let dba1 = gateway.create_key("dba1", &["dba"]);
+    let dba2 = gateway.create_key("dba2", &["dba"]);
+    let dev = gateway.create_key("dev", &["developers"]);
+    Setup {
+        cluster,
+        gateway,
+        dba1,
+        dba2,
+        dev,
+    }
+}
+
+/// psql through the gateway with the admin key, started in the background.
+fn psql_background(gateway: &Gateway, sql: &str) -> Child {
+    psql_command(&gateway.url(&gateway.admin_key, "main"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql")
+}
+
+/// Waits for a pending request for `sql` to be listed to `token`; returns it.
+fn pending_request(gateway: &Gateway, token: &str, sql: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = gateway.cli_as(
+            token,
+            &["approvals", "list", "--state", "pending", "--json"],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+        if let Some(r) = list
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["statement"] == sql))
+        {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending request for {sql}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn count(cluster: &PgCluster, table: &str) -> String {
+    cluster
+        .psql_admin(&format!("SELECT count(*) FROM {table}"))
+        .trim()
+        .to_owned()
+}
+
+fn events(gateway: &Gateway, kind: &str, id: &str) -> Vec<Value> {
+    gateway
+        .events_of_kind(kind)
+        .into_iter()
+        .filter(|e| e["what"]["resource"] == id)
+        .collect()
+}
+
+#[test]
+fn a_held_statement_runs_when_another_person_approves_it() {
+    let s = setup();
+    let sql = "INSERT INTO ledger VALUES (1)";
+    let psql = psql_background(&s.gateway, sql);
+    let request = pending_request(&s.gateway, &s.dba1, sql);
+    let id = request["id"].as_str().unwrap().to_owned();
+    // Approvers see what they approve.
+    assert_eq!(request["rule"], "ledger-writes-need-approval");
+    assert_eq!(
+        request["reason"],
+        "writes to the ledger need a second person"
+    );
+    assert_eq!(request["connection"], "main");
+    assert_eq!(request["requester"]["principal"], "key:bootstrap-admin");
+    assert_eq!(request["effect"]["kind"], "write");
+    assert_eq!(
+        request["effect"]["tables_written"],
+        serde_json::json!(["ledger"])
+    );
+    // Longer than the 2 s idle timeout: a held session is not idle.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The requester is an admin, and still may not approve its own request.
+    let own = s.gateway.cli(&["approvals", "approve", &id]);
+    assert!(!own.status.success());
+    assert!(
+        text(&own.stderr).contains("own request"),
+        "{}",
+        text(&own.stderr)
+    );
+    // Someone outside the approver groups may not either.
+    let dev = s.gateway.cli_as(&s.dev, &["approvals", "approve", &id]);
+    assert!(!dev.status.success());
+
+    let ok = s.gateway.cli_as(
+        &s.dba1,
+        &["approvals", "approve", &id, "--comment", "checked"],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let out = psql.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "INSERT 0 1");
+    assert_eq!(count(&s.cluster, "ledger"), "1");
+
+    // The record: requested, approved by whom, executed, and the statement names the request.
+    assert_eq!(events(&s.gateway, "approval.requested", &id).len(), 1);
+    let approved = events(&s.gateway, "approval.approved", &id);
+    assert_eq!(approved[0]["who"]["subject"], "key:dba1");
+    assert_eq!(approved[0]["what"]["detail"]["comment"], "checked");
+    assert_eq!(events(&s.gateway, "approval.executed", &id).len(), 1);
+    let stmt = s.gateway.wait_for_statement(sql);
+    assert_eq!(stmt["what"]["detail"]["approval"], id.as_str());
+    assert_eq!(
+        stmt["what"]["detail"]["approved_by"],
+        serde_json::json!(["key:dba1"])
+    );
+    assert_eq!(stmt["outcome"]["status"], "success");
+    s.gateway.assert_audit_verifies();
+}
+
+#[test]
+fn denied_timed_out_and_re_run_once_after_approval() {
+    let s = setup();
+    // Denied: the caller sees who denied it and why; nothing ran.
+    let sql = "INSERT INTO ledger VALUES (2)";
+    let psql = psql_background(&s.gateway, sql);
+    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deny = s.gateway.cli_as(
+        &s.dba2,
+        &["approvals", "deny", &id, "--reason", "not during close"],
+    );
+    assert!(deny.status.success(), "{}", text(&deny.stderr));
+    let out = psql.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("42501") && stderr.contains(&id) && stderr.contains("not during close"),
+        "{stderr}"
+    );
+    assert_eq!(count(&s.cluster, "ledger"), "0");
+    let again = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(!again.status.success(), "a denial is final");
+
+    // Timed out: the error names the request and how to get it approved.
+    let sql = "INSERT INTO ledger VALUES (3)";
+    let out = s.gateway.psql_args("main", &["-c", sql]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("apr_"))
+        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
+        .unwrap_or_else(|| panic!("the error names the request: {stderr}"))
+        .to_owned();
+    assert!(stderr.contains("gatehouse approvals approve"), "{stderr}");
+    assert_eq!(count(&s.cluster, "ledger"), "0");
+
+    // Approved afterwards: the same statement, same identity, same connection runs once.
+    let ok = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(s.gateway.psql("main", sql).trim(), "INSERT 0 1");
+    assert_eq!(count(&s.cluster, "ledger"), "1");
+    // A different statement is not covered by it.
+    let other = s
+        .gateway
+        .psql_args("main", &["-c", "INSERT INTO ledger VALUES (4)"]);
+    assert!(!other.status.success());
+    // And the approval is used up: the same statement is held again (and times out).
+    let second = s.gateway.psql_args("main", &["-c", sql]);
+    assert!(!second.status.success());
+    assert!(
+        !text(&second.stderr).contains(&id),
+        "a new request: {}",
+        text(&second.stderr)
+    );
+    assert_eq!(count(&s.cluster, "ledger"), "1");
+    assert_eq!(events(&s.gateway, "approval.executed", &id).len(), 1);
+    s.gateway.assert_audit_verifies();
+}
+
+#[test]
+fn two_of_n_approvals_from_the_named_group() {
+    let s = setup();
+    let sql = "DROP TABLE scratch";
+    let psql = psql_background(&s.gateway, sql);
+    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(
+        text(&first.stderr).contains("pending (1/2"),
+        "{}",
+        text(&first.stderr)
+    );
+    let twice = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(!twice.status.success());
+    assert!(
+        text(&twice.stderr).contains("already"),
+        "{}",
+        text(&twice.stderr)
+    );
+    // Still held after one approval.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s
+        .cluster
+        .psql_admin("SELECT to_regclass('scratch') IS NOT NULL")
+        .contains('t'));
+    let second = s.gateway.cli_as(&s.dba2, &["approvals", "approve", &id]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let out = psql.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(s
+        .cluster
+        .psql_admin("SELECT to_regclass('scratch') IS NULL")
+        .contains('t'));
+}
+
+#[test]
+fn cancel_and_disconnect_end_a_hold() {
+    let s = setup();
+    runtime().block_on(async {
+        let (client, _conn) = s.gateway.main_client().await;
+        let token = client.cancel_token();
+        let held = tokio::spawn(async move {
+            let result = client.execute("INSERT INTO ledger VALUES (5)", &[]).await;
+            (client, result)
+        });
+        let dba1 = s.dba1.clone();
+        let gateway = &s.gateway;
+        let id = tokio::task::block_in_place(|| {
+            pending_request(gateway, &dba1, "INSERT INTO ledger VALUES (5)")["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let (client, result) = held.await.unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+        // The session goes on.
+        let row = client.query_one("SELECT 7::int", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 7);
+        let cancelled = tokio::task::block_in_place(|| {
+            s.gateway.wait_for_event("approval.cancelled", |e| {
+                e["kind"] == "approval.cancelled" && e["what"]["resource"] == id.as_str()
+            })
+        });
+        assert_eq!(cancelled["what"]["detail"]["state"], "cancelled");
+    });
+
+    // A client that leaves abandons its request.
+    let mut psql = psql_background(&s.gateway, "INSERT INTO ledger VALUES (6)");
+    let id = pending_request(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (6)")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    psql.kill().unwrap();
+    let _ = psql.wait();
+    s.gateway.wait_for_event("approval.abandoned", |e| {
+        e["kind"] == "approval.abandoned" && e["what"]["resource"] == id.as_str()
+    });
+    let late = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(
+        !late.status.success(),
+        "an abandoned request cannot be approved"
+    );
+    assert_eq!(count(&s.cluster, "ledger"), "0");
+}
+
+#[test]
+fn a_pending_request_survives_a_gateway_crash_and_restart() {
+    let mut s = setup();
+    let sql = "INSERT INTO ledger VALUES (8)";
+    let out = s.gateway.psql_args("main", &["-c", sql]);
+    assert!(!out.status.success(), "held, then timed out");
+    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A crash, not a clean stop: the request was stored before the statement was held.
+    s.gateway.kill_hard();
+    s.gateway.restart();
+    let ok = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(s.gateway.psql("main", sql).trim(), "INSERT 0 1");
+    assert_eq!(count(&s.cluster, "ledger"), "1");
+    s.gateway.assert_audit_verifies();
+}
