@@ -799,3 +799,98 @@ fn a_session_ends_when_its_token_expires() {
         "ended at {ended_at}, token exp {exp}"
     );
 }
+
+/// Agents acting for a person are held for approval on writes; the same person signing in
+/// directly is not; the person behind the agent may not approve its statement; a CI token's
+/// claims select the rule that lets its migrations through.
+#[test]
+fn delegated_writes_are_held_and_claims_select_rules() {
+    let issuer = start_issuer();
+    let cluster = PgCluster::start();
+    cluster.psql_admin("CREATE TABLE notes (id int)");
+    let gateway = trusting(Gateway::builder(), &issuer)
+        .env("GH_ANALYTICS_PW", SUPER_PASSWORD)
+        .raw_connection(&format!(
+            "  analytics:\n    protocol: postgres\n    upstream:\n      host: 127.0.0.1\n      port: {}\n      database: postgres\n      user: postgres\n      password: ${{env:GH_ANALYTICS_PW}}\n      tls: {{ mode: disable }}\n    allow:\n      groups: [analysts, ci]\n",
+            cluster.port
+        ))
+        .top(
+            "policy:
+  rules:
+    - name: ci-migrations-from-main
+      action: allow
+      match: { groups: [ci], claims: { ref: refs/heads/main, environment: production }, kinds: [ddl] }
+    - name: ci-migrations-elsewhere
+      action: block
+      reason: schema changes from CI run only from main's production job
+      match: { groups: [ci], kinds: [ddl] }
+    - name: agents-writes-need-approval
+      action: approve
+      reason: an agent's writes need a person's approval
+      approval: { approvers: [dba], hold: 20s }
+      match: { delegated: true, kinds: [write, ddl] }
+",
+        )
+        .start();
+    let alice = token(&issuer, "alice", "urn:gatehouse");
+    let agent = token(&issuer, "agent-7", "urn:gatehouse");
+    let dba = gateway.create_key("dba-on-call", &["dba"]);
+
+    // Alice herself writes directly.
+    let out = gateway.psql_raw(&alice, "analytics", &["-c", "INSERT INTO notes VALUES (1)"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Her agent's write is held.
+    let held = psql_command(&gateway.url(&agent, "analytics"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "INSERT INTO notes VALUES (2)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let requested = gateway.wait_for_event("approval.requested", |e| {
+        e["kind"] == "approval.requested"
+            && e["what"]["statement"] == "INSERT INTO notes VALUES (2)"
+    });
+    let id = requested["what"]["resource"].as_str().unwrap().to_owned();
+    assert_eq!(requested["who"]["subject"], "alice@example.com");
+    assert_eq!(
+        requested["who"]["actors"],
+        serde_json::json!([{ "subject": "agent-7" }])
+    );
+
+    // The person behind the agent may not approve it, nor the agent.
+    for (who, token) in [("alice", &alice), ("agent-7", &agent)] {
+        let out = gateway.cli_as(token, &["approvals", "approve", &id]);
+        assert!(!out.status.success(), "{who} must not approve");
+        assert!(
+            text(&out.stderr).contains("403"),
+            "{who}: {}",
+            text(&out.stderr)
+        );
+    }
+    let ok = gateway.cli_as(&dba, &["approvals", "approve", &id]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(cluster.psql_admin("SELECT count(*) FROM notes").trim(), "2");
+
+    // CI: the main branch's production token may migrate; a feature branch's may not.
+    let main = token(&issuer, "ci-main", "urn:gatehouse");
+    let branch = token(&issuer, "ci-branch", "urn:gatehouse");
+    let migrate = "ALTER TABLE notes ADD COLUMN body text";
+    let out = gateway.psql_raw(&branch, "analytics", &["-c", migrate]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ci-migrations-elsewhere"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = gateway.psql_raw(&main, "analytics", &["-c", migrate]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
