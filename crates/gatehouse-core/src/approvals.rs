@@ -236,12 +236,20 @@ struct Entry {
     tx: watch::Sender<ApprovalState>,
 }
 
+/// A transition, for notifications (webhooks): the event kind and the request after it.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub kind: &'static str,
+    pub request: ApprovalRequest,
+}
+
 /// The approvals broker, shared by sessions and the admin API.
 pub struct Approvals {
     entries: Mutex<HashMap<String, Entry>>,
     store: Arc<dyn ApprovalStore>,
     sink: Arc<dyn AuditSink>,
     admin_groups: Vec<String>,
+    notices: Option<tokio::sync::mpsc::Sender<Notice>>,
 }
 
 impl Approvals {
@@ -264,7 +272,27 @@ impl Approvals {
             store,
             sink,
             admin_groups,
+            notices: None,
         })
+    }
+
+    /// Sends every transition, after its record, to `notices` (a bounded queue: when it is
+    /// full, a notice is dropped and logged; the audit log still has the transition).
+    pub fn with_notices(mut self, notices: tokio::sync::mpsc::Sender<Notice>) -> Self {
+        self.notices = Some(notices);
+        self
+    }
+
+    fn notify(&self, kind: &'static str, request: &ApprovalRequest) {
+        if let Some(tx) = &self.notices {
+            let notice = Notice {
+                kind,
+                request: request.clone(),
+            };
+            if tx.try_send(notice).is_err() {
+                tracing::warn!(request = %request.id, kind, "notification queue full; notice dropped");
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -339,6 +367,7 @@ impl Approvals {
             .await
             .map_err(|e| e.to_string())?;
         self.store.save(&request).await?;
+        self.notify("approval.requested", &request);
         let (tx, rx) = watch::channel(ApprovalState::Pending);
         let waiting = Waiting {
             id: request.id.clone(),
@@ -448,6 +477,7 @@ impl Approvals {
             .save(&request)
             .await
             .map_err(DecideError::Unavailable)?;
+        self.notify(kind.as_str(), &request);
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(&request.id) {
             entry.request = request.clone();
@@ -566,6 +596,7 @@ impl Approvals {
         if let Err(err) = self.sink.append(event) {
             tracing::error!(error = %err, request = %request.id, "could not audit an approval transition");
         }
+        self.notify(kind.as_str(), request);
     }
 
     fn persist(&self, request: ApprovalRequest) {

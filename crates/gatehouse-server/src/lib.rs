@@ -6,6 +6,7 @@ mod approval_store;
 mod bootstrap;
 pub mod config;
 mod index;
+mod notify;
 mod reload;
 mod run;
 mod wiring;

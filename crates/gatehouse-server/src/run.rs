@@ -2,7 +2,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::{approval_store, bootstrap, index, reload, wiring};
+use crate::{approval_store, bootstrap, index, notify, reload, wiring};
 use anyhow::Context;
 use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, What};
 use gatehouse_core::approvals::Approvals;
@@ -136,15 +136,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(index::StoreIndex(store.clone())),
     );
     parts.policy = policy.clone();
-    let approvals = Arc::new(
-        Approvals::load(
-            Arc::new(approval_store::StoreApprovals(store.clone())),
-            Arc::new(audit.clone()),
-            config.admin.admin_groups.clone(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("loading approval requests from the state store: {e}"))?,
-    );
+    let mut approvals = Approvals::load(
+        Arc::new(approval_store::StoreApprovals(store.clone())),
+        Arc::new(audit.clone()),
+        config.admin.admin_groups.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("loading approval requests from the state store: {e}"))?;
+    if !config.notifications.webhooks.is_empty() {
+        let (tx, rx) = tokio::sync::mpsc::channel(notify::QUEUE);
+        approvals = approvals.with_notices(tx);
+        tokio::spawn(notify::deliver(config.notifications.webhooks.clone(), rx));
+    }
+    let approvals = Arc::new(approvals);
     parts.approvals = Some(approvals.clone());
     let gate = Gate::new(parts);
 

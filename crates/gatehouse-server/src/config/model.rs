@@ -26,6 +26,7 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// Guardrail rules: the global ones and each connection's (docs/policy.md).
     pub policy: gatehouse_policy::RuleSet,
+    pub notifications: NotificationsConfig,
     /// Valid but risky settings (plaintext on a non-loopback address, fsync off...), for
     /// `config check` and the startup log.
     pub warnings: Vec<Issue>,
@@ -239,3 +240,40 @@ pub struct AllowConfig {
     pub subjects: Vec<String>,
     pub any_authenticated: bool,
 }
+
+/// Where approval transitions are announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    pub format: WebhookFormat,
+    /// The signing key (the bytes behind `whsec_...`), for `standard`.
+    pub secret: Option<Secret>,
+    /// Event kinds sent (`approval.requested`, ...).
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// A Slack-compatible incoming webhook: `{"text": ...}`.
+    Slack,
+    /// Standard Webhooks: a JSON event, signed with HMAC-SHA256 in `webhook-signature`.
+    Standard,
+}
+
+/// The approval events a webhook can be sent.
+pub const APPROVAL_EVENTS: [&str; 7] = [
+    "approval.requested",
+    "approval.approved",
+    "approval.denied",
+    "approval.expired",
+    "approval.abandoned",
+    "approval.cancelled",
+    "approval.executed",
+];

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::model::{
     Fsync, JwtAlgorithm, LogFormat, LogLevel, Protocol, UpstreamAuth, UpstreamTlsMode,
+    WebhookFormat,
 };
 use super::secret::SecretRef;
 use gatehouse_config::{ConfigDuration, ConfigSize, Listen};
@@ -30,6 +31,23 @@ pub(crate) struct RawConfig {
     pub postgres: Option<gatehouse_postgres::settings::RawSection>,
     pub connections: Option<UniqueMap<RawConnection>>,
     pub policy: Option<gatehouse_policy::config::RawPolicy>,
+    pub notifications: Option<RawNotifications>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotifications {
+    pub webhooks: Option<Vec<RawWebhook>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub name: String,
+    pub url: String,
+    pub format: Option<WebhookFormat>,
+    pub secret: Option<SecretRef>,
+    pub events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,6 +75,7 @@ impl<'a> Resolver<'a> {
             .collect();
         let connections = self.connections(raw_connections);
         let policy = gatehouse_policy::config::resolve(&mut self, raw.policy, connection_rules);
+        let notifications = self.notifications(raw.notifications.unwrap_or_default());
 
         let by_line = |i: &Issue| i.line.unwrap_or(usize::MAX);
         if !self.errors.is_empty() {
@@ -95,6 +96,7 @@ impl<'a> Resolver<'a> {
             postgres,
             connections,
             policy,
+            notifications,
             warnings: self.warnings,
         })
     }
@@ -321,6 +323,106 @@ impl<'a> Resolver<'a> {
                 .map_or(DEFAULT_JWKS_COOLDOWN, |d| d.0),
             ca_file,
         }
+    }
+
+    fn notifications(&mut self, raw: RawNotifications) -> NotificationsConfig {
+        let mut webhooks = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, raw) in raw.webhooks.unwrap_or_default().into_iter().enumerate() {
+            let index = format!("[{i}]");
+            let at = |k: &'static str| -> Vec<String> {
+                vec![
+                    "notifications".into(),
+                    "webhooks".into(),
+                    index.clone(),
+                    k.into(),
+                ]
+            };
+            let key = at("url");
+            let key: Vec<&str> = key.iter().map(String::as_str).collect();
+            if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
+                self.error(&key, "a webhook URL starts with http:// or https://");
+            }
+            let name_key = at("name");
+            let name_key: Vec<&str> = name_key.iter().map(String::as_str).collect();
+            if raw.name.trim().is_empty() || !names.insert(raw.name.clone()) {
+                self.error(&name_key, "webhook names are non-empty and unique");
+            }
+            let format = raw.format.unwrap_or(WebhookFormat::Standard);
+            let secret_key = at("secret");
+            let secret_key: Vec<&str> = secret_key.iter().map(String::as_str).collect();
+            let secret = match (format, raw.secret) {
+                (WebhookFormat::Standard, None) => {
+                    self.error(
+                        &secret_key,
+                        "a standard webhook is signed: set secret (whsec_ and base64, e.g. ${env:NAME})",
+                    );
+                    None
+                }
+                (WebhookFormat::Slack, Some(_)) => {
+                    self.error(
+                        &secret_key,
+                        "a Slack webhook is not signed; its URL is the secret (put it in ${env:...})",
+                    );
+                    None
+                }
+                (_, None) => None,
+                (_, Some(_)) if !self.read_secrets => Some(Secret::new(String::new())),
+                (_, Some(r)) => match r.resolve(&self.base, self.env) {
+                    Ok(secret) => {
+                        let bytes = secret
+                            .expose()
+                            .strip_prefix("whsec_")
+                            .and_then(|b| {
+                                use base64::Engine as _;
+                                base64::engine::general_purpose::STANDARD.decode(b).ok()
+                            })
+                            .filter(|b| b.len() >= 16);
+                        match bytes {
+                            Some(bytes) => Some(Secret::new(hex::encode(bytes))),
+                            None => {
+                                self.error(
+                                    &secret_key,
+                                    "the secret is whsec_ followed by the base64 of at least 16 random bytes",
+                                );
+                                None
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        self.error(&secret_key, &why);
+                        None
+                    }
+                },
+            };
+            let events = match raw.events {
+                None => APPROVAL_EVENTS.iter().map(|e| e.to_string()).collect(),
+                Some(events) => {
+                    let events_key = at("events");
+                    let events_key: Vec<&str> = events_key.iter().map(String::as_str).collect();
+                    for e in &events {
+                        if !APPROVAL_EVENTS.contains(&e.as_str()) {
+                            self.error(
+                                &events_key,
+                                format!(
+                                    "{e:?} is not an approval event: {}",
+                                    APPROVAL_EVENTS.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    events
+                }
+            };
+            webhooks.push(WebhookConfig {
+                name: raw.name,
+                url: raw.url,
+                format,
+                secret,
+                events,
+            });
+        }
+        NotificationsConfig { webhooks }
     }
 
     fn connections(

@@ -179,7 +179,7 @@ fn unknown_key_at_depth_names_line_and_key() {
     assert_eq!(
         error_of("lgo: {}\n"),
         "gatehouse.yaml:1: lgo: unknown key, expected one of `data_dir`, `log`, `admin`, \
-         `audit`, `state`, `auth`, `postgres`, `connections`"
+         `audit`, `state`, `auth`, `postgres`, `connections`, `policy`, `notifications`"
     );
 }
 
@@ -465,4 +465,28 @@ fn message_and_handshake_limits() {
         "{MINIMAL}postgres:\n  max_handshakes: 4\n  max_handshakes_per_source: 8\n"
     ));
     assert!(err.contains("max_handshakes_per_source"), "{err}");
+}
+
+#[test]
+fn webhooks_are_checked() {
+    let text = format!(
+        "{MINIMAL}notifications:\n  webhooks:\n    - name: a\n      url: ftp://x\n      format: standard\n    - name: a\n      url: http://x\n      format: slack\n      events: [approval.requested, approval.maybe]\n"
+    );
+    let errors = error_of(&text);
+    assert!(
+        errors.contains("notifications.webhooks[0].url: a webhook URL starts with http"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("notifications.webhooks[0].secret: a standard webhook is signed"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("notifications.webhooks[1].name: webhook names are non-empty and unique"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("\"approval.maybe\" is not an approval event"),
+        "{errors}"
+    );
 }

@@ -335,3 +335,127 @@ fn a_pending_request_survives_a_gateway_crash_and_restart() {
     assert_eq!(count(&s.cluster, "ledger"), "1");
     s.gateway.assert_audit_verifies();
 }
+
+/// The test webhook receiver (`tests/webhook-receiver/receiver.py`), killed on drop.
+struct Receiver {
+    child: Child,
+    port: u16,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(secret: &str) -> Receiver {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("received.jsonl");
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/webhook-receiver/receiver.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--port", "0", "--fail-first", "--out"])
+            .arg(&out)
+            .env("WEBHOOK_SECRET", secret)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .expect("READY <port>");
+        Receiver {
+            child,
+            port,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until a received request satisfies `pred`.
+    fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if let Some(v) = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| pred(v))
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "not received; got:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn approval_requests_are_announced_to_signed_and_slack_webhooks_with_retries() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = Receiver::start(secret);
+    let (cluster, gateway) = cluster_and_gateway_with(|b| {
+        b.top(RULES).env("GH_WEBHOOK_SECRET", secret).top(&format!(
+            "notifications:
+  webhooks:
+    - name: siem
+      url: http://127.0.0.1:{port}/standard
+      format: standard
+      secret: ${{env:GH_WEBHOOK_SECRET}}
+    - name: chat
+      url: http://127.0.0.1:{port}/slack
+      format: slack
+      events: [approval.requested]
+",
+            port = receiver.port
+        ))
+    });
+    cluster.psql_admin("CREATE TABLE ledger (id int)");
+    let dba = gateway.create_key("dba1", &["dba"]);
+    let sql = "INSERT INTO ledger VALUES (9)";
+    let psql = psql_background(&gateway, sql);
+    let request = pending_request(&gateway, &dba, sql);
+    let id = request["id"].as_str().unwrap();
+
+    // Each first delivery is answered 500; the retry arrives, signed and verified by the
+    // receiver's own check.
+    let requested = receiver
+        .wait_for(|v| v["path"] == "/standard" && v["body"]["type"] == "approval.requested");
+    assert_eq!(requested["verified"], true, "{requested}");
+    assert_eq!(requested["body"]["data"]["id"], id);
+    assert_eq!(requested["body"]["data"]["statement"], sql);
+    assert_eq!(
+        requested["body"]["data"]["rule"],
+        "ledger-writes-need-approval"
+    );
+    let chat = receiver.wait_for(|v| v["path"] == "/slack");
+    let message = chat["body"]["text"].as_str().unwrap();
+    assert!(message.contains(sql) && message.contains(id), "{message}");
+
+    let ok = gateway.cli_as(&dba, &["approvals", "approve", id]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(psql.wait_with_output().unwrap().status.success());
+    for kind in ["approval.approved", "approval.executed"] {
+        let got = receiver.wait_for(|v| v["path"] == "/standard" && v["body"]["type"] == kind);
+        assert_eq!(got["verified"], true, "{got}");
+    }
+    // Only the events the chat webhook asked for.
+    std::thread::sleep(Duration::from_secs(1));
+    let all = std::fs::read_to_string(&receiver.out).unwrap();
+    assert_eq!(all.lines().filter(|l| l.contains("\"/slack\"")).count(), 1);
+    // The secret never reaches the gateway's log or audit log.
+    let audit = std::fs::read_to_string(gateway.audit_path()).unwrap();
+    assert!(!audit.contains("MfKQ9r8G") && !gateway.log().contains("MfKQ9r8G"));
+}
