@@ -93,10 +93,23 @@ pub struct Verdict {
     pub at: OffsetDateTime,
 }
 
+/// What is asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestKind {
+    /// One statement, held while it waits.
+    #[default]
+    Statement,
+    /// Time-bound access to a connection.
+    Access,
+}
+
 /// A request for approval, as approvers see it and as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRequest {
     pub id: String,
+    #[serde(default)]
+    pub kind: RequestKind,
     pub state: ApprovalState,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -122,6 +135,11 @@ pub struct ApprovalRequest {
     pub denial: Option<Verdict>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub closed_at: Option<OffsetDateTime>,
+    /// For access: how long the grant lasts once approved, and until when it does.
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub granted_until: Option<OffsetDateTime>,
 }
 
 /// What binds an approval: the statement's exact text, who runs it, where.
@@ -133,6 +151,15 @@ pub struct Binding {
 }
 
 impl ApprovalRequest {
+    /// When the request stops being open: a granted access at the end of its grant, anything
+    /// else at the end of its validity.
+    fn ends_at(&self) -> OffsetDateTime {
+        match (self.kind, self.state, self.granted_until) {
+            (RequestKind::Access, ApprovalState::Approved, Some(until)) => until,
+            _ => self.valid_until,
+        }
+    }
+
     fn binding(&self) -> Binding {
         Binding {
             statement_sha256: self.statement_sha256.clone(),
@@ -307,7 +334,7 @@ impl Approvals {
         let mut approved = None;
         for entry in entries.values() {
             let r = &entry.request;
-            if r.binding() != *binding || r.valid_until <= now {
+            if r.kind != RequestKind::Statement || r.binding() != *binding || r.valid_until <= now {
                 continue;
             }
             match r.state {
@@ -341,6 +368,71 @@ impl Approvals {
         }
     }
 
+    /// Until when `principal` holds an approved access grant to `connection`, if it does.
+    pub fn active_grant(
+        &self,
+        principal: &str,
+        connection: &str,
+        now: OffsetDateTime,
+    ) -> Option<(String, OffsetDateTime)> {
+        let entries = self.lock();
+        entries
+            .values()
+            .map(|e| &e.request)
+            .filter(|r| {
+                r.kind == RequestKind::Access
+                    && r.state == ApprovalState::Approved
+                    && r.requester.principal == principal
+                    && r.connection == connection
+            })
+            .filter_map(|r| {
+                r.granted_until
+                    .filter(|u| *u > now)
+                    .map(|u| (r.id.clone(), u))
+            })
+            .max_by_key(|(_, until)| *until)
+    }
+
+    /// Opens a request for time-bound access to `connection`.
+    pub async fn request_access(
+        &self,
+        identity: &Identity,
+        who: Who,
+        connection: &str,
+        duration: std::time::Duration,
+        reason: &str,
+        policy: &crate::connection::GrantPolicy,
+    ) -> Result<ApprovalRequest, String> {
+        let now = OffsetDateTime::now_utc();
+        let secs = duration.as_secs();
+        let request = ApprovalRequest {
+            id: new_id(),
+            kind: RequestKind::Access,
+            state: ApprovalState::Pending,
+            created_at: now,
+            hold_until: now,
+            // An hour to decide it, as for statements.
+            valid_until: now + time::Duration::hours(1),
+            connection: connection.to_owned(),
+            session: String::new(),
+            requester: Requester::of(identity),
+            statement: format!("access to {connection} for {}", human(secs)),
+            statement_sha256: String::new(),
+            rule: "access-grant".into(),
+            reason: reason.to_owned(),
+            effect: serde_json::json!({ "access": connection, "duration_secs": secs }),
+            required: policy.required,
+            approver_groups: policy.approvers.clone(),
+            approvals: Vec::new(),
+            denial: None,
+            closed_at: None,
+            duration_secs: Some(secs),
+            granted_until: None,
+        };
+        self.request(request.clone(), who).await?;
+        Ok(request)
+    }
+
     /// Opens a request; its `approval.requested` record is durable and it is stored before
     /// this returns.
     pub async fn request(&self, request: ApprovalRequest, who: Who) -> Result<Waiting, String> {
@@ -352,6 +444,7 @@ impl Approvals {
             statement: Some(request.statement.clone()),
             resource: Some(request.id.clone()),
             detail: Some(serde_json::json!({
+                "kind": request.kind,
                 "rule": request.rule,
                 "reason": request.reason,
                 "statement_sha256": request.statement_sha256,
@@ -404,13 +497,20 @@ impl Approvals {
         let done = request.approvals.len() as u32 >= request.required;
         if done {
             request.state = ApprovalState::Approved;
+            if let (RequestKind::Access, Some(secs)) = (request.kind, request.duration_secs) {
+                request.granted_until =
+                    Some(now + time::Duration::seconds(i64::try_from(secs).unwrap_or(0)));
+            }
         }
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "approvals": request.approvals.len(),
             "required": request.required,
             "comment": comment,
             "state": request.state.as_str(),
         });
+        if let (Some(until), Some(map)) = (request.granted_until, detail.as_object_mut()) {
+            map.insert("granted_until".into(), rfc3339(until).into());
+        }
         self.decide(request, EventKind::ApprovalApproved, who, detail)
             .await
     }
@@ -494,7 +594,7 @@ impl Approvals {
         let entry = entries
             .get(id)
             .ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
-        if entry.request.valid_until <= now {
+        if entry.request.ends_at() <= now {
             return Err(DecideError::Closed {
                 id: id.to_owned(),
                 state: "expired",
@@ -529,7 +629,7 @@ impl Approvals {
             let mut entries = self.lock();
             let ids: Vec<String> = entries
                 .values()
-                .filter(|e| e.request.valid_until <= now)
+                .filter(|e| e.request.ends_at() <= now)
                 .map(|e| e.request.id.clone())
                 .collect();
             ids.into_iter()
@@ -642,6 +742,7 @@ pub fn new_request(
     let now = OffsetDateTime::now_utc();
     ApprovalRequest {
         id: new_id(),
+        kind: RequestKind::Statement,
         state: ApprovalState::Pending,
         created_at: now,
         hold_until: now + time::Duration::seconds(i64::try_from(spec.hold_secs).unwrap_or(120)),
@@ -659,6 +760,17 @@ pub fn new_request(
         approvals: Vec::new(),
         denial: None,
         closed_at: None,
+        duration_secs: None,
+        granted_until: None,
+    }
+}
+
+/// `2h`, `90m`, `45s`.
+fn human(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

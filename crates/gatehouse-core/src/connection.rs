@@ -28,6 +28,16 @@ pub struct Access {
     pub subjects: Vec<String>,
     pub groups: Vec<String>,
     pub any_authenticated: bool,
+    /// Time-bound access: identities without standing access may ask for a grant.
+    pub grants: Option<GrantPolicy>,
+}
+
+/// Who approves access grants to a connection, and for how long one may be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantPolicy {
+    pub approvers: Vec<String>,
+    pub required: u32,
+    pub max: std::time::Duration,
 }
 
 impl Access {

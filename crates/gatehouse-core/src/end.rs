@@ -22,6 +22,8 @@ pub enum EndCause {
     CredentialRevoked,
     /// The credential the session was opened with expired (a token's `exp`).
     CredentialExpired,
+    /// The time-bound access grant the session was admitted by ended.
+    GrantExpired,
     /// The client broke its protocol; the text says how.
     ClientProtocol(String),
     /// The server's responses no longer matched the requests, or broke the protocol.
@@ -49,6 +51,7 @@ impl EndCause {
                 | EndCause::Killed { .. }
                 | EndCause::CredentialRevoked
                 | EndCause::CredentialExpired
+                | EndCause::GrantExpired
         )
     }
 
@@ -63,6 +66,7 @@ impl EndCause {
             EndCause::Killed { .. } => "killed",
             EndCause::CredentialRevoked => "credential_revoked",
             EndCause::CredentialExpired => "credential_expired",
+            EndCause::GrantExpired => "grant_expired",
             EndCause::ClientProtocol(_) => "client_protocol",
             EndCause::UpstreamProtocol(_) => "upstream_protocol",
             EndCause::ClientIo(_) => "client_io",
@@ -85,6 +89,7 @@ impl fmt::Display for EndCause {
             EndCause::Killed { by } => write!(f, "ended by {by}"),
             EndCause::CredentialRevoked => f.write_str("credential revoked"),
             EndCause::CredentialExpired => f.write_str("credential expired"),
+            EndCause::GrantExpired => f.write_str("access grant ended"),
             EndCause::ClientProtocol(why) => write!(f, "client protocol error: {why}"),
             EndCause::UpstreamProtocol(why) => write!(f, "upstream protocol error: {why}"),
             EndCause::ClientIo(why) => write!(f, "client i/o: {why}"),

@@ -223,10 +223,30 @@ impl Gate {
         };
 
         let who = identity.who(Some(req.source), req.claimed_user.map(claimed).as_deref());
+        // Standing access, or else an approved, unexpired grant (the session ends with it).
+        let mut grant = None;
         let connection = inner
             .connections
             .get(req.connection)
-            .filter(|c| c.target.protocol() == req.protocol && c.access.permits(&identity))
+            .filter(|c| c.target.protocol() == req.protocol)
+            .filter(|c| {
+                if c.access.permits(&identity) {
+                    return true;
+                }
+                grant = c
+                    .access
+                    .grants
+                    .as_ref()
+                    .and(inner.approvals.as_ref())
+                    .and_then(|a| {
+                        a.active_grant(
+                            &identity.principal(),
+                            &c.name,
+                            time::OffsetDateTime::now_utc(),
+                        )
+                    });
+                grant.is_some()
+            })
             .cloned();
         let Some(connection) = connection else {
             inner
@@ -255,10 +275,18 @@ impl Gate {
         let mut start = Event::now(EventKind::SessionStart, Outcome::success());
         start.session = Some(id.clone());
         start.who = who.clone();
-        start.what = What {
-            detail: req.detail.cloned(),
-            ..what
-        };
+        let mut detail = req.detail.cloned();
+        if let Some((grant_id, until)) = &grant {
+            let entry =
+                serde_json::json!({ "id": grant_id, "until": crate::approvals::rfc3339(*until) });
+            match &mut detail {
+                Some(serde_json::Value::Object(map)) => {
+                    map.insert("grant".into(), entry);
+                }
+                _ => detail = Some(serde_json::json!({ "grant": entry })),
+            }
+        }
+        start.what = What { detail, ..what };
         let started_at = start.time;
         self.record_or_refuse(start).await?;
 
@@ -283,7 +311,8 @@ impl Gate {
             who,
             self.clone(),
             stop,
-        ))
+        )
+        .admitted_until(grant.map(|(_, until)| until)))
     }
 
     /// The one authentication door for request-scoped callers: authenticates `credential`,
@@ -453,6 +482,14 @@ impl Gate {
             self.inner.metrics.audit_failures_total.inc();
         }
         result
+    }
+
+    /// Who grants time-bound access to a connection, if it offers it.
+    pub fn grant_policy(&self, connection: &str) -> Option<crate::connection::GrantPolicy> {
+        self.inner
+            .connections
+            .get(connection)
+            .and_then(|c| c.access.grants.clone())
     }
 
     /// The approvals broker, when one is configured.

@@ -49,6 +49,8 @@ pub struct StatementContext<'a> {
     pub command: &'a Command,
     pub step: Step<'a>,
     pub transaction: Transaction,
+    /// Whether the caller holds an approved, unexpired access grant to the connection.
+    pub granted: bool,
 }
 
 /// What the response to an allowed statement goes through on its way to the client. Empty

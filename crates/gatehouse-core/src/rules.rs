@@ -65,6 +65,7 @@ impl Policy for RulePolicy {
                 groups: &identity.groups,
                 actors: &actors,
                 claims: &identity.claims,
+                granted: statement.granted,
             },
             connection: &statement.connection.name,
             statements: &command.classification.detail,

@@ -145,13 +145,15 @@ pub struct StatementResult {
 pub struct StopSignal {
     stop: watch::Receiver<Option<EndCause>>,
     expires_at: Option<time::OffsetDateTime>,
+    /// For a session admitted by a time-bound grant: when the grant ends.
+    grant_until: Option<time::OffsetDateTime>,
 }
 
 impl StopSignal {
     /// Resolves when the session must end, with the cause.
     pub async fn wait(&mut self) -> EndCause {
-        let expiry = async {
-            match self.expires_at {
+        let until = |at: Option<time::OffsetDateTime>| async move {
+            match at {
                 Some(at) => {
                     let left = at - time::OffsetDateTime::now_utc();
                     let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
@@ -160,6 +162,8 @@ impl StopSignal {
                 None => std::future::pending::<()>().await,
             }
         };
+        let expiry = until(self.expires_at);
+        let grant = until(self.grant_until);
         let stopped = async {
             match self.stop.wait_for(Option::is_some).await {
                 Ok(cause) => cause.clone(),
@@ -168,6 +172,7 @@ impl StopSignal {
         };
         tokio::select! {
             () = expiry => EndCause::CredentialExpired,
+            () = grant => EndCause::GrantExpired,
             cause = stopped => match cause {
                 Some(cause) => cause,
                 None => std::future::pending().await,
@@ -188,6 +193,8 @@ pub struct Session {
     statements: AtomicU64,
     ended: bool,
     stop: watch::Receiver<Option<EndCause>>,
+    /// Admitted by a time-bound grant ending then (no standing access).
+    grant_until: Option<time::OffsetDateTime>,
 }
 
 impl Session {
@@ -211,7 +218,14 @@ impl Session {
             statements: AtomicU64::new(0),
             ended: false,
             stop,
+            grant_until: None,
         }
+    }
+
+    /// The session was admitted by a time-bound grant that ends at `until`; it ends then.
+    pub(crate) fn admitted_until(mut self, until: Option<time::OffsetDateTime>) -> Self {
+        self.grant_until = until;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -254,6 +268,7 @@ impl Session {
         StopSignal {
             stop: self.stop.clone(),
             expires_at: self.identity.expires_at,
+            grant_until: self.grant_until,
         }
     }
 
@@ -409,7 +424,21 @@ impl Session {
             command: statement.command,
             step: statement.step,
             transaction: statement.transaction,
+            granted: self.granted(),
         })
+    }
+
+    /// Whether the caller holds an approved, unexpired access grant to this connection now.
+    fn granted(&self) -> bool {
+        let now = time::OffsetDateTime::now_utc();
+        if self.grant_until.is_some_and(|until| until > now) {
+            return true;
+        }
+        self.connection.access.grants.is_some()
+            && self.gate.inner.approvals.as_ref().is_some_and(|a| {
+                a.active_grant(&self.identity.principal(), &self.connection.name, now)
+                    .is_some()
+            })
     }
 
     /// Refuses a statement without asking the policy (the gateway's own limits) and writes its

@@ -93,6 +93,7 @@ fn main() {
                         groups: &groups,
                         actors: &[],
                         claims: &claims,
+                        granted: false,
                     },
                     connection: "demo",
                     statements: &c.detail,

@@ -101,6 +101,7 @@ pub struct RawMatch {
     pub actors: Option<Vec<String>>,
     pub delegated: Option<bool>,
     pub connections: Option<Vec<String>>,
+    pub grant: Option<bool>,
     pub kinds: Option<Vec<StatementKindName>>,
     pub statements: Option<Vec<String>>,
     pub tables: Option<Vec<String>>,
@@ -331,6 +332,7 @@ fn resolve_rule(
         actors: m.actors.unwrap_or_default(),
         delegated: m.delegated,
         connections: m.connections.unwrap_or_default(),
+        grant: m.grant,
         kinds: m
             .kinds
             .unwrap_or_default()

@@ -88,6 +88,8 @@ pub struct Matcher {
     /// `true`: only callers acting for someone else; `false`: only direct callers.
     pub delegated: Option<bool>,
     pub connections: Vec<String>,
+    /// `true`: only callers holding a time-bound access grant to the connection.
+    pub grant: Option<bool>,
     pub kinds: Vec<StatementKind>,
     /// Command words, matched from the start of each command the statement runs (`DROP`
     /// matches `DROP TABLE`).
@@ -139,6 +141,8 @@ pub struct Caller<'a> {
     /// Actor subjects, nearest first.
     pub actors: &'a [&'a str],
     pub claims: &'a BTreeMap<String, serde_json::Value>,
+    /// Whether the caller holds an approved, unexpired access grant to the connection.
+    pub granted: bool,
 }
 
 /// One decision request: a caller on a connection running some statements.
@@ -406,6 +410,7 @@ impl Matcher {
                 .delegated
                 .is_none_or(|delegated| delegated != caller.actors.is_empty())
             && (self.connections.is_empty() || any_glob(&self.connections, request.connection))
+            && self.grant.is_none_or(|wanted| wanted == caller.granted)
             && self.time.as_ref().is_none_or(|t| t.contains(request.now))
     }
 

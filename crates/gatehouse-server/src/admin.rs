@@ -53,6 +53,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/approvals/{id}", get(approvals::show))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/access",
+            get(approvals::list_access).post(approvals::request_access),
+        )
         // Before the layer, so unknown paths are authenticated and audited too.
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

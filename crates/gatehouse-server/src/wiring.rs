@@ -5,6 +5,7 @@ use anyhow::Context;
 use gatehouse_auth::{
     ApiKeyAuthenticator, CombinedAuthenticator, KeyInfo, KeyLookup, OidcAuthenticator, OidcIssuer,
 };
+use gatehouse_core::connection::GrantPolicy;
 use gatehouse_core::{
     Access, Connection, Connections, PostgresTarget, Secret, Target, UpstreamAuth, UpstreamTls,
     UpstreamTlsMode,
@@ -52,6 +53,11 @@ pub fn connections(config: &Config) -> Connections {
                 subjects: c.allow.subjects.clone(),
                 groups: c.allow.groups.clone(),
                 any_authenticated: c.allow.any_authenticated,
+                grants: c.grants.as_ref().map(|g| GrantPolicy {
+                    approvers: g.approvers.clone(),
+                    required: g.required,
+                    max: g.max_duration,
+                }),
             },
             target,
         }

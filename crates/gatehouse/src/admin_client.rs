@@ -1,6 +1,6 @@
 //! The admin commands: thin clients of a running gateway's admin API.
 
-use crate::{ApprovalsCommand, KeysCommand};
+use crate::{AccessCommand, ApprovalsCommand, KeysCommand};
 use anyhow::{bail, Context};
 use std::process::ExitCode;
 
@@ -192,6 +192,46 @@ pub fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             let body = serde_json::json!({ "reason": reason });
             request(reqwest::Method::POST, &server.server, &path, Some(body))?;
             eprintln!("{id}: denied");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn access(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AccessCommand::Request {
+            connection,
+            duration,
+            reason,
+            server,
+        } => {
+            let body = serde_json::json!({
+                "connection": connection, "duration": duration, "reason": reason,
+            });
+            let r = request(reqwest::Method::POST, &server.server, "/access", Some(body))?;
+            let id = r["id"].as_str().unwrap_or("?");
+            println!("{id}");
+            eprintln!(
+                "access to {connection} for {duration} requested; an approver runs: gatehouse approvals approve {id}"
+            );
+        }
+        AccessCommand::List { server } => {
+            let list = request(reqwest::Method::GET, &server.server, "/access", None)?;
+            println!(
+                "{:<21} {:<9} {:<12} {:<34} {:<26} REASON",
+                "ID", "STATE", "CONNECTION", "REQUESTER", "GRANTED UNTIL"
+            );
+            for r in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<21} {:<9} {:<12} {:<34} {:<26} {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["connection"].as_str().unwrap_or(""),
+                    chain(&r["requester"]),
+                    r["granted_until"].as_str().unwrap_or("-"),
+                    r["reason"].as_str().unwrap_or(""),
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -58,6 +58,9 @@ enum Command {
     /// Decide statements held for approval (needs $GATEHOUSE_TOKEN of an approver)
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Ask for time-bound access to a connection, and list grants
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Verify and export the audit log (reads the data directory; works with the gateway stopped)
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -157,6 +160,26 @@ pub(crate) enum ApprovalsCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum AccessCommand {
+    /// Ask for access to CONNECTION for a while; approvers decide it with `approvals approve`
+    Request {
+        connection: String,
+        /// How long, e.g. 2h, 30m (at most the connection's grants.max_duration)
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List access requests and grants you may see, newest first
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain offline; exit 0 only when intact, otherwise name the first bad record
     Verify(ConfigArg),
@@ -227,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin_client::kill_session(&server.server, &id)
         }
         Command::Approvals(cmd) => admin_client::approvals(cmd),
+        Command::Access(cmd) => admin_client::access(cmd),
         Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),
         Command::Audit(AuditCommand::Export {
             config,

@@ -49,6 +49,7 @@ async fn open_session(sink: &MemorySink) -> Session {
         name: "main".into(),
         access: Access {
             any_authenticated: true,
+            grants: None,
             ..Access::default()
         },
         target: Target::Postgres(PostgresTarget {

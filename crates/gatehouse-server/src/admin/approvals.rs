@@ -7,7 +7,9 @@ use super::{AdminState, ApiError, Authed};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use gatehouse_core::approvals::{ApprovalRequest, ApprovalState, Approvals, DecideError};
+use gatehouse_core::approvals::{
+    ApprovalRequest, ApprovalState, Approvals, DecideError, RequestKind,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -157,4 +159,72 @@ pub(super) async fn deny(
         .await
         .map(Json)
         .map_err(decide_error)
+}
+
+#[derive(Deserialize)]
+pub(super) struct AccessBody {
+    connection: String,
+    /// `2h`, `30m`, `90s`.
+    duration: String,
+    reason: String,
+}
+
+/// Asks for time-bound access to a connection: a request approvers decide like a held
+/// statement; once approved, the caller may connect until it ends.
+pub(super) async fn request_access(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+    Json(body): Json<AccessBody>,
+) -> Result<(StatusCode, Json<ApprovalRequest>), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let policy = state.gate.grant_policy(&body.connection).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "connection {:?} does not offer time-bound access",
+                body.connection
+            ),
+        )
+    })?;
+    let duration = gatehouse_config::parse_duration(&body.duration)
+        .map_err(|e| bad(format!("duration {:?}: {e}", body.duration)))?;
+    if duration.is_zero() || duration > policy.max {
+        return Err(bad(format!(
+            "access to {} is granted for at most {}s",
+            body.connection,
+            policy.max.as_secs()
+        )));
+    }
+    if body.reason.trim().is_empty() {
+        return Err(bad("a request needs a reason: approvers see it".into()));
+    }
+    let request = broker(&state)?
+        .request_access(
+            &authed.caller.identity,
+            authed.caller.who.clone(),
+            &body.connection,
+            duration,
+            &body.reason,
+            &policy,
+        )
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+pub(super) async fn list_access(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+) -> Result<Json<Vec<ApprovalRequest>>, ApiError> {
+    let requests = broker(&state)?
+        .list(None, 10_000)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        requests
+            .into_iter()
+            .filter(|r| r.kind == RequestKind::Access && visible(&state, &authed, r))
+            .collect(),
+    ))
 }

@@ -178,6 +178,16 @@ pub struct ConnectionConfig {
     pub allow: AllowConfig,
     /// Whether clients may call server functions directly (PostgreSQL fastpath).
     pub allow_fastpath: bool,
+    /// Time-bound access by request (`gatehouse access request`), when set.
+    pub grants: Option<GrantsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// Groups whose members approve grants; empty: the admin groups.
+    pub approvers: Vec<String>,
+    pub required: u32,
+    pub max_duration: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

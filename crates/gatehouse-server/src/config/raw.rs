@@ -122,6 +122,15 @@ pub(crate) struct RawConnection {
     pub allow: Option<RawAllow>,
     pub allow_fastpath: Option<bool>,
     pub rules: Option<Vec<gatehouse_policy::config::RawRule>>,
+    pub grants: Option<RawGrants>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrants {
+    pub approvers: Option<Vec<String>>,
+    pub required: Option<u32>,
+    pub max_duration: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]

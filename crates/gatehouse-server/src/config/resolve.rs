@@ -23,6 +23,8 @@ const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
 const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
 const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_LOW_SPACE_WARNING: u64 = 1 << 30;
+const DEFAULT_MAX_GRANT: Duration = Duration::from_secs(8 * 3600);
+const MAX_GRANT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub(crate) struct Resolver<'a> {
     text: &'a str,
@@ -453,6 +455,29 @@ impl<'a> Resolver<'a> {
             upstream,
             allow,
             allow_fastpath: raw.allow_fastpath.unwrap_or(false),
+            grants: raw.grants.map(|g| self.grants(name, g)),
+        }
+    }
+
+    fn grants(&mut self, name: &str, raw: RawGrants) -> GrantsConfig {
+        let required = raw.required.unwrap_or(1);
+        if !(1..=10).contains(&required) {
+            self.error(
+                &["connections", name, "grants", "required"],
+                "between 1 and 10 approvers",
+            );
+        }
+        let max_duration = raw.max_duration.map_or(DEFAULT_MAX_GRANT, |d| d.0);
+        if max_duration.is_zero() || max_duration > MAX_GRANT {
+            self.error(
+                &["connections", name, "grants", "max_duration"],
+                "between 1s and 7d",
+            );
+        }
+        GrantsConfig {
+            approvers: raw.approvers.unwrap_or_default(),
+            required: required.clamp(1, 10),
+            max_duration,
         }
     }
 

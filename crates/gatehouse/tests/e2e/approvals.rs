@@ -459,3 +459,109 @@ fn approval_requests_are_announced_to_signed_and_slack_webhooks_with_retries() {
     let audit = std::fs::read_to_string(gateway.audit_path()).unwrap();
     assert!(!audit.contains("MfKQ9r8G") && !gateway.log().contains("MfKQ9r8G"));
 }
+
+#[test]
+fn time_bound_access_lets_a_caller_in_until_it_ends_and_rules_can_require_it() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .main_connection(&cluster)
+        .raw_connection(&format!(
+            "  prod:
+    protocol: postgres
+    upstream:
+      host: 127.0.0.1
+      port: {}
+      database: postgres
+      user: postgres
+      password: ${{env:GH_TEST_PW_MAIN}}
+      tls: {{ mode: disable }}
+    allow:
+      groups: [dba]
+    grants: {{ approvers: [dba], max_duration: 1h }}
+    rules:
+      - name: writes-with-a-grant
+        action: allow
+        match: {{ grant: true, kinds: [write] }}
+      - name: no-standing-writes
+        action: block
+        reason: writes on prod need a time-bound grant
+        match: {{ kinds: [write] }}
+",
+            cluster.port
+        ))
+        .start();
+    cluster.psql_admin("CREATE TABLE incidents (id int)");
+    let dba = gateway.create_key("dba1", &["dba"]);
+    let dev = gateway.create_key("dev", &["developers"]);
+
+    // No standing access.
+    let out = gateway.psql_raw(&dev, "prod", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+
+    // Asked for, with a reason; the requester cannot grant it to itself.
+    let asked = gateway.cli_as(
+        &dev,
+        &[
+            "access",
+            "request",
+            "prod",
+            "--for",
+            "5s",
+            "--reason",
+            "incident 42",
+        ],
+    );
+    assert!(asked.status.success(), "{}", text(&asked.stderr));
+    let id = text(&asked.stdout).trim().to_owned();
+    assert!(id.starts_with("apr_"), "{id}");
+    let own = gateway.cli_as(&dev, &["approvals", "approve", &id]);
+    assert!(!own.status.success());
+    let too_long = gateway.cli_as(
+        &dev,
+        &["access", "request", "prod", "--for", "2h", "--reason", "x"],
+    );
+    assert!(!too_long.status.success(), "over grants.max_duration");
+    let ok = gateway.cli_as(&dba, &["approvals", "approve", &id]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let listed = gateway.cli_as(&dev, &["access", "list"]);
+    assert!(text(&listed.stdout).contains(&id) && text(&listed.stdout).contains("approved"));
+
+    runtime().block_on(async {
+        let (client, conn) = gateway.pg_client(&dev, "prod").await;
+        // Writes are allowed with the grant; the same write without one is blocked.
+        client
+            .execute("INSERT INTO incidents VALUES (42)", &[])
+            .await
+            .unwrap();
+        let out = tokio::task::block_in_place(|| {
+            gateway.psql_raw(&dba, "prod", &["-c", "INSERT INTO incidents VALUES (1)"])
+        });
+        assert!(
+            text(&out.stderr).contains("no-standing-writes"),
+            "{}",
+            text(&out.stderr)
+        );
+        // The granted session ends with the grant.
+        let ended = tokio::time::timeout(Duration::from_secs(15), conn).await;
+        assert!(ended.is_ok(), "the session outlived its grant");
+        assert!(client.query_one("SELECT 1", &[]).await.is_err());
+    });
+    let end = gateway.wait_for_event("session.end", |e| {
+        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "grant_expired"
+    });
+    assert_eq!(end["who"]["subject"], "key:dev");
+    let start = gateway
+        .events_of_kind("session.start")
+        .into_iter()
+        .find(|e| e["session"] == end["session"])
+        .unwrap();
+    assert_eq!(start["what"]["detail"]["grant"]["id"], id.as_str());
+    // And no new session once it has ended.
+    let out = gateway.psql_raw(&dev, "prod", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        cluster.psql_admin("SELECT count(*) FROM incidents").trim(),
+        "1"
+    );
+    gateway.assert_audit_verifies();
+}
