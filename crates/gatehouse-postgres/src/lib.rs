@@ -8,6 +8,7 @@
 mod cancel;
 pub mod codec;
 pub mod encoding;
+mod estimate;
 mod flow;
 mod framer;
 mod names;
@@ -241,7 +242,7 @@ impl PgGateway {
             host: target.host.clone(),
             port: target.port,
             tls: target.tls.clone(),
-            tls_config: tls,
+            tls_config: tls.clone(),
             upstream_key: upstream.key.unwrap_or_default(),
             interrupt: interrupt.clone(),
         });
@@ -261,7 +262,15 @@ impl PgGateway {
             upstream.stream,
             self.config.limits,
             initial,
-            interrupt,
+            relay::Hooks {
+                interrupt,
+                estimator: Some(Arc::new(estimate::Estimator {
+                    target: target.clone(),
+                    tls: tls.clone(),
+                    params: params.clone(),
+                    timeout: self.config.handshake_timeout,
+                })),
+            },
             self.shutdown.clone(),
         )
         .await;

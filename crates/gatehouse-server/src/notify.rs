@@ -91,9 +91,13 @@ fn body(hook: &WebhookConfig, notice: &Notice) -> serde_json::Value {
                 ),
                 other => other.trim_start_matches("approval.").to_owned(),
             };
+            let estimate = r.effect["estimated_rows"]
+                .as_f64()
+                .map(|n| format!(" (planner's estimate: {n} rows)"))
+                .unwrap_or_default();
             serde_json::json!({
                 "text": format!(
-                    "{what}\n```{statement}```\nRule {}: {}\n`gatehouse approvals approve {}` · `gatehouse approvals deny {} --reason …`",
+                    "{what}\n```{statement}```{estimate}\nRule {}: {}\n`gatehouse approvals approve {}` · `gatehouse approvals deny {} --reason …`",
                     r.rule, r.reason, r.id, r.id
                 ),
             })

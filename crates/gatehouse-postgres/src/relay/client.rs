@@ -230,19 +230,22 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
     ) -> Result<(), EndCause> {
         let mut waiting = match hold {
             Hold::Waiting(waiting) => waiting,
-            Hold::New(request) => match self.session.request_approval(*request).await {
-                Ok(waiting) => waiting,
-                Err(err) => {
-                    self.hold_outcome = Some(Refusal {
+            Hold::New(mut request) => {
+                self.estimate(&mut request).await;
+                match self.session.request_approval(*request).await {
+                    Ok(waiting) => waiting,
+                    Err(err) => {
+                        self.hold_outcome = Some(Refusal {
                         rule: String::new(),
                         reason: format!(
                             "this statement needs approval, and the request could not be recorded ({err}); it was not run"
                         ),
                         code: sqlstate::CANNOT_CONNECT_NOW,
                     });
-                    return Ok(());
+                        return Ok(());
+                    }
                 }
-            },
+            }
         };
         if self.mid_batch {
             codec::message_with(&mut self.out, b'H', |_| {});
@@ -333,6 +336,35 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// For a held write of one statement: the planner's row estimate, in the request's effect.
+    async fn estimate(&self, request: &mut gatehouse_core::approvals::ApprovalRequest) {
+        let Some(estimator) = &self.shared.estimator else {
+            return;
+        };
+        let one_write = request.effect["kind"] == "write"
+            && request.effect["text_known"] == true
+            && !request
+                .statement
+                .trim_end()
+                .trim_end_matches(';')
+                .contains(';')
+            && request.statement.len() < 64 * 1024;
+        if !one_write {
+            return;
+        }
+        let estimate = estimator.rows(&request.statement).await;
+        if let serde_json::Value::Object(effect) = &mut request.effect {
+            match estimate {
+                Ok(rows) => {
+                    effect.insert("estimated_rows".into(), rows.into());
+                }
+                Err(why) => {
+                    effect.insert("estimate_unavailable".into(), why.into());
+                }
+            }
+        }
     }
 
     fn holds(&self, wait: Await) -> bool {

@@ -55,6 +55,14 @@ pub struct Initial {
     pub allow_fastpath: bool,
 }
 
+/// What the session offers the relay beyond its sockets.
+pub struct Hooks {
+    /// Woken by a cancel request for this session: it ends a hold for approval.
+    pub interrupt: Arc<Notify>,
+    /// Asks the server for a held write's row estimate, for the approvers.
+    pub estimator: Option<Arc<crate::estimate::Estimator>>,
+}
+
 /// State both loops share. Locked briefly per message, never across an await.
 pub(crate) struct Shared {
     flow: Mutex<Flow>,
@@ -63,6 +71,7 @@ pub(crate) struct Shared {
     activity: Activity,
     /// A cancel request for this session: ends a hold for approval.
     interrupt: Arc<Notify>,
+    estimator: Option<Arc<crate::estimate::Estimator>>,
     /// A statement is held for approval: the session is not idle.
     holding: AtomicBool,
 }
@@ -107,7 +116,7 @@ pub async fn run<C, U>(
     upstream: U,
     limits: RelayLimits,
     initial: Initial,
-    interrupt: Arc<Notify>,
+    hooks: Hooks,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> EndCause
 where
@@ -129,7 +138,8 @@ where
         flow: Mutex::new(Flow::new(initial.encoding)),
         answered: Notify::new(),
         activity: Activity::new(),
-        interrupt,
+        interrupt: hooks.interrupt,
+        estimator: hooks.estimator,
         holding: AtomicBool::new(false),
     };
     let mut stop = session.stop_signal();

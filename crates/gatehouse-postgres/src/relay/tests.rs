@@ -447,7 +447,10 @@ async fn start_with(
                 encoding,
                 allow_fastpath: false,
             },
-            std::sync::Arc::new(tokio::sync::Notify::new()),
+            super::Hooks {
+                interrupt: std::sync::Arc::new(tokio::sync::Notify::new()),
+                estimator: None,
+            },
             stop,
         )
         .await;
