@@ -74,13 +74,11 @@ impl Estimator {
             let mut body = &raw[5..];
             match tag {
                 b'Z' => ready += 1,
-                b'D' if plan.is_empty() => {
-                    if body.remaining() >= 6 {
-                        body.advance(2);
-                        let len = usize::try_from(body.get_i32()).unwrap_or(0);
-                        let len = len.min(body.remaining());
-                        plan = String::from_utf8_lossy(&body[..len]).into_owned();
-                    }
+                b'D' if plan.is_empty() && body.remaining() >= 6 => {
+                    body.advance(2);
+                    let len = usize::try_from(body.get_i32()).unwrap_or(0);
+                    let len = len.min(body.remaining());
+                    plan = String::from_utf8_lossy(&body[..len]).into_owned();
                 }
                 b'E' => {
                     error.get_or_insert_with(|| error_message(body));
