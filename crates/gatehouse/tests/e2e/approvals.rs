@@ -565,3 +565,68 @@ fn time_bound_access_lets_a_caller_in_until_it_ends_and_rules_can_require_it() {
     );
     gateway.assert_audit_verifies();
 }
+
+#[test]
+fn an_approval_covers_one_identity_and_what_follows_a_held_statement_waits_for_it() {
+    let s = setup();
+    runtime().block_on(async {
+        let (client, _conn) = s.gateway.main_client().await;
+        let client = std::sync::Arc::new(client);
+        // Pipelined behind the held write: nothing after it overtakes it.
+        let held = {
+            let client = client.clone();
+            tokio::spawn(async move { client.execute("INSERT INTO ledger VALUES (11)", &[]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let behind = {
+            let client = client.clone();
+            tokio::spawn(async move { client.query_one("SELECT count(*) FROM ledger", &[]).await })
+        };
+        let id = tokio::task::block_in_place(|| {
+            pending_request(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (11)")["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !behind.is_finished(),
+            "a statement behind the held one ran first"
+        );
+        let ok = tokio::task::block_in_place(|| {
+            s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id])
+        });
+        assert!(ok.status.success(), "{}", text(&ok.stderr));
+        assert_eq!(held.await.unwrap().unwrap(), 1);
+        let count: i64 = behind.await.unwrap().unwrap().get(0);
+        assert_eq!(count, 1, "it ran after the approved write");
+    });
+
+    // Approved for the admin key's statement: the same text from another identity is held
+    // with a request of its own and does not use the approval.
+    let sql = "INSERT INTO ledger VALUES (12)";
+    let out = s.gateway.psql_args("main", &["-c", sql]);
+    assert!(!out.status.success(), "held, then timed out");
+    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
+    assert!(ok.status.success());
+    let dev_try = psql_command(&s.gateway.url(&s.dev, "main"))
+        .args(["-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !dev_try.status.success(),
+        "another identity does not use the approval"
+    );
+    assert!(
+        !text(&dev_try.stderr).contains(&id),
+        "{}",
+        text(&dev_try.stderr)
+    );
+    assert_eq!(s.gateway.psql("main", sql).trim(), "INSERT 0 1");
+    assert_eq!(count(&s.cluster, "ledger"), "2");
+}
