@@ -112,6 +112,8 @@ pub struct RawMatch {
     pub copy_program: Option<bool>,
     pub dynamic: Option<bool>,
     pub time: Option<RawTime>,
+    /// A CEL condition (see docs/policy.md).
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -320,6 +322,20 @@ fn resolve_rule(
         },
         None => None,
     };
+    let when = match m.when {
+        Some(source) => match crate::condition::Condition::compile(&source) {
+            Ok(condition) => Some(condition),
+            Err(why) => {
+                checks.error(
+                    &[at, &["match", "when"]].concat(),
+                    &format!("not a valid CEL expression: {why}"),
+                );
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
     let matcher = Matcher {
         subjects: m.subjects.unwrap_or_default(),
         groups: m.groups.unwrap_or_default(),
@@ -348,6 +364,7 @@ fn resolve_rule(
         copy_program: m.copy_program,
         dynamic: m.dynamic,
         time,
+        when,
     };
     ok.then(|| Rule {
         name: raw.name,

@@ -2,6 +2,7 @@
 //! PostgreSQL's own grammar reads it), decided without I/O. The core asks; adapters carry the
 //! answer out in their protocol.
 
+pub mod condition;
 pub mod config;
 mod glob;
 pub mod rules;

@@ -9,6 +9,7 @@
 //! it as *unseen*: a block or approval rule then applies its `unseen` action, an allow rule
 //! does not apply (nothing is allowed unseen).
 
+use crate::condition::{self, Condition};
 use crate::glob;
 use gatehouse_inspect::analyze::StatementInfo;
 use gatehouse_inspect::sql::StatementKind;
@@ -103,6 +104,8 @@ pub struct Matcher {
     /// `true`: statements whose effect cannot be seen (a `DO` block, dynamic SQL).
     pub dynamic: Option<bool>,
     pub time: Option<TimeWindow>,
+    /// A CEL condition over the caller and the statement (see [`crate::condition`]).
+    pub when: Option<Condition>,
 }
 
 /// Who must approve a held statement, and for how long it waits.
@@ -273,7 +276,7 @@ impl RuleSet {
             .collect();
         let mut decided = false;
         for statement in statements {
-            let one = self.decide_one(&rules, statement, &mut verdict.observed);
+            let one = self.decide_one(request, &rules, statement, &mut verdict.observed);
             if !decided || one.action > verdict.action {
                 decided = true;
                 verdict.action = one.action;
@@ -289,12 +292,15 @@ impl RuleSet {
 
     fn decide_one(
         &self,
+        request: &Request<'_>,
         rules: &[&Rule],
         statement: &StatementInfo,
         observed: &mut Vec<Observation>,
     ) -> Verdict {
+        // Built once per statement, and only for rules with a condition.
+        let context = std::cell::OnceCell::new();
         for (i, rule) in rules.iter().enumerate() {
-            let (action, unseen) = match rule.matcher.matches(statement) {
+            let (action, mut unseen) = match rule.matcher.matches(statement) {
                 Match::No => continue,
                 Match::Yes => (rule.action, false),
                 Match::Unseen if rule.action == Action::Allow => continue,
@@ -303,6 +309,25 @@ impl RuleSet {
                     Unseen::Approve => (Action::Approve, true),
                 },
             };
+            if let Some(when) = &rule.matcher.when {
+                let context = context.get_or_init(|| condition::context(request, statement));
+                match when.holds(context) {
+                    Ok(true) => {}
+                    // What the statement does is hidden: the condition cannot rule it out.
+                    Ok(false)
+                        if statement.opaque.is_some()
+                            && when.reads_statement()
+                            && rule.action != Action::Allow =>
+                    {
+                        unseen = true
+                    }
+                    Ok(false) => continue,
+                    // A condition that cannot be evaluated never allows; a rule that blocks
+                    // or holds applies, as for a statement it cannot see.
+                    Err(_) if rule.action == Action::Allow => continue,
+                    Err(_) => unseen = true,
+                }
+            }
             if rule.mode == Mode::Observe {
                 let observation = Observation {
                     rule: rule.name.clone(),

@@ -391,3 +391,111 @@ fn the_policy_hash_names_the_rules_not_the_file() {
     assert_eq!(a.hash().len(), 64);
     assert_ne!(a.hash(), RuleSet::allow_all().hash());
 }
+
+fn rules_from(yaml: &str) -> Result<RuleSet, Vec<String>> {
+    let file: File = serde_norway::from_str(yaml).expect("yaml");
+    let mut checks = Collect::default();
+    let connections = file
+        .connections
+        .into_iter()
+        .filter_map(|(name, c)| c.rules.map(|r| (name, r)))
+        .collect();
+    let rules = resolve(&mut checks, file.policy, connections);
+    if checks.0.is_empty() {
+        Ok(rules)
+    } else {
+        Err(checks.0)
+    }
+}
+
+#[test]
+fn cel_conditions_say_what_lists_cannot() {
+    let rules = rules_from(
+        r#"
+connections: {}
+policy:
+  rules:
+    - name: prod-payments-writes-from-ci-main-only
+      action: block
+      reason: in production, payments tables are written by CI from main only
+      match:
+        when: >-
+          claims.environment == "production"
+          && statement.tables_written.exists(t, t.startsWith("payments."))
+          && !("ci" in groups && claims.ref == "refs/heads/main")
+"#,
+    )
+    .expect("valid");
+    let who = |env: &str, groups: &[&str], r#ref: &str| Who {
+        principal: "https://idp#x",
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        actors: vec![],
+        claims: [
+            ("environment".to_owned(), serde_json::json!(env)),
+            ("ref".to_owned(), serde_json::json!(r#ref)),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let write = "UPDATE payments.transfers SET state = 'x' WHERE id = 1";
+    let prod_dev = who("production", &["developers"], "refs/heads/main");
+    assert_eq!(
+        decide(&rules, &prod_dev, write),
+        (
+            Action::Block,
+            Some("prod-payments-writes-from-ci-main-only".into())
+        )
+    );
+    assert_eq!(
+        decide(
+            &rules,
+            &who("production", &["ci"], "refs/heads/main"),
+            write
+        )
+        .0,
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&rules, &who("production", &["ci"], "refs/heads/x"), write).0,
+        Action::Block
+    );
+    assert_eq!(
+        decide(&rules, &who("staging", &["developers"], ""), write).0,
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&rules, &prod_dev, "SELECT * FROM payments.transfers").0,
+        Action::Allow
+    );
+    // A statement whose effect is hidden cannot be ruled out by a condition on the statement.
+    assert_eq!(
+        decide(
+            &rules,
+            &prod_dev,
+            "DO $$ BEGIN UPDATE payments.transfers SET state = 'x'; END $$"
+        )
+        .0,
+        Action::Block
+    );
+    // An API key has no claims: the condition errs on a missing key, and a blocking rule
+    // applies rather than letting the statement through.
+    let key = Who {
+        principal: "key:k",
+        groups: vec![],
+        actors: vec![],
+        claims: BTreeMap::new(),
+    };
+    assert_eq!(decide(&rules, &key, write).0, Action::Block);
+}
+
+#[test]
+fn a_bad_cel_condition_is_a_config_error() {
+    let errors = rules_from(
+        "connections: {}\npolicy:\n  rules:\n    - name: r\n      action: block\n      reason: x\n      match: { when: 'claims.env == ' }\n",
+    )
+    .unwrap_err();
+    assert!(
+        errors[0].starts_with("policy.rules.[0].match.when: not a valid CEL expression"),
+        "{errors:?}"
+    );
+}
