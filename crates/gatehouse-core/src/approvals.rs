@@ -481,13 +481,7 @@ impl Approvals {
         who: Who,
     ) -> Result<ApprovalRequest, DecideError> {
         let now = OffsetDateTime::now_utc();
-        let mut request = self.open_request(id, now)?;
-        if request.state != ApprovalState::Pending {
-            return Err(DecideError::Closed {
-                id: id.to_owned(),
-                state: request.state.as_str(),
-            });
-        }
+        let mut request = self.pending_request(id, now)?;
         may_approve(&request, approver, &self.admin_groups).map_err(DecideError::NotAllowed)?;
         request.approvals.push(Verdict {
             by: approver.principal(),
@@ -524,13 +518,7 @@ impl Approvals {
         who: Who,
     ) -> Result<ApprovalRequest, DecideError> {
         let now = OffsetDateTime::now_utc();
-        let mut request = self.open_request(id, now)?;
-        if request.state != ApprovalState::Pending {
-            return Err(DecideError::Closed {
-                id: id.to_owned(),
-                state: request.state.as_str(),
-            });
-        }
+        let mut request = self.pending_request(id, now)?;
         let groups = if request.approver_groups.is_empty() {
             &self.admin_groups
         } else {
@@ -585,6 +573,22 @@ impl Approvals {
             if !request.state.open() {
                 entries.remove(&request.id);
             }
+        }
+        Ok(request)
+    }
+
+    /// The request, if it is still waiting for a decision.
+    fn pending_request(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let request = self.open_request(id, now)?;
+        if request.state != ApprovalState::Pending {
+            return Err(DecideError::Closed {
+                id: id.to_owned(),
+                state: request.state.as_str(),
+            });
         }
         Ok(request)
     }

@@ -2,38 +2,12 @@
 //! parsing with PostgreSQL's grammar, with and without the per-session shape cache, and rule
 //! evaluation alone. Run: cargo bench -p gatehouse-policy. Prints medians of 7 rounds.
 
-use gatehouse_config::Checks;
 use gatehouse_inspect::sql::{classify, Classifier};
-use gatehouse_policy::config::{resolve, RawPolicy, RawRule};
+use gatehouse_policy::config::from_yaml;
 use gatehouse_policy::{Caller, Request, RuleSet};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-#[derive(Deserialize)]
-struct File {
-    policy: Option<RawPolicy>,
-    connections: BTreeMap<String, Conn>,
-}
-
-#[derive(Deserialize)]
-struct Conn {
-    rules: Option<Vec<RawRule>>,
-}
-
-struct Ignore;
-
-impl Checks for Ignore {
-    fn error(&mut self, path: &[&str], message: &str) {
-        panic!("{}: {message}", path.join("."));
-    }
-    fn warn(&mut self, _: &[&str], _: &str) {}
-    fn existing_file(&mut self, _: &[&str], file: &Path) -> PathBuf {
-        file.to_path_buf()
-    }
-}
 
 fn median(mut f: impl FnMut() -> f64) -> f64 {
     let mut rounds: Vec<f64> = (0..7).map(|_| f()).collect();
@@ -46,13 +20,7 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/bank-baseline.yaml"
     );
-    let file: File = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let connections = file
-        .connections
-        .into_iter()
-        .filter_map(|(n, c)| c.rules.map(|r| (n, r)))
-        .collect();
-    let rules: RuleSet = resolve(&mut Ignore, file.policy, connections);
+    let rules: RuleSet = from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
     let groups = vec!["developers".to_owned()];
     let claims = BTreeMap::new();
     let cases = [

@@ -424,3 +424,43 @@ fn parse_hhmm(s: &str) -> Option<u16> {
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
 }
+
+/// The rules of a whole config file (its `policy:` and each connection's `rules:`; every other
+/// key is ignored), for tools and tests that need the rules without the gateway. Errors are
+/// `key.path: message`.
+pub fn from_yaml(text: &str) -> Result<RuleSet, Vec<String>> {
+    #[derive(Deserialize)]
+    struct File {
+        policy: Option<RawPolicy>,
+        #[serde(default)]
+        connections: BTreeMap<String, Conn>,
+    }
+    #[derive(Deserialize)]
+    struct Conn {
+        rules: Option<Vec<RawRule>>,
+    }
+    #[derive(Default)]
+    struct Collect(Vec<String>);
+    impl Checks for Collect {
+        fn error(&mut self, path: &[&str], message: &str) {
+            self.0.push(format!("{}: {message}", path.join(".")));
+        }
+        fn warn(&mut self, _: &[&str], _: &str) {}
+        fn existing_file(&mut self, _: &[&str], file: &std::path::Path) -> std::path::PathBuf {
+            file.to_path_buf()
+        }
+    }
+    let file: File = serde_norway::from_str(text).map_err(|e| vec![e.to_string()])?;
+    let connections = file
+        .connections
+        .into_iter()
+        .filter_map(|(name, c)| c.rules.map(|rules| (name, rules)))
+        .collect();
+    let mut checks = Collect::default();
+    let rules = resolve(&mut checks, file.policy, connections);
+    if checks.0.is_empty() {
+        Ok(rules)
+    } else {
+        Err(checks.0)
+    }
+}

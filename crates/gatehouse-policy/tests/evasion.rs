@@ -2,37 +2,10 @@
 //! (examples/bank-baseline.yaml), each of which must still meet the rule meant to stop it.
 //! Pure: PostgreSQL's grammar through pg_query, the rules, no server.
 
-use gatehouse_config::Checks;
 use gatehouse_inspect::sql::classify;
-use gatehouse_policy::config::{resolve, RawPolicy, RawRule};
+use gatehouse_policy::config::from_yaml;
 use gatehouse_policy::{Action, Caller, Request, RuleSet};
-use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-#[derive(Deserialize)]
-struct File {
-    policy: Option<RawPolicy>,
-    connections: BTreeMap<String, Conn>,
-}
-
-#[derive(Deserialize)]
-struct Conn {
-    rules: Option<Vec<RawRule>>,
-}
-
-#[derive(Default)]
-struct Collect(Vec<String>);
-
-impl Checks for Collect {
-    fn error(&mut self, path: &[&str], message: &str) {
-        self.0.push(format!("{}: {message}", path.join(".")));
-    }
-    fn warn(&mut self, _: &[&str], _: &str) {}
-    fn existing_file(&mut self, _: &[&str], file: &Path) -> PathBuf {
-        file.to_path_buf()
-    }
-}
 
 fn baseline() -> RuleSet {
     let path = concat!(
@@ -40,16 +13,7 @@ fn baseline() -> RuleSet {
         "/../../examples/bank-baseline.yaml"
     );
     let text = std::fs::read_to_string(path).expect("the baseline example");
-    let file: File = serde_norway::from_str(&text).expect("the baseline parses");
-    let mut checks = Collect::default();
-    let connections = file
-        .connections
-        .into_iter()
-        .filter_map(|(name, c)| c.rules.map(|r| (name, r)))
-        .collect();
-    let rules = resolve(&mut checks, file.policy, connections);
-    assert!(checks.0.is_empty(), "the baseline is valid: {:?}", checks.0);
-    rules
+    from_yaml(&text).unwrap_or_else(|errors| panic!("the baseline is valid: {errors:?}"))
 }
 
 struct Who {
@@ -392,25 +356,9 @@ fn the_policy_hash_names_the_rules_not_the_file() {
     assert_ne!(a.hash(), RuleSet::allow_all().hash());
 }
 
-fn rules_from(yaml: &str) -> Result<RuleSet, Vec<String>> {
-    let file: File = serde_norway::from_str(yaml).expect("yaml");
-    let mut checks = Collect::default();
-    let connections = file
-        .connections
-        .into_iter()
-        .filter_map(|(name, c)| c.rules.map(|r| (name, r)))
-        .collect();
-    let rules = resolve(&mut checks, file.policy, connections);
-    if checks.0.is_empty() {
-        Ok(rules)
-    } else {
-        Err(checks.0)
-    }
-}
-
 #[test]
 fn cel_conditions_say_what_lists_cannot() {
-    let rules = rules_from(
+    let rules = from_yaml(
         r#"
 connections: {}
 policy:
@@ -490,7 +438,7 @@ policy:
 
 #[test]
 fn a_bad_cel_condition_is_a_config_error() {
-    let errors = rules_from(
+    let errors = from_yaml(
         "connections: {}\npolicy:\n  rules:\n    - name: r\n      action: block\n      reason: x\n      match: { when: 'claims.env == ' }\n",
     )
     .unwrap_err();

@@ -87,6 +87,14 @@ fn pending_request(gateway: &Gateway, token: &str, sql: &str) -> Value {
     }
 }
 
+/// The id of the pending request for `sql`, once it is listed.
+fn pending_id(gateway: &Gateway, token: &str, sql: &str) -> String {
+    pending_request(gateway, token, sql)["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
 fn count(cluster: &PgCluster, table: &str) -> String {
     cluster
         .psql_admin(&format!("SELECT count(*) FROM {table}"))
@@ -169,10 +177,7 @@ fn denied_timed_out_and_re_run_once_after_approval() {
     // Denied: the caller sees who denied it and why; nothing ran.
     let sql = "INSERT INTO ledger VALUES (2)";
     let psql = psql_background(&s.gateway, sql);
-    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = pending_id(&s.gateway, &s.dba1, sql);
     let deny = s.gateway.cli_as(
         &s.dba2,
         &["approvals", "deny", &id, "--reason", "not during close"],
@@ -231,10 +236,7 @@ fn two_of_n_approvals_from_the_named_group() {
     let s = setup();
     let sql = "DROP TABLE scratch";
     let psql = psql_background(&s.gateway, sql);
-    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = pending_id(&s.gateway, &s.dba1, sql);
     let first = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
     assert!(
         text(&first.stderr).contains("pending (1/2"),
@@ -277,10 +279,7 @@ fn cancel_and_disconnect_end_a_hold() {
         let dba1 = s.dba1.clone();
         let gateway = &s.gateway;
         let id = tokio::task::block_in_place(|| {
-            pending_request(gateway, &dba1, "INSERT INTO ledger VALUES (5)")["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            pending_id(gateway, &dba1, "INSERT INTO ledger VALUES (5)")
         });
         token.cancel_query(tokio_postgres::NoTls).await.unwrap();
         let (client, result) = held.await.unwrap();
@@ -299,10 +298,7 @@ fn cancel_and_disconnect_end_a_hold() {
 
     // A client that leaves abandons its request.
     let mut psql = psql_background(&s.gateway, "INSERT INTO ledger VALUES (6)");
-    let id = pending_request(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (6)")["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = pending_id(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (6)");
     psql.kill().unwrap();
     let _ = psql.wait();
     s.gateway.wait_for_event("approval.abandoned", |e| {
@@ -322,10 +318,7 @@ fn a_pending_request_survives_a_gateway_crash_and_restart() {
     let sql = "INSERT INTO ledger VALUES (8)";
     let out = s.gateway.psql_args("main", &["-c", sql]);
     assert!(!out.status.success(), "held, then timed out");
-    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = pending_id(&s.gateway, &s.dba1, sql);
     // A crash, not a clean stop: the request was stored before the statement was held.
     s.gateway.kill_hard();
     s.gateway.restart();
@@ -583,10 +576,7 @@ fn an_approval_covers_one_identity_and_what_follows_a_held_statement_waits_for_i
             tokio::spawn(async move { client.query_one("SELECT count(*) FROM ledger", &[]).await })
         };
         let id = tokio::task::block_in_place(|| {
-            pending_request(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (11)")["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            pending_id(&s.gateway, &s.dba1, "INSERT INTO ledger VALUES (11)")
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
@@ -607,10 +597,7 @@ fn an_approval_covers_one_identity_and_what_follows_a_held_statement_waits_for_i
     let sql = "INSERT INTO ledger VALUES (12)";
     let out = s.gateway.psql_args("main", &["-c", sql]);
     assert!(!out.status.success(), "held, then timed out");
-    let id = pending_request(&s.gateway, &s.dba1, sql)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = pending_id(&s.gateway, &s.dba1, sql);
     let ok = s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id]);
     assert!(ok.status.success());
     let dev_try = psql_command(&s.gateway.url(&s.dev, "main"))
