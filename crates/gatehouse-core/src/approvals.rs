@@ -142,11 +142,13 @@ pub struct ApprovalRequest {
     pub granted_until: Option<OffsetDateTime>,
 }
 
-/// What binds an approval: the statement's exact text, who runs it, where.
+/// What binds an approval: what exactly runs (the statement's text, with what it executes and
+/// the values bound to it), who runs it (with the whole actor chain), where.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Binding {
     pub statement_sha256: String,
     pub principal: String,
+    pub actors: Vec<String>,
     pub connection: String,
 }
 
@@ -164,6 +166,7 @@ impl ApprovalRequest {
         Binding {
             statement_sha256: self.statement_sha256.clone(),
             principal: self.requester.principal.clone(),
+            actors: self.requester.actors.clone(),
             connection: self.connection.clone(),
         }
     }
@@ -230,6 +233,8 @@ pub fn may_approve(
 pub trait ApprovalStore: Send + Sync {
     /// Inserts or replaces the request with this id.
     async fn save(&self, request: &ApprovalRequest) -> Result<(), String>;
+    /// One request by id.
+    async fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, String>;
     /// Every request that is still pending or approved.
     async fn open(&self) -> Result<Vec<ApprovalRequest>, String>;
     /// Requests, newest first, optionally in one state.
@@ -250,8 +255,10 @@ pub struct Waiting {
 
 /// What the broker knows about a statement asking to run.
 pub enum Standing {
-    /// Approved: it may run once (the approval is now used).
+    /// Its approval was claimed by this session (durably used up): run it now.
     Approved(Box<ApprovalRequest>),
+    /// Approved and unused: claim it ([`Approvals::claim`]), then present the statement again.
+    Claimable(String),
     /// A request for it is pending: wait on it.
     Pending(Waiting),
     /// Nothing yet: a new request is needed.
@@ -261,7 +268,12 @@ pub enum Standing {
 struct Entry {
     request: ApprovalRequest,
     tx: watch::Sender<ApprovalState>,
+    /// The session that claimed this approval; it runs the statement once.
+    claimed_by: Option<String>,
 }
+
+/// Open requests one principal may have pending at once.
+const MAX_PENDING_PER_PRINCIPAL: usize = 20;
 
 /// A transition, for notifications (webhooks): the event kind and the request after it.
 #[derive(Debug, Clone)]
@@ -277,6 +289,9 @@ pub struct Approvals {
     sink: Arc<dyn AuditSink>,
     admin_groups: Vec<String>,
     notices: Option<tokio::sync::mpsc::Sender<Notice>>,
+    /// Every change of state is made under this lock, from reading the request to storing
+    /// it, so two decisions (an approval and a denial, a claim and an expiry) never race.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Approvals {
@@ -291,7 +306,12 @@ impl Approvals {
             .into_iter()
             .map(|request| {
                 let (tx, _) = watch::channel(request.state);
-                (request.id.clone(), Entry { request, tx })
+                let entry = Entry {
+                    request,
+                    tx,
+                    claimed_by: None,
+                };
+                (entry.request.id.clone(), entry)
             })
             .collect();
         Ok(Approvals {
@@ -300,6 +320,7 @@ impl Approvals {
             sink,
             admin_groups,
             notices: None,
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -326,20 +347,24 @@ impl Approvals {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Where a statement with this binding stands. An approved request is used up here: the
-    /// caller must run the statement (its `statement` record names the request).
-    pub fn standing(&self, binding: &Binding, now: OffsetDateTime) -> Standing {
+    /// Where a statement with this binding stands, for `session`. Read-only, except that a
+    /// claimed approval is handed over (once) to the session that claimed it.
+    pub fn standing(&self, binding: &Binding, session: &str, now: OffsetDateTime) -> Standing {
         let mut entries = self.lock();
         let mut pending = None;
         let mut approved = None;
+        let mut claimed = None;
         for entry in entries.values() {
             let r = &entry.request;
-            if r.kind != RequestKind::Statement || r.binding() != *binding || r.valid_until <= now {
+            if r.kind != RequestKind::Statement || r.binding() != *binding {
                 continue;
             }
             match r.state {
-                ApprovalState::Approved => approved = Some(r.id.clone()),
-                ApprovalState::Pending => {
+                ApprovalState::Executed if entry.claimed_by.as_deref() == Some(session) => {
+                    claimed = Some(r.id.clone())
+                }
+                ApprovalState::Approved if r.valid_until > now => approved = Some(r.id.clone()),
+                ApprovalState::Pending if r.valid_until > now => {
                     pending = Some(Waiting {
                         id: r.id.clone(),
                         hold_until: r.hold_until,
@@ -349,29 +374,52 @@ impl Approvals {
                 _ => {}
             }
         }
-        if let Some(id) = approved {
-            if let Some(entry) = entries.get_mut(&id) {
-                entry.request.state = ApprovalState::Executed;
-                entry.request.closed_at = Some(now);
-                let request = entry.request.clone();
-                let _ = entry.tx.send(ApprovalState::Executed);
-                entries.remove(&id);
-                drop(entries);
-                self.record_transition(&request, "executed", None, None);
-                self.persist(request.clone());
-                return Standing::Approved(Box::new(request));
-            }
+        if let Some(entry) = claimed.and_then(|id| entries.remove(&id)) {
+            return Standing::Approved(Box::new(entry.request));
         }
-        match pending {
-            Some(waiting) => Standing::Pending(waiting),
-            None => Standing::None,
+        match (approved, pending) {
+            (Some(id), _) => Standing::Claimable(id),
+            (None, Some(waiting)) => Standing::Pending(waiting),
+            (None, None) => Standing::None,
         }
     }
 
-    /// Until when `principal` holds an approved access grant to `connection`, if it does.
+    /// Uses up an approved request for `session`: `approval.executed` is durable and the
+    /// request is stored as executed before the session may run the statement. A crash after
+    /// this and before the statement runs loses the approval, never repeats it.
+    pub async fn claim(&self, id: &str, session: &str, who: Who) -> Result<(), String> {
+        let _changing = self.changes.lock().await;
+        let now = OffsetDateTime::now_utc();
+        let mut request = {
+            let entries = self.lock();
+            let entry = entries.get(id).ok_or("the approval is gone")?;
+            if entry.request.state != ApprovalState::Approved || entry.request.valid_until <= now {
+                return Err(format!("the approval is {}", entry.request.state.as_str()));
+            }
+            entry.request.clone()
+        };
+        request.state = ApprovalState::Executed;
+        request.closed_at = Some(now);
+        // In memory first: from here on the approval cannot be claimed twice, even if
+        // recording or storing the claim fails (then nobody gets it: fail closed).
+        if let Some(entry) = self.lock().get_mut(id) {
+            entry.request = request.clone();
+            let _ = entry.tx.send(ApprovalState::Executed);
+        }
+        self.record(&request, EventKind::ApprovalExecuted, who, None)
+            .await?;
+        self.store.save(&request).await?;
+        if let Some(entry) = self.lock().get_mut(id) {
+            entry.claimed_by = Some(session.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Until when `requester` (principal and actor chain alike) holds an approved access grant
+    /// to `connection`, if it does.
     pub fn active_grant(
         &self,
-        principal: &str,
+        requester: &Requester,
         connection: &str,
         now: OffsetDateTime,
     ) -> Option<(String, OffsetDateTime)> {
@@ -382,7 +430,8 @@ impl Approvals {
             .filter(|r| {
                 r.kind == RequestKind::Access
                     && r.state == ApprovalState::Approved
-                    && r.requester.principal == principal
+                    && r.requester.principal == requester.principal
+                    && r.requester.actors == requester.actors
                     && r.connection == connection
             })
             .filter_map(|r| {
@@ -436,6 +485,21 @@ impl Approvals {
     /// Opens a request; its `approval.requested` record is durable and it is stored before
     /// this returns.
     pub async fn request(&self, request: ApprovalRequest, who: Who) -> Result<Waiting, String> {
+        let _changing = self.changes.lock().await;
+        let pending = self
+            .lock()
+            .values()
+            .filter(|e| {
+                e.request.state == ApprovalState::Pending
+                    && e.request.requester.principal == request.requester.principal
+            })
+            .count();
+        if pending >= MAX_PENDING_PER_PRINCIPAL {
+            return Err(format!(
+                "{} already has {pending} pending approval requests",
+                request.requester.principal
+            ));
+        }
         let mut event = Event::now(EventKind::ApprovalRequested, Outcome::pending());
         event.session = Some(request.session.clone());
         event.who = who;
@@ -467,8 +531,14 @@ impl Approvals {
             hold_until: request.hold_until,
             state: rx,
         };
-        self.lock()
-            .insert(request.id.clone(), Entry { request, tx });
+        self.lock().insert(
+            request.id.clone(),
+            Entry {
+                request,
+                tx,
+                claimed_by: None,
+            },
+        );
         Ok(waiting)
     }
 
@@ -480,6 +550,7 @@ impl Approvals {
         comment: Option<String>,
         who: Who,
     ) -> Result<ApprovalRequest, DecideError> {
+        let _changing = self.changes.lock().await;
         let now = OffsetDateTime::now_utc();
         let mut request = self.pending_request(id, now)?;
         may_approve(&request, approver, &self.admin_groups).map_err(DecideError::NotAllowed)?;
@@ -517,8 +588,14 @@ impl Approvals {
         reason: String,
         who: Who,
     ) -> Result<ApprovalRequest, DecideError> {
+        let _changing = self.changes.lock().await;
         let now = OffsetDateTime::now_utc();
         let mut request = self.pending_request(id, now)?;
+        if !approver.actors.is_empty() {
+            return Err(DecideError::NotAllowed(format!(
+                "{approver} acts for someone else: decisions are made by a person directly"
+            )));
+        }
         let groups = if request.approver_groups.is_empty() {
             &self.admin_groups
         } else {
@@ -608,32 +685,38 @@ impl Approvals {
     }
 
     /// The waiting client left (`Abandoned`) or cancelled (`Cancelled`): the request closes.
-    pub fn close(&self, id: &str, state: ApprovalState) {
+    pub async fn close(&self, id: &str, state: ApprovalState, who: Who) {
+        let _changing = self.changes.lock().await;
         let request = {
             let mut entries = self.lock();
-            let Some(mut entry) = entries.remove(id) else {
+            let Some(entry) = entries.get_mut(id) else {
                 return;
             };
             if entry.request.state != ApprovalState::Pending {
-                entries.insert(id.to_owned(), entry);
                 return;
             }
             entry.request.state = state;
             entry.request.closed_at = Some(OffsetDateTime::now_utc());
             let _ = entry.tx.send(state);
-            entry.request
+            let request = entry.request.clone();
+            entries.remove(id);
+            request
         };
-        self.record_transition(&request, state.as_str(), None, None);
-        self.persist(request);
+        let kind = match state {
+            ApprovalState::Abandoned => EventKind::ApprovalAbandoned,
+            _ => EventKind::ApprovalCancelled,
+        };
+        self.settle(&request, kind, who).await;
     }
 
-    /// Expires every open request past its validity; returns how many.
-    pub fn expire(&self, now: OffsetDateTime) -> usize {
+    /// Expires every open request past its end; returns how many.
+    pub async fn expire(&self, now: OffsetDateTime) -> usize {
+        let _changing = self.changes.lock().await;
         let expired: Vec<ApprovalRequest> = {
             let mut entries = self.lock();
             let ids: Vec<String> = entries
                 .values()
-                .filter(|e| e.request.ends_at() <= now)
+                .filter(|e| e.request.state.open() && e.request.ends_at() <= now)
                 .map(|e| e.request.id.clone())
                 .collect();
             ids.into_iter()
@@ -647,10 +730,21 @@ impl Approvals {
                 .collect()
         };
         for request in &expired {
-            self.record_transition(request, "expired", None, None);
-            self.persist(request.clone());
+            self.settle(request, EventKind::ApprovalExpired, Who::default())
+                .await;
         }
         expired.len()
+    }
+
+    /// Records and stores a closing the broker made itself (memory already says so, so the
+    /// request is closed whatever happens here; failures are logged).
+    async fn settle(&self, request: &ApprovalRequest, kind: EventKind, who: Who) {
+        if let Err(err) = self.record(request, kind, who, None).await {
+            tracing::error!(error = %err, request = %request.id, "could not audit an approval transition");
+        }
+        if let Err(err) = self.store.save(request).await {
+            tracing::error!(error = %err, request = %request.id, "could not store an approval transition");
+        }
     }
 
     /// An open request (from memory), or any request (from the store).
@@ -658,12 +752,7 @@ impl Approvals {
         if let Some(entry) = self.lock().get(id) {
             return Ok(Some(entry.request.clone()));
         }
-        Ok(self
-            .store
-            .list(None, 10_000)
-            .await?
-            .into_iter()
-            .find(|r| r.id == id))
+        self.store.get(id).await
     }
 
     pub async fn list(
@@ -674,49 +763,30 @@ impl Approvals {
         self.store.list(state, limit).await
     }
 
-    /// Records a transition the broker makes itself (no person's decision).
-    fn record_transition(
+    /// The audit record of a transition, durable when this returns; then the notice.
+    async fn record(
         &self,
         request: &ApprovalRequest,
-        state: &str,
-        who: Option<Who>,
+        kind: EventKind,
+        who: Who,
         reason: Option<String>,
-    ) {
-        let kind = match state {
-            "executed" => EventKind::ApprovalExecuted,
-            "expired" => EventKind::ApprovalExpired,
-            "abandoned" => EventKind::ApprovalAbandoned,
-            _ => EventKind::ApprovalCancelled,
-        };
+    ) -> Result<(), String> {
         let mut event = Event::now(kind, Outcome::success());
-        event.session = Some(request.session.clone());
-        event.who = who.unwrap_or_default();
+        if !request.session.is_empty() {
+            event.session = Some(request.session.clone());
+        }
+        event.who = who;
         event.what = What {
             connection: Some(request.connection.clone()),
             resource: Some(request.id.clone()),
-            detail: Some(serde_json::json!({ "state": state, "reason": reason })),
+            detail: Some(serde_json::json!({ "state": request.state.as_str(), "reason": reason })),
             ..What::default()
         };
-        if let Err(err) = self.sink.append(event) {
-            tracing::error!(error = %err, request = %request.id, "could not audit an approval transition");
-        }
+        sink::record(self.sink.as_ref(), event)
+            .await
+            .map_err(|e| e.to_string())?;
         self.notify(kind.as_str(), request);
-    }
-
-    fn persist(&self, request: ApprovalRequest) {
-        let store = self.store.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    if let Err(err) = store.save(&request).await {
-                        tracing::error!(error = %err, request = %request.id, "could not store an approval transition");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::error!(request = %request.id, "no runtime to store an approval transition")
-            }
-        }
+        Ok(())
     }
 }
 
@@ -823,6 +893,118 @@ mod tests {
             serde_json::Value::Null,
             &spec,
         )
+    }
+
+    /// A store in memory: this unit test has no database (the e2e tests use SQLite).
+    #[derive(Default)]
+    struct Kept(Mutex<HashMap<String, ApprovalRequest>>);
+
+    #[async_trait::async_trait]
+    impl ApprovalStore for Kept {
+        async fn save(&self, request: &ApprovalRequest) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(request.id.clone(), request.clone());
+            Ok(())
+        }
+        async fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, String> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+        async fn open(&self) -> Result<Vec<ApprovalRequest>, String> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|r| r.state.open())
+                .cloned()
+                .collect())
+        }
+        async fn list(
+            &self,
+            _: Option<ApprovalState>,
+            _: u32,
+        ) -> Result<Vec<ApprovalRequest>, String> {
+            Ok(self.0.lock().unwrap().values().cloned().collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_approval_is_used_once_by_exactly_the_binding_it_was_given_for() {
+        let store = Arc::new(Kept::default());
+        let sink = Arc::new(crate::sink::MemorySink::default());
+        let admins = vec!["gatehouse-admins".to_owned()];
+        let broker = Approvals::load(store.clone(), sink, admins.clone())
+            .await
+            .unwrap();
+        let agent = agent_for("alice@example.com", "agent-7");
+        let request = request_by(&agent, &["dba"]);
+        let binding = request.binding();
+        let id = request.id.clone();
+        broker.request(request, Who::default()).await.unwrap();
+        let bob = person("bob@example.com", &["dba"]);
+        let carol = person("carol@example.com", &["dba"]);
+        broker
+            .approve(&id, &bob, None, Who::default())
+            .await
+            .unwrap();
+        broker
+            .approve(&id, &carol, None, Who::default())
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+
+        // Alice herself, or another agent for her, does not match the agent's binding.
+        let mut direct = binding.clone();
+        direct.actors.clear();
+        assert!(matches!(
+            broker.standing(&direct, "s1", now),
+            Standing::None
+        ));
+        let mut other_text = binding.clone();
+        other_text.statement_sha256 = "other".into();
+        assert!(matches!(
+            broker.standing(&other_text, "s1", now),
+            Standing::None
+        ));
+
+        // Claimed once, durably, then handed to the claiming session only, once.
+        assert!(matches!(
+            broker.standing(&binding, "s1", now),
+            Standing::Claimable(_)
+        ));
+        broker.claim(&id, "s1", Who::default()).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().state,
+            ApprovalState::Executed
+        );
+        assert!(broker.claim(&id, "s2", Who::default()).await.is_err());
+        assert!(matches!(
+            broker.standing(&binding, "s2", now),
+            Standing::None
+        ));
+        assert!(matches!(
+            broker.standing(&binding, "s1", now),
+            Standing::Approved(_)
+        ));
+        assert!(matches!(
+            broker.standing(&binding, "s1", now),
+            Standing::None
+        ));
+
+        // After a restart the used approval is not usable again.
+        let reloaded = Approvals::load(
+            store.clone(),
+            Arc::new(crate::sink::MemorySink::default()),
+            admins,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            reloaded.standing(&binding, "s3", now),
+            Standing::None
+        ));
     }
 
     #[test]

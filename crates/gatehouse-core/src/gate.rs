@@ -240,7 +240,7 @@ impl Gate {
                     .and(inner.approvals.as_ref())
                     .and_then(|a| {
                         a.active_grant(
-                            &identity.principal(),
+                            &crate::approvals::Requester::of(&identity),
                             &c.name,
                             time::OffsetDateTime::now_utc(),
                         )

@@ -7,7 +7,9 @@
 //! `statement.result`. A statement the server never answered is completed as unknown, with the
 //! rows and bytes that had already reached the client.
 
-use crate::approvals::{new_request, ApprovalRequest, ApprovalState, Binding, Standing, Waiting};
+use crate::approvals::{
+    new_request, ApprovalRequest, ApprovalState, Binding, Requester, Standing, Waiting,
+};
 use crate::barrier::Gated;
 use crate::command::Command;
 use crate::connection::{Connection, Protocol};
@@ -40,6 +42,12 @@ pub struct Statement<'a> {
     pub transaction: Transaction,
     /// Protocol details for the record (never secrets).
     pub detail: Option<serde_json::Value>,
+    /// What else fixes what runs, beyond the text, for an approval to bind to: the values
+    /// bound to an Execute (a digest), the texts an `EXECUTE name` runs. Starting with `!`:
+    /// it cannot be fixed, and the statement cannot be approved.
+    pub bound: Option<String>,
+    /// Values bound to it, shown to approvers (an Execute's parameters).
+    pub parameters: Option<serde_json::Value>,
 }
 
 /// Identifies a forwarded statement: the `seq` of its `statement` record (and its kind, for
@@ -105,6 +113,9 @@ pub enum Admission {
 pub enum Hold {
     /// A request for exactly this statement is pending: wait on it.
     Waiting(Waiting),
+    /// Its approval is there: claim it with [`Session::claim_approval`], then present the
+    /// statement again to run it.
+    Claim(String),
     /// No request yet: open this one with [`Session::request_approval`], then wait on it.
     New(Box<ApprovalRequest>),
 }
@@ -320,12 +331,53 @@ impl Session {
                 .map(Admission::Refuse);
         };
         let command = statement.command;
+        let unapprovable = if !command.known {
+            Some("the gateway does not know its text, so approvers could not see what would run")
+        } else if let Step::FunctionCall { .. } = statement.step {
+            Some("a direct function call (fastpath) shows approvers only a function's object id")
+        } else if command.text.len() > MAX_AUDITED_STATEMENT {
+            Some("its text is longer than approvers are shown (64 KiB)")
+        } else if statement
+            .bound
+            .as_deref()
+            .is_some_and(|b| b.starts_with('!'))
+        {
+            Some("the values bound to it could not be read, so approvers could not see them")
+        } else {
+            None
+        };
+        if let Some(why) = unapprovable {
+            let refusal = Refusal {
+                rule: pending.rule.clone(),
+                reason: format!(
+                    "{} (it needs approval and cannot be approved: {why})",
+                    pending.reason
+                ),
+                code: crate::rules::BLOCKED,
+            };
+            return self
+                .refuse_with(statement, refusal, ruling)
+                .map(Admission::Refuse);
+        }
+        let mut digest = Sha256::new();
+        digest.update(command.text.as_bytes());
+        if let Some(bound) = &statement.bound {
+            digest.update([0]);
+            digest.update(bound.as_bytes());
+        }
         let binding = Binding {
-            statement_sha256: hex::encode(Sha256::digest(command.text.as_bytes())),
+            statement_sha256: hex::encode(digest.finalize()),
             principal: self.identity.principal(),
+            actors: self
+                .identity
+                .actors
+                .iter()
+                .map(|a| a.subject.clone())
+                .collect(),
             connection: self.connection.name.clone(),
         };
-        match approvals.standing(&binding, time::OffsetDateTime::now_utc()) {
+        match approvals.standing(&binding, &self.id, time::OffsetDateTime::now_utc()) {
+            Standing::Claimable(id) => Ok(Admission::Hold(Hold::Claim(id))),
             Standing::Approved(request) => {
                 let mut event =
                     self.statement_event(&statement, Outcome::pending(), "allow", None, ruling);
@@ -364,6 +416,13 @@ impl Session {
                         .flat_map(|s| s.tables_written.iter())
                         .collect::<Vec<_>>(),
                     "text_known": command.known,
+                    "functions": command
+                        .classification
+                        .detail
+                        .iter()
+                        .flat_map(|s| s.functions.iter())
+                        .collect::<Vec<_>>(),
+                    "parameters": statement.parameters,
                 });
                 let text = cap(&command.text, MAX_AUDITED_STATEMENT).0;
                 Ok(Admission::Hold(Hold::New(Box::new(new_request(
@@ -399,9 +458,18 @@ impl Session {
     }
 
     /// Closes a request this session was waiting on: the client left or cancelled.
-    pub fn close_approval(&self, id: &str, state: ApprovalState) {
+    pub async fn close_approval(&self, id: &str, state: ApprovalState) {
         if let Some(approvals) = &self.gate.inner.approvals {
-            approvals.close(id, state);
+            approvals.close(id, state, self.who.clone()).await;
+        }
+    }
+
+    /// Uses up an approval for this session; its record is durable when this returns. Then
+    /// present the statement again: it is admitted with the approval.
+    pub async fn claim_approval(&self, id: &str) -> Result<(), String> {
+        match &self.gate.inner.approvals {
+            Some(approvals) => approvals.claim(id, &self.id, self.who.clone()).await,
+            None => Err("approvals are not available".into()),
         }
     }
 
@@ -436,7 +504,7 @@ impl Session {
         }
         self.connection.access.grants.is_some()
             && self.gate.inner.approvals.as_ref().is_some_and(|a| {
-                a.active_grant(&self.identity.principal(), &self.connection.name, now)
+                a.active_grant(&Requester::of(&self.identity), &self.connection.name, now)
                     .is_some()
             })
     }
@@ -482,6 +550,8 @@ impl Session {
             step,
             transaction: Transaction::Idle,
             detail: Some(serde_json::json!({ "refused_by": "server" })),
+            bound: None,
+            parameters: None,
         };
         let event = self.statement_event(&statement, outcome, "allow", None, &Ruling::allow());
         self.count(command.kind(), "error");

@@ -273,6 +273,13 @@ fn resolve_rule(
                 );
                 ok = false;
             }
+            if valid > Duration::from_secs(7 * 24 * 3600) {
+                checks.error(
+                    &[at, &["approval", "valid_for"]].concat(),
+                    "at most 7d: an approval is for a task at hand",
+                );
+                ok = false;
+            }
             if valid < hold {
                 checks.error(
                     &[at, &["approval", "valid_for"]].concat(),

@@ -147,6 +147,47 @@ pub fn bind_names(body: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
     Ok((portal, statement))
 }
 
+/// One bound value: its bytes (`None` for NULL) and whether it is in binary format.
+pub type BoundValue<'a> = (Option<&'a [u8]>, bool);
+
+/// A Bind message's parameter values.
+pub fn bind_values(body: &[u8]) -> Result<Vec<BoundValue<'_>>, ParseError> {
+    let bad = || ParseError::Malformed("Bind");
+    let (_, rest) = read_bytes(body, "Bind")?;
+    let (_, mut rest) = read_bytes(rest, "Bind")?;
+    let mut take = |n: usize| -> Result<&[u8], ParseError> {
+        if rest.len() < n {
+            return Err(bad());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    let nformats = usize::try_from(i16_at(take(2)?)).map_err(|_| bad())?;
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(i16_at(take(2)?) == 1);
+    }
+    let nvalues = usize::try_from(i16_at(take(2)?)).map_err(|_| bad())?;
+    let mut values = Vec::with_capacity(nvalues);
+    for i in 0..nvalues {
+        let len = take(4)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        let value = match len {
+            -1 => None,
+            n => Some(take(usize::try_from(n).map_err(|_| bad())?)?),
+        };
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0],
+            _ => *formats.get(i).ok_or_else(bad)?,
+        };
+        values.push((value, binary));
+    }
+    Ok(values)
+}
+
 /// A Describe or Close message: `S` (statement) or `P` (portal) and the name.
 pub fn target<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a [u8]), ParseError> {
     let (&kind, rest) = body.split_first().ok_or(ParseError::Malformed(what))?;

@@ -30,6 +30,11 @@ impl ApprovalStore for StoreApprovals {
             .map_err(|e| e.to_string())
     }
 
+    async fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, String> {
+        let row = self.0.approval(id).await.map_err(|e| e.to_string())?;
+        Ok(decode(row.into_iter().collect())?.pop())
+    }
+
     async fn open(&self) -> Result<Vec<ApprovalRequest>, String> {
         decode(self.0.open_approvals().await.map_err(|e| e.to_string())?)
     }

@@ -209,18 +209,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits,
         shutdown_rx.clone(),
     )));
-    // Failures before authentication are summarised per window; write the summaries.
+    // Failures before authentication are summarised per window; write the summaries. Expire
+    // approval requests and grants past their end.
     let sweeper = gate.clone();
     let mut sweep_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
-                    sweeper.sweep_pre_auth(false);
-                    approvals.expire(time::OffsetDateTime::now_utc());
-                }
-                _ = sweep_stop.wait_for(|stop| *stop) => break,
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => false,
+                _ = sweep_stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                break;
             }
+            sweeper.sweep_pre_auth(false);
+            approvals.expire(time::OffsetDateTime::now_utc()).await;
         }
     }));
 

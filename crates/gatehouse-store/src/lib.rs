@@ -75,6 +75,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         body_json: &str,
     ) -> Result<(), StoreError>;
 
+    /// The JSON of one request.
+    async fn approval(&self, id: &str) -> Result<Option<String>, StoreError>;
+
     /// The JSON of every request that is pending or approved, oldest first.
     async fn open_approvals(&self) -> Result<Vec<String>, StoreError>;
 

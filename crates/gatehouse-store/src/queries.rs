@@ -59,6 +59,7 @@ pub const LIST_SESSIONS: &str = concat!(
 pub const SAVE_APPROVAL: &str = "INSERT INTO approvals (id, state, created_at, body_json) \
      VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
      body_json = excluded.body_json";
+pub const APPROVAL_BY_ID: &str = "SELECT body_json FROM approvals WHERE id = ?";
 pub const OPEN_APPROVALS: &str =
     "SELECT body_json FROM approvals WHERE state IN ('pending', 'approved') ORDER BY created_at";
 pub const LIST_APPROVALS: &str =

@@ -272,6 +272,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn approval(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(q::APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn open_approvals(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(q::OPEN_APPROVALS)
             .fetch_all(&self.pool)

@@ -69,6 +69,9 @@ struct ClientLoop<'a, W> {
     /// How the hold of the message being handled again ended, when not approved: the
     /// refusal to carry out instead of holding it again.
     hold_outcome: Option<Refusal>,
+    /// Per portal, what its Bind bound (a digest and the values as approvers see them), for
+    /// an Execute held for approval; `None` where the Bind could not be read whole.
+    bound: std::collections::HashMap<Vec<u8>, Option<(String, serde_json::Value)>>,
 }
 
 pub(super) async fn run<R, W>(
@@ -100,6 +103,7 @@ where
         settle_at_sync: false,
         mid_batch: false,
         hold_outcome: None,
+        bound: std::collections::HashMap::new(),
     };
     relay.run(client).await
 }
@@ -229,6 +233,18 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         client: &mut Framer<R>,
     ) -> Result<(), EndCause> {
         let mut waiting = match hold {
+            Hold::Claim(id) => {
+                if let Err(err) = self.session.claim_approval(&id).await {
+                    self.hold_outcome = Some(Refusal {
+                        rule: String::new(),
+                        reason: format!(
+                            "approval request {id} could not be used ({err}); the statement was not run"
+                        ),
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                    });
+                }
+                return Ok(());
+            }
             Hold::Waiting(waiting) => waiting,
             Hold::New(mut request) => {
                 self.estimate(&mut request).await;
@@ -281,7 +297,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                     return Ok(());
                 }
                 () = self.shared.interrupt.notified() => {
-                    self.session.close_approval(&id, ApprovalState::Cancelled);
+                    self.session.close_approval(&id, ApprovalState::Cancelled).await;
                     self.hold_outcome = Some(Refusal {
                         rule: String::new(),
                         reason: format!("canceling statement due to user request (approval request {id} cancelled)"),
@@ -296,15 +312,15 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                         self.inbox.push_back(piece);
                     }
                     Ok(None) => {
-                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        self.session.close_approval(&id, ApprovalState::Abandoned).await;
                         return Err(EndCause::ClientClosed);
                     }
                     Err(FrameError::Io(e)) => {
-                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        self.session.close_approval(&id, ApprovalState::Abandoned).await;
                         return Err(EndCause::ClientIo(e.to_string()));
                     }
                     Err(e) => {
-                        self.session.close_approval(&id, ApprovalState::Abandoned);
+                        self.session.close_approval(&id, ApprovalState::Abandoned).await;
                         return Err(EndCause::ClientProtocol(e.to_string()));
                     }
                 },
@@ -343,8 +359,15 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let Some(estimator) = &self.shared.estimator else {
             return;
         };
+        // Planning evaluates immutable and stable functions: a statement that calls any is not
+        // planned before someone approves it. Parameters would need their values planned in.
+        let no_functions = request.effect["functions"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
         let one_write = request.effect["kind"] == "write"
             && request.effect["text_known"] == true
+            && no_functions
+            && request.effect["parameters"].is_null()
             && !request
                 .statement
                 .trim_end()
@@ -598,21 +621,25 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
     /// `EXECUTE name` in SQL runs a prepared statement: the command is decided with what
     /// that statement runs, as far as the gateway knows its text; a name it cannot follow
     /// makes the command opaque, for rules to fail closed on.
-    fn resolve_executes(&self, command: &mut Command) -> Result<(), Await> {
+    fn resolve_executes(&self, command: &mut Command) -> Result<Option<String>, Await> {
         if command
             .classification
             .detail
             .iter()
             .all(|s| s.executes.is_empty())
         {
-            return Ok(());
+            return Ok(None);
         }
         let flow = self.shared.flow();
         let mut detail = command.classification.detail.to_vec();
+        // What the names run, for an approval to bind to ("!" when one is not known).
+        let mut bound = String::new();
         for statement in &mut detail {
             for name in statement.executes.clone() {
                 match flow.names.lookup_statement(name.as_bytes(), flow.batch) {
                     Lookup::Known(Known::Text(prepared)) if prepared.known => {
+                        bound.push_str(&prepared.text);
+                        bound.push('\0');
                         for inner in prepared.classification.detail.iter() {
                             statement.absorb(inner);
                         }
@@ -623,6 +650,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                         }
                     }
                     Lookup::Known(_) | Lookup::Missing => {
+                        bound.insert(0, '!');
                         statement.opaque = Some(format!(
                             "EXECUTE {name}: a prepared statement whose text the gateway does not know"
                         ));
@@ -637,7 +665,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             .max()
             .unwrap_or(command.classification.kind);
         command.classification.detail = detail.into();
-        Ok(())
+        Ok(Some(bound))
     }
 
     fn statement<'c>(&self, command: &'c Command, step: Step<'c>) -> Statement<'c> {
@@ -646,6 +674,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             step,
             transaction: self.shared.flow().transaction(),
             detail: None,
+            bound: None,
+            parameters: None,
         }
     }
 
@@ -658,9 +688,10 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 (command, Some(refusal))
             }
         };
-        if let Err(wait) = self.resolve_executes(&mut command) {
-            return Ok(Step2::Retry(wait));
-        }
+        let bound = match self.resolve_executes(&mut command) {
+            Ok(bound) => bound,
+            Err(wait) => return Ok(Step2::Retry(wait)),
+        };
         let effects = command.effects;
         {
             let mut flow = self.shared.flow();
@@ -669,7 +700,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 return Ok(Step2::Retry(Await::Answered(wait)));
             }
         }
-        let statement = self.statement(&command, Step::Query);
+        let mut statement = self.statement(&command, Step::Query);
+        statement.bound = bound;
         let admission = match refusal {
             Some(refusal) => self
                 .session
@@ -844,6 +876,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             portal: portal.to_vec(),
         });
         drop(flow);
+        let values = if whole { bound_values(body) } else { None };
+        self.bound.insert(portal.to_vec(), values);
         self.out.extend_from_slice(raw);
         Ok(Step2::Next)
     }
@@ -868,13 +902,22 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             ))),
             Lookup::WaitFor(op) => return Ok(Step2::Retry(Await::Answered(op))),
         };
-        let statement = self.statement(
+        let mut statement = self.statement(
             &command,
             Step::Execute {
                 portal: &shown,
                 statement: None,
             },
         );
+        match self.bound.get(portal) {
+            Some(Some((digest, values))) => {
+                statement.bound = Some(digest.clone());
+                statement.parameters = Some(values.clone());
+            }
+            Some(None) => statement.bound = Some("!unread".into()),
+            // A portal the gateway did not see bound (a cursor declared in SQL).
+            None => statement.bound = Some("!unbound".into()),
+        }
         match self.session.admit(statement).map_err(audit)? {
             Admission::Forward(admitted) => {
                 let seq = self.push(OpKind::Execute {
@@ -955,6 +998,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             step: Step::FunctionCall { oid: call.oid },
             transaction: self.shared.flow().transaction(),
             detail: Some(serde_json::json!({ "arguments": args })),
+            bound: None,
+            parameters: None,
         };
         let admission = if self.initial.allow_fastpath {
             self.session.admit(statement)
@@ -988,6 +1033,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                     step: Step::FunctionCall { oid: call.oid },
                     transaction: self.shared.flow().transaction(),
                     detail: None,
+                    bound: None,
+                    parameters: None,
                 };
                 let refused = self.session.refuse(statement, refusal).map_err(audit)?;
                 self.refuse_query(&refused, false);
@@ -1077,6 +1124,33 @@ fn protocol(e: codec::ParseError) -> EndCause {
 
 fn audit(e: gatehouse_core::audit::AuditError) -> EndCause {
     EndCause::AuditUnavailable(e.to_string())
+}
+
+/// What a Bind bound, as approvers see it: a digest of the whole message (values, formats,
+/// names) and each value (text as written, binary as hex; long values cut, with their
+/// length). `None` when the message cannot be read.
+fn bound_values(body: &[u8]) -> Option<(String, serde_json::Value)> {
+    const SHOWN: usize = 256;
+    let values = codec::bind_values(body).ok()?;
+    let shown: Vec<serde_json::Value> = values
+        .iter()
+        .map(|(value, binary)| match value {
+            None => serde_json::Value::Null,
+            Some(bytes) => {
+                let cut = &bytes[..bytes.len().min(SHOWN)];
+                let text = match (binary, std::str::from_utf8(cut)) {
+                    (false, Ok(text)) => text.to_owned(),
+                    _ => format!("\\x{}", hex::encode(cut)),
+                };
+                if bytes.len() > SHOWN {
+                    serde_json::json!({ "value": text, "bytes": bytes.len() })
+                } else {
+                    serde_json::Value::String(text)
+                }
+            }
+        })
+        .collect();
+    Some((hex::encode(Sha256::digest(body)), shown.into()))
 }
 
 /// Marks the session as holding a statement while alive.

@@ -617,3 +617,64 @@ fn an_approval_covers_one_identity_and_what_follows_a_held_statement_waits_for_i
     assert_eq!(s.gateway.psql("main", sql).trim(), "INSERT 0 1");
     assert_eq!(count(&s.cluster, "ledger"), "2");
 }
+
+#[test]
+fn an_approval_binds_the_values_an_execute_runs_with_and_approvers_see_them() {
+    let s = setup();
+    s.cluster.psql_admin("INSERT INTO ledger VALUES (1), (2)");
+    let sql = "UPDATE ledger SET id = $1 WHERE id = $2";
+    runtime().block_on(async {
+        let (client, _conn) = s.gateway.main_client().await;
+        let stmt = client.prepare(sql).await.unwrap();
+        // Held, and timed out: approvers saw the values it would run with.
+        let err = client.execute(&stmt, &[&10i32, &1i32]).await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+        let request = tokio::task::block_in_place(|| pending_request(&s.gateway, &s.dba1, sql));
+        let params = &request["effect"]["parameters"];
+        assert_eq!(params.as_array().map(Vec::len), Some(2), "{request}");
+        assert!(
+            params[0].as_str().unwrap().starts_with("\\x"),
+            "binary int4: {params}"
+        );
+        let id = request["id"].as_str().unwrap().to_owned();
+        let ok = tokio::task::block_in_place(|| {
+            s.gateway.cli_as(&s.dba1, &["approvals", "approve", &id])
+        });
+        assert!(ok.status.success());
+        // Other values are not covered by the approval: held again (and timed out).
+        let other = client.execute(&stmt, &[&20i32, &2i32]).await;
+        assert!(
+            other.is_err(),
+            "different values must not run on this approval"
+        );
+        // The approved values run once.
+        assert_eq!(client.execute(&stmt, &[&10i32, &1i32]).await.unwrap(), 1);
+    });
+    assert_eq!(
+        s.cluster
+            .psql_admin("SELECT string_agg(id::text, ',' ORDER BY id) FROM ledger")
+            .trim(),
+        "2,10"
+    );
+}
+
+#[test]
+fn what_approvers_cannot_be_shown_is_not_held_but_refused() {
+    let s = setup();
+    // Longer than approvers are shown: refused at once, not held.
+    let padded = format!("INSERT INTO ledger VALUES (1) /* {} */", "x".repeat(70_000));
+    let started = Instant::now();
+    let out = s.gateway.psql_args("main", &["-c", &padded]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be approved"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused, not held"
+    );
+    assert_eq!(count(&s.cluster, "ledger"), "0");
+    assert!(s.gateway.events_of_kind("approval.requested").is_empty());
+}
