@@ -317,18 +317,18 @@ impl Session {
         pending: &PendingApproval,
         ruling: &Ruling,
     ) -> Result<Admission, AuditError> {
-        let Some(approvals) = &self.gate.inner.approvals else {
+        // Refused instead of held, with the rule's reason and why it cannot be approved.
+        let refuse = |statement, why: &str| {
             let refusal = Refusal {
                 rule: pending.rule.clone(),
-                reason: format!(
-                    "{} (this statement needs approval, and approvals are not available)",
-                    pending.reason
-                ),
+                reason: format!("{} (it needs approval, and {why})", pending.reason),
                 code: crate::rules::BLOCKED,
             };
-            return self
-                .refuse_with(statement, refusal, ruling)
-                .map(Admission::Refuse);
+            self.refuse_with(statement, refusal, ruling)
+                .map(Admission::Refuse)
+        };
+        let Some(approvals) = &self.gate.inner.approvals else {
+            return refuse(statement, "approvals are not available");
         };
         let command = statement.command;
         let unapprovable = if !command.known {
@@ -347,17 +347,7 @@ impl Session {
             None
         };
         if let Some(why) = unapprovable {
-            let refusal = Refusal {
-                rule: pending.rule.clone(),
-                reason: format!(
-                    "{} (it needs approval and cannot be approved: {why})",
-                    pending.reason
-                ),
-                code: crate::rules::BLOCKED,
-            };
-            return self
-                .refuse_with(statement, refusal, ruling)
-                .map(Admission::Refuse);
+            return refuse(statement, &format!("cannot be approved: {why}"));
         }
         let mut digest = Sha256::new();
         digest.update(command.text.as_bytes());
