@@ -1286,3 +1286,30 @@ fn gap_attribute_notation_calls_a_function() {
         ),
     ]);
 }
+
+/// Hostile nesting cannot exhaust the gateway's stack: deep expressions come back as text
+/// that did not parse (so rules fail closed), on a thread with a worker's 2 MiB stack.
+#[test]
+fn deeply_nested_text_is_unparsed_not_a_crash() {
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let mut results = Vec::new();
+            for n in [60usize, 1_000, 100_000] {
+                let chain = format!("SELECT 1{}", "+1".repeat(n));
+                results.push(classify(&chain).parsed);
+                let parens = format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n));
+                let _ = classify(&parens);
+                let arrays = format!(
+                    "SELECT {}1{}",
+                    "ARRAY[".repeat(n.min(5_000)),
+                    "]".repeat(n.min(5_000))
+                );
+                results.push(classify(&arrays).parsed);
+            }
+            results
+        })
+        .unwrap();
+    let parsed = worker.join().expect("no stack overflow");
+    assert!(parsed.iter().all(|p| !p), "{parsed:?}");
+}
