@@ -172,6 +172,11 @@ fn extended_protocol_pipelined_and_prepared_statements_are_decided() {
             .await
             .unwrap_err();
         assert_eq!(code(err).as_deref(), Some("42501"));
+        let probe = std::env::temp_dir().join(format!("gh-copy-ext-{}", std::process::id()));
+        let copy = format!("COPY guarded TO PROGRAM 'touch {}'", probe.display());
+        let err = client.execute(copy.as_str(), &[]).await.unwrap_err();
+        assert_eq!(code(err).as_deref(), Some("42501"));
+        assert!(!probe.exists(), "COPY TO PROGRAM must not have run");
 
         // Pipelined: the blocked statement fails alone; the others run.
         let one = client.query_one("SELECT 1::int", &[]);
