@@ -253,6 +253,14 @@ pub struct Waiting {
     pub state: watch::Receiver<ApprovalState>,
 }
 
+/// An active access grant: until when, and its state (it ends early when revoked).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub id: String,
+    pub until: OffsetDateTime,
+    pub state: watch::Receiver<ApprovalState>,
+}
+
 /// What the broker knows about a statement asking to run.
 pub enum Standing {
     /// Its approval was claimed by this session (durably used up): run it now.
@@ -404,7 +412,7 @@ impl Approvals {
         // recording or storing the claim fails (then nobody gets it: fail closed).
         if let Some(entry) = self.lock().get_mut(id) {
             entry.request = request.clone();
-            let _ = entry.tx.send(ApprovalState::Executed);
+            entry.tx.send_replace(ApprovalState::Executed);
         }
         self.record(&request, EventKind::ApprovalExecuted, who, None)
             .await?;
@@ -415,31 +423,71 @@ impl Approvals {
         Ok(())
     }
 
-    /// Until when `requester` (principal and actor chain alike) holds an approved access grant
-    /// to `connection`, if it does.
+    /// The approved, unexpired access grant `requester` (principal and actor chain alike)
+    /// holds to `connection`, if any (the one that lasts longest).
     pub fn active_grant(
         &self,
         requester: &Requester,
         connection: &str,
         now: OffsetDateTime,
-    ) -> Option<(String, OffsetDateTime)> {
+    ) -> Option<Grant> {
         let entries = self.lock();
         entries
             .values()
-            .map(|e| &e.request)
-            .filter(|r| {
+            .filter(|e| {
+                let r = &e.request;
                 r.kind == RequestKind::Access
                     && r.state == ApprovalState::Approved
                     && r.requester.principal == requester.principal
                     && r.requester.actors == requester.actors
                     && r.connection == connection
             })
-            .filter_map(|r| {
-                r.granted_until
-                    .filter(|u| *u > now)
-                    .map(|u| (r.id.clone(), u))
+            .filter_map(|e| {
+                let until = e.request.granted_until.filter(|u| *u > now)?;
+                Some(Grant {
+                    id: e.request.id.clone(),
+                    until,
+                    state: e.tx.subscribe(),
+                })
             })
-            .max_by_key(|(_, until)| *until)
+            .max_by_key(|g| g.until)
+    }
+
+    /// Withdraws an open request, an unused approval or an active grant (`Cancelled`, with who
+    /// and why); sessions admitted by a withdrawn grant end. Approvers and admins may.
+    pub async fn revoke(
+        &self,
+        id: &str,
+        by: &Identity,
+        reason: String,
+        who: Who,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let _changing = self.changes.lock().await;
+        let now = OffsetDateTime::now_utc();
+        let mut request = self.open_request(id, now)?;
+        let groups = if request.approver_groups.is_empty() {
+            &self.admin_groups
+        } else {
+            &request.approver_groups
+        };
+        if !by.actors.is_empty()
+            || !(by.in_any_group(groups) || by.in_any_group(&self.admin_groups))
+        {
+            return Err(DecideError::NotAllowed(format!(
+                "revoking this request needs a person in one of: {}",
+                groups.join(", ")
+            )));
+        }
+        request.state = ApprovalState::Cancelled;
+        request.closed_at = Some(now);
+        request.denial = Some(Verdict {
+            by: by.principal(),
+            comment: Some(reason.clone()),
+            at: now,
+        });
+        let detail = serde_json::json!({ "reason": reason, "state": "cancelled", "revoked": true });
+        self.decide(request, EventKind::ApprovalCancelled, who, detail)
+            .await
     }
 
     /// Opens a request for time-bound access to `connection`.
@@ -646,7 +694,7 @@ impl Approvals {
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(&request.id) {
             entry.request = request.clone();
-            let _ = entry.tx.send(request.state);
+            entry.tx.send_replace(request.state);
             if !request.state.open() {
                 entries.remove(&request.id);
             }
@@ -697,7 +745,7 @@ impl Approvals {
             }
             entry.request.state = state;
             entry.request.closed_at = Some(OffsetDateTime::now_utc());
-            let _ = entry.tx.send(state);
+            entry.tx.send_replace(state);
             let request = entry.request.clone();
             entries.remove(id);
             request
@@ -724,7 +772,7 @@ impl Approvals {
                 .map(|mut entry| {
                     entry.request.state = ApprovalState::Expired;
                     entry.request.closed_at = Some(now);
-                    let _ = entry.tx.send(ApprovalState::Expired);
+                    entry.tx.send_replace(ApprovalState::Expired);
                     entry.request
                 })
                 .collect()

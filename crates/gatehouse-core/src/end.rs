@@ -24,6 +24,8 @@ pub enum EndCause {
     CredentialExpired,
     /// The time-bound access grant the session was admitted by ended.
     GrantExpired,
+    /// The time-bound access grant the session was admitted by was revoked.
+    GrantRevoked,
     /// The client broke its protocol; the text says how.
     ClientProtocol(String),
     /// The server's responses no longer matched the requests, or broke the protocol.
@@ -52,6 +54,7 @@ impl EndCause {
                 | EndCause::CredentialRevoked
                 | EndCause::CredentialExpired
                 | EndCause::GrantExpired
+                | EndCause::GrantRevoked
         )
     }
 
@@ -67,6 +70,7 @@ impl EndCause {
             EndCause::CredentialRevoked => "credential_revoked",
             EndCause::CredentialExpired => "credential_expired",
             EndCause::GrantExpired => "grant_expired",
+            EndCause::GrantRevoked => "grant_revoked",
             EndCause::ClientProtocol(_) => "client_protocol",
             EndCause::UpstreamProtocol(_) => "upstream_protocol",
             EndCause::ClientIo(_) => "client_io",
@@ -90,6 +94,7 @@ impl fmt::Display for EndCause {
             EndCause::CredentialRevoked => f.write_str("credential revoked"),
             EndCause::CredentialExpired => f.write_str("credential expired"),
             EndCause::GrantExpired => f.write_str("access grant ended"),
+            EndCause::GrantRevoked => f.write_str("access grant revoked"),
             EndCause::ClientProtocol(why) => write!(f, "client protocol error: {why}"),
             EndCause::UpstreamProtocol(why) => write!(f, "upstream protocol error: {why}"),
             EndCause::ClientIo(why) => write!(f, "client i/o: {why}"),

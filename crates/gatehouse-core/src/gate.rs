@@ -276,9 +276,9 @@ impl Gate {
         start.session = Some(id.clone());
         start.who = who.clone();
         let mut detail = req.detail.cloned();
-        if let Some((grant_id, until)) = &grant {
+        if let Some(g) = &grant {
             let entry =
-                serde_json::json!({ "id": grant_id, "until": crate::approvals::rfc3339(*until) });
+                serde_json::json!({ "id": g.id, "until": crate::approvals::rfc3339(g.until) });
             match &mut detail {
                 Some(serde_json::Value::Object(map)) => {
                     map.insert("grant".into(), entry);
@@ -312,7 +312,7 @@ impl Gate {
             self.clone(),
             stop,
         )
-        .admitted_until(grant.map(|(_, until)| until)))
+        .admitted_by(grant))
     }
 
     /// The one authentication door for request-scoped callers: authenticates `credential`,

@@ -156,8 +156,9 @@ pub struct StatementResult {
 pub struct StopSignal {
     stop: watch::Receiver<Option<EndCause>>,
     expires_at: Option<time::OffsetDateTime>,
-    /// For a session admitted by a time-bound grant: when the grant ends.
+    /// For a session admitted by a time-bound grant: when the grant ends, and its state.
     grant_until: Option<time::OffsetDateTime>,
+    grant_state: Option<watch::Receiver<ApprovalState>>,
 }
 
 impl StopSignal {
@@ -175,6 +176,16 @@ impl StopSignal {
         };
         let expiry = until(self.expires_at);
         let grant = until(self.grant_until);
+        // The grant's state leaves `approved`: revoked, or expired by the sweep.
+        let revoked = async {
+            match self.grant_state.as_mut() {
+                Some(state) => match state.wait_for(|s| *s != ApprovalState::Approved).await {
+                    Ok(s) if *s == ApprovalState::Expired => EndCause::GrantExpired,
+                    Ok(_) | Err(_) => EndCause::GrantRevoked,
+                },
+                None => std::future::pending().await,
+            }
+        };
         let stopped = async {
             match self.stop.wait_for(Option::is_some).await {
                 Ok(cause) => cause.clone(),
@@ -184,6 +195,7 @@ impl StopSignal {
         tokio::select! {
             () = expiry => EndCause::CredentialExpired,
             () = grant => EndCause::GrantExpired,
+            cause = revoked => cause,
             cause = stopped => match cause {
                 Some(cause) => cause,
                 None => std::future::pending().await,
@@ -204,8 +216,9 @@ pub struct Session {
     statements: AtomicU64,
     ended: bool,
     stop: watch::Receiver<Option<EndCause>>,
-    /// Admitted by a time-bound grant ending then (no standing access).
+    /// Admitted by a time-bound grant ending then (no standing access), and its state.
     grant_until: Option<time::OffsetDateTime>,
+    grant_state: Option<watch::Receiver<ApprovalState>>,
 }
 
 impl Session {
@@ -230,12 +243,17 @@ impl Session {
             ended: false,
             stop,
             grant_until: None,
+            grant_state: None,
         }
     }
 
-    /// The session was admitted by a time-bound grant that ends at `until`; it ends then.
-    pub(crate) fn admitted_until(mut self, until: Option<time::OffsetDateTime>) -> Self {
-        self.grant_until = until;
+    /// The session was admitted by a time-bound grant: it ends when the grant ends or is
+    /// revoked.
+    pub(crate) fn admitted_by(mut self, grant: Option<crate::approvals::Grant>) -> Self {
+        if let Some(grant) = grant {
+            self.grant_until = Some(grant.until);
+            self.grant_state = Some(grant.state);
+        }
         self
     }
 
@@ -280,6 +298,7 @@ impl Session {
             stop: self.stop.clone(),
             expires_at: self.identity.expires_at,
             grant_until: self.grant_until,
+            grant_state: self.grant_state.clone(),
         }
     }
 
@@ -489,7 +508,12 @@ impl Session {
     /// Whether the caller holds an approved, unexpired access grant to this connection now.
     fn granted(&self) -> bool {
         let now = time::OffsetDateTime::now_utc();
-        if self.grant_until.is_some_and(|until| until > now) {
+        if self.grant_until.is_some_and(|until| until > now)
+            && self
+                .grant_state
+                .as_ref()
+                .is_some_and(|s| *s.borrow() == ApprovalState::Approved)
+        {
             return true;
         }
         self.connection.access.grants.is_some()

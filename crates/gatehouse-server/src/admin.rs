@@ -53,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/approvals/{id}", get(approvals::show))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/approvals/{id}/revoke", post(approvals::revoke))
         .route(
             "/access",
             get(approvals::list_access).post(approvals::request_access),

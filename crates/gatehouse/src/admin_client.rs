@@ -193,6 +193,12 @@ pub fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             request(reqwest::Method::POST, &server.server, &path, Some(body))?;
             eprintln!("{id}: denied");
         }
+        ApprovalsCommand::Revoke { id, reason, server } => {
+            let path = format!("/approvals/{}/revoke", encode_segment(&id));
+            let body = serde_json::json!({ "reason": reason });
+            request(reqwest::Method::POST, &server.server, &path, Some(body))?;
+            eprintln!("{id}: revoked");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

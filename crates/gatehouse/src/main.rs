@@ -157,6 +157,15 @@ pub(crate) enum ApprovalsCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Withdraw a pending request, an approval not yet used, or an active access grant
+    /// (sessions admitted by the grant end)
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 #[derive(Subcommand)]

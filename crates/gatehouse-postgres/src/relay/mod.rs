@@ -238,6 +238,15 @@ fn farewell(cause: &EndCause) -> Option<(&'static str, String)> {
             sqlstate::INVALID_AUTHORIZATION,
             "terminating connection: the credential of this session expired".to_owned(),
         ),
+        EndCause::GrantExpired => (
+            sqlstate::INVALID_AUTHORIZATION,
+            "terminating connection: the time-bound access grant of this session ended".to_owned(),
+        ),
+        EndCause::GrantRevoked => (
+            sqlstate::INVALID_AUTHORIZATION,
+            "terminating connection: the time-bound access grant of this session was revoked"
+                .to_owned(),
+        ),
         EndCause::ClientProtocol(reason) => (sqlstate::PROTOCOL_VIOLATION, reason.clone()),
         EndCause::UnsafeSessionState(reason) => {
             (sqlstate::CANT_CHANGE_RUNTIME_PARAM, reason.clone())

@@ -161,6 +161,32 @@ pub(super) async fn deny(
         .map_err(decide_error)
 }
 
+/// Withdraws an open request, an unused approval or an active grant.
+pub(super) async fn revoke(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+    Path(id): Path<String>,
+    Json(body): Json<DenyBody>,
+) -> Result<Json<ApprovalRequest>, ApiError> {
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a revocation needs a reason",
+        ));
+    }
+    broker(&state)?
+        .revoke(
+            &id,
+            &authed.caller.identity,
+            body.reason,
+            authed.caller.who.clone(),
+        )
+        .await
+        .map(Json)
+        .map_err(decide_error)
+}
+
 #[derive(Deserialize)]
 pub(super) struct AccessBody {
     connection: String,

@@ -678,3 +678,101 @@ fn what_approvers_cannot_be_shown_is_not_held_but_refused() {
     assert_eq!(count(&s.cluster, "ledger"), "0");
     assert!(s.gateway.events_of_kind("approval.requested").is_empty());
 }
+
+#[test]
+fn a_revoked_grant_ends_its_sessions_and_a_revoked_approval_is_not_used() {
+    let cluster = PgCluster::start();
+    let gateway = Gateway::builder()
+        .main_connection(&cluster)
+        .top(RULES)
+        .raw_connection(&format!(
+            "  prod:
+    protocol: postgres
+    upstream:
+      host: 127.0.0.1
+      port: {}
+      database: postgres
+      user: postgres
+      password: ${{env:GH_TEST_PW_MAIN}}
+      tls: {{ mode: disable }}
+    allow:
+      groups: [dba]
+    grants: {{ approvers: [dba], max_duration: 1h }}
+",
+            cluster.port
+        ))
+        .start();
+    cluster.psql_admin("CREATE TABLE ledger (id int)");
+    let dba = gateway.create_key("dba1", &["dba"]);
+    let dev = gateway.create_key("dev", &["developers"]);
+
+    let asked = gateway.cli_as(
+        &dev,
+        &[
+            "access",
+            "request",
+            "prod",
+            "--for",
+            "1h",
+            "--reason",
+            "incident 7",
+        ],
+    );
+    let grant = text(&asked.stdout).trim().to_owned();
+    assert!(gateway
+        .cli_as(&dba, &["approvals", "approve", &grant])
+        .status
+        .success());
+    runtime().block_on(async {
+        let (client, conn) = gateway.pg_client(&dev, "prod").await;
+        client.query_one("SELECT 1", &[]).await.unwrap();
+        // The developer cannot revoke, an approver can; the session ends at once.
+        let own = tokio::task::block_in_place(|| {
+            gateway.cli_as(&dev, &["approvals", "revoke", &grant, "--reason", "mine"])
+        });
+        assert!(!own.status.success());
+        let revoked = tokio::task::block_in_place(|| {
+            gateway.cli_as(
+                &dba,
+                &["approvals", "revoke", &grant, "--reason", "incident over"],
+            )
+        });
+        assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(ended.is_ok(), "the session outlived its revoked grant");
+    });
+    gateway.wait_for_event("session.end", |e| {
+        e["kind"] == "session.end" && e["what"]["detail"]["cause"] == "grant_revoked"
+    });
+    assert!(!gateway
+        .psql_raw(&dev, "prod", &["-c", "SELECT 1"])
+        .status
+        .success());
+
+    // An approval withdrawn before it is used: the re-run is held again.
+    let sql = "INSERT INTO ledger VALUES (1)";
+    assert!(!gateway.psql_args("main", &["-c", sql]).status.success());
+    let id = pending_id(&gateway, &dba, sql);
+    assert!(gateway
+        .cli_as(&dba, &["approvals", "approve", &id])
+        .status
+        .success());
+    assert!(gateway
+        .cli_as(&dba, &["approvals", "revoke", &id, "--reason", "wrong day"])
+        .status
+        .success());
+    let again = gateway.psql_args("main", &["-c", sql]);
+    assert!(!again.status.success(), "a revoked approval is not used");
+    assert_eq!(
+        cluster.psql_admin("SELECT count(*) FROM ledger").trim(),
+        "0"
+    );
+    let cancelled = gateway
+        .events_of_kind("approval.cancelled")
+        .into_iter()
+        .find(|e| e["what"]["resource"] == id.as_str())
+        .expect("the revocation is recorded");
+    assert_eq!(cancelled["who"]["subject"], "key:dba1");
+    assert_eq!(cancelled["what"]["detail"]["reason"], "wrong day");
+    gateway.assert_audit_verifies();
+}
