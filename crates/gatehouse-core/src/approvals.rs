@@ -465,19 +465,7 @@ impl Approvals {
         let _changing = self.changes.lock().await;
         let now = OffsetDateTime::now_utc();
         let mut request = self.open_request(id, now)?;
-        let groups = if request.approver_groups.is_empty() {
-            &self.admin_groups
-        } else {
-            &request.approver_groups
-        };
-        if !by.actors.is_empty()
-            || !(by.in_any_group(groups) || by.in_any_group(&self.admin_groups))
-        {
-            return Err(DecideError::NotAllowed(format!(
-                "revoking this request needs a person in one of: {}",
-                groups.join(", ")
-            )));
-        }
+        self.may_withdraw(&request, by, true, "revoking")?;
         request.state = ApprovalState::Cancelled;
         request.closed_at = Some(now);
         request.denial = Some(Verdict {
@@ -639,22 +627,7 @@ impl Approvals {
         let _changing = self.changes.lock().await;
         let now = OffsetDateTime::now_utc();
         let mut request = self.pending_request(id, now)?;
-        if !approver.actors.is_empty() {
-            return Err(DecideError::NotAllowed(format!(
-                "{approver} acts for someone else: decisions are made by a person directly"
-            )));
-        }
-        let groups = if request.approver_groups.is_empty() {
-            &self.admin_groups
-        } else {
-            &request.approver_groups
-        };
-        if !approver.in_any_group(groups) {
-            return Err(DecideError::NotAllowed(format!(
-                "denying this request needs membership of one of: {}",
-                groups.join(", ")
-            )));
-        }
+        self.may_withdraw(&request, approver, false, "denying")?;
         request.state = ApprovalState::Denied;
         request.closed_at = Some(now);
         request.denial = Some(Verdict {
@@ -700,6 +673,34 @@ impl Approvals {
             }
         }
         Ok(request)
+    }
+
+    /// Whether `by` may deny or revoke `request`: a person (not an agent) in one of its
+    /// approver groups (the admin groups when it names none), or, with `admins_too`, an admin.
+    fn may_withdraw(
+        &self,
+        request: &ApprovalRequest,
+        by: &Identity,
+        admins_too: bool,
+        doing: &str,
+    ) -> Result<(), DecideError> {
+        if !by.actors.is_empty() {
+            return Err(DecideError::NotAllowed(format!(
+                "{by} acts for someone else: decisions are made by a person directly"
+            )));
+        }
+        let groups = if request.approver_groups.is_empty() {
+            &self.admin_groups
+        } else {
+            &request.approver_groups
+        };
+        if by.in_any_group(groups) || (admins_too && by.in_any_group(&self.admin_groups)) {
+            return Ok(());
+        }
+        Err(DecideError::NotAllowed(format!(
+            "{doing} this request needs membership of one of: {}",
+            groups.join(", ")
+        )))
     }
 
     /// The request, if it is still waiting for a decision.

@@ -39,7 +39,7 @@ pub use policy::{
 pub use rules::RulePolicy;
 pub use secret::Secret;
 pub use session::{
-    Admission, Admitted, Hold, Refused, ResultStatus, Session, Statement, StatementId,
+    Admission, Admitted, Binder, Hold, Refused, ResultStatus, Session, Statement, StatementId,
     StatementResult, StopSignal,
 };
 pub use sink::{AuditSink, MemorySink};

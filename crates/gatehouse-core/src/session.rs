@@ -35,7 +35,7 @@ const MAX_AUDITED_STATEMENT: usize = 64 * 1024;
 const MAX_AUDITED_ERROR: usize = 1024;
 
 /// A statement as the adapter presents it for a decision.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Statement<'a> {
     pub command: &'a Command,
     pub step: Step<'a>,
@@ -46,9 +46,14 @@ pub struct Statement<'a> {
     /// bound to an Execute (a digest), the texts an `EXECUTE name` runs. Starting with `!`:
     /// it cannot be fixed, and the statement cannot be approved.
     pub bound: Option<String>,
-    /// Values bound to it, shown to approvers (an Execute's parameters).
-    pub parameters: Option<serde_json::Value>,
+    /// For an Execute: reads what its Bind bound — a digest for the binding and the values as
+    /// approvers see them; `None` when it cannot be read. Called only when the statement is
+    /// held, so the statement path pays nothing for it.
+    pub binder: Option<&'a Binder<'a>>,
 }
+
+/// Reads an Execute's bound values on demand (see [`Statement::binder`]).
+pub type Binder<'a> = dyn Fn() -> Option<(String, serde_json::Value)> + 'a;
 
 /// Identifies a forwarded statement: the `seq` of its `statement` record (and its kind, for
 /// the metrics).
@@ -350,17 +355,20 @@ impl Session {
             return refuse(statement, "approvals are not available");
         };
         let command = statement.command;
+        let (bound, parameters) = match statement.binder {
+            Some(read) => match read() {
+                Some((digest, values)) => (Some(digest), Some(values)),
+                None => (Some("!unread".to_owned()), None),
+            },
+            None => (statement.bound.clone(), None),
+        };
         let unapprovable = if !command.known {
             Some("the gateway does not know its text, so approvers could not see what would run")
         } else if let Step::FunctionCall { .. } = statement.step {
             Some("a direct function call (fastpath) shows approvers only a function's object id")
         } else if command.text.len() > MAX_AUDITED_STATEMENT {
             Some("its text is longer than approvers are shown (64 KiB)")
-        } else if statement
-            .bound
-            .as_deref()
-            .is_some_and(|b| b.starts_with('!'))
-        {
+        } else if bound.as_deref().is_some_and(|b| b.starts_with('!')) {
             Some("the values bound to it could not be read, so approvers could not see them")
         } else {
             None
@@ -370,7 +378,7 @@ impl Session {
         }
         let mut digest = Sha256::new();
         digest.update(command.text.as_bytes());
-        if let Some(bound) = &statement.bound {
+        if let Some(bound) = &bound {
             digest.update([0]);
             digest.update(bound.as_bytes());
         }
@@ -431,7 +439,7 @@ impl Session {
                         .iter()
                         .flat_map(|s| s.functions.iter())
                         .collect::<Vec<_>>(),
-                    "parameters": statement.parameters,
+                    "parameters": parameters,
                 });
                 let text = cap(&command.text, MAX_AUDITED_STATEMENT).0;
                 Ok(Admission::Hold(Hold::New(Box::new(new_request(
@@ -565,7 +573,7 @@ impl Session {
             transaction: Transaction::Idle,
             detail: Some(serde_json::json!({ "refused_by": "server" })),
             bound: None,
-            parameters: None,
+            binder: None,
         };
         let event = self.statement_event(&statement, outcome, "allow", None, &Ruling::allow());
         self.count(command.kind(), "error");

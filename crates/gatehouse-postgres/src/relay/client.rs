@@ -69,9 +69,9 @@ struct ClientLoop<'a, W> {
     /// How the hold of the message being handled again ended, when not approved: the
     /// refusal to carry out instead of holding it again.
     hold_outcome: Option<Refusal>,
-    /// Per portal, what its Bind bound (a digest and the values as approvers see them), for
-    /// an Execute held for approval; `None` where the Bind could not be read whole.
-    bound: std::collections::HashMap<Vec<u8>, Option<(String, serde_json::Value)>>,
+    /// Per portal, its Bind message (read only if an Execute of it is held for approval);
+    /// `None` where the Bind was streamed and could not be kept whole.
+    bound: std::collections::HashMap<Vec<u8>, Option<Bytes>>,
 }
 
 pub(super) async fn run<R, W>(
@@ -675,7 +675,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             transaction: self.shared.flow().transaction(),
             detail: None,
             bound: None,
-            parameters: None,
+            binder: None,
         }
     }
 
@@ -876,8 +876,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             portal: portal.to_vec(),
         });
         drop(flow);
-        let values = if whole { bound_values(body) } else { None };
-        self.bound.insert(portal.to_vec(), values);
+        self.bound
+            .insert(portal.to_vec(), whole.then(|| raw.clone()));
         self.out.extend_from_slice(raw);
         Ok(Step2::Next)
     }
@@ -909,14 +909,12 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                 statement: None,
             },
         );
-        match self.bound.get(portal) {
-            Some(Some((digest, values))) => {
-                statement.bound = Some(digest.clone());
-                statement.parameters = Some(values.clone());
-            }
-            Some(None) => statement.bound = Some("!unread".into()),
+        let bind = self.bound.get(portal).cloned();
+        let read = move || bound_values(&bind.as_ref()?.as_ref()?[5..]);
+        match self.bound.contains_key(portal) {
+            true => statement.binder = Some(&read),
             // A portal the gateway did not see bound (a cursor declared in SQL).
-            None => statement.bound = Some("!unbound".into()),
+            false => statement.bound = Some("!unbound".into()),
         }
         match self.session.admit(statement).map_err(audit)? {
             Admission::Forward(admitted) => {
@@ -999,7 +997,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             transaction: self.shared.flow().transaction(),
             detail: Some(serde_json::json!({ "arguments": args })),
             bound: None,
-            parameters: None,
+            binder: None,
         };
         let admission = if self.initial.allow_fastpath {
             self.session.admit(statement)
@@ -1034,7 +1032,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                     transaction: self.shared.flow().transaction(),
                     detail: None,
                     bound: None,
-                    parameters: None,
+                    binder: None,
                 };
                 let refused = self.session.refuse(statement, refusal).map_err(audit)?;
                 self.refuse_query(&refused, false);

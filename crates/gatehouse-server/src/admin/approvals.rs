@@ -142,23 +142,29 @@ pub(super) async fn deny(
     Path(id): Path<String>,
     Json(body): Json<DenyBody>,
 ) -> Result<Json<ApprovalRequest>, ApiError> {
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "a denial needs a reason: the caller sees it",
-        ));
-    }
+    let reason = reason(body, "a denial needs a reason: the caller sees it")?;
     broker(&state)?
         .deny(
             &id,
             &authed.caller.identity,
-            body.reason,
+            reason,
             authed.caller.who.clone(),
         )
         .await
         .map(Json)
         .map_err(decide_error)
+}
+
+/// The non-empty reason of a denial or revocation.
+fn reason(body: DenyBody, missing: &'static str) -> Result<String, ApiError> {
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            missing,
+        ));
+    }
+    Ok(body.reason)
 }
 
 /// Withdraws an open request, an unused approval or an active grant.
@@ -168,18 +174,12 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
     Json(body): Json<DenyBody>,
 ) -> Result<Json<ApprovalRequest>, ApiError> {
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "a revocation needs a reason",
-        ));
-    }
+    let reason = reason(body, "a revocation needs a reason")?;
     broker(&state)?
         .revoke(
             &id,
             &authed.caller.identity,
-            body.reason,
+            reason,
             authed.caller.who.clone(),
         )
         .await
