@@ -1056,6 +1056,71 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn nothing_changes_that_the_audit_log_cannot_record() {
+        let store = Arc::new(Kept::default());
+        let sink = Arc::new(crate::sink::MemorySink::default());
+        let admins = vec!["gatehouse-admins".to_owned()];
+        let broker = Approvals::load(store.clone(), sink.clone(), admins)
+            .await
+            .unwrap();
+        let alice = person("alice@example.com", &["analysts"]);
+        let request = request_by(&alice, &["dba"]);
+        let (id, binding) = (request.id.clone(), request.binding());
+
+        // The log refuses records: no request is opened, nothing is stored.
+        sink.fail("disk full");
+        assert!(broker
+            .request(request.clone(), Who::default())
+            .await
+            .is_err());
+        assert!(store.get(&id).await.unwrap().is_none());
+        sink.recover();
+        broker.request(request, Who::default()).await.unwrap();
+
+        // An approval the log cannot take does not count, in memory or in the store.
+        let bob = person("bob@example.com", &["dba"]);
+        let carol = person("carol@example.com", &["dba"]);
+        broker
+            .approve(&id, &bob, None, Who::default())
+            .await
+            .unwrap();
+        sink.fail("disk full");
+        let refused = broker.approve(&id, &carol, None, Who::default()).await;
+        assert!(
+            matches!(refused, Err(DecideError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().state,
+            ApprovalState::Pending
+        );
+        let now = OffsetDateTime::now_utc();
+        assert!(matches!(
+            broker.standing(&binding, "s1", now),
+            Standing::Pending(_)
+        ));
+        let recorded = sink
+            .events()
+            .iter()
+            .filter(|e| e.kind == EventKind::ApprovalApproved)
+            .count();
+        assert_eq!(recorded, 1, "only the approval the log took");
+
+        // Once approved, a claim the log cannot take does not let the statement run.
+        sink.recover();
+        broker
+            .approve(&id, &carol, None, Who::default())
+            .await
+            .unwrap();
+        sink.fail("disk full");
+        assert!(broker.claim(&id, "s1", Who::default()).await.is_err());
+        assert!(matches!(
+            broker.standing(&binding, "s1", now),
+            Standing::None
+        ));
+    }
+
     #[test]
     fn separation_of_duties() {
         let admins = vec!["gatehouse-admins".to_owned()];
