@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh Debian machine: installs what the tests need (PostgreSQL server
-# binaries and clients, Node.js for the OIDC test issuer, OpenSSL), then formats, lints and
-# runs the whole workspace test suite against real servers and clients.
+# binaries and clients, Node.js for the OIDC test issuer, OpenSSL, libclang for PostgreSQL's
+# parser), then formats, lints and runs the whole workspace test suite against real servers and
+# clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
+source scripts/lib/build-deps.sh
+need_apt=($(missing_build_deps))
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 [ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || need_apt+=(postgresql)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
@@ -14,12 +16,7 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v runuser >/dev/null || need_apt+=(util-linux)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+apt_install "${need_apt[@]}"
 # initdb and pg_ctl live outside PATH on Debian.
 export PATH="$(pg_bindir):$PATH"
 

@@ -58,6 +58,24 @@ fn wait_kind(gateway: &Gateway, kind: &str, pred: impl Fn(&Value) -> bool) -> Va
     gateway.wait_for_event(kind, |e| e["kind"] == kind && pred(e))
 }
 
+/// Waits until a reloaded policy decides statements. Its record is written before it takes
+/// effect, so a reader of the log can be a moment ahead: an unqualified DELETE of an always
+/// empty table is blocked, or not, once the new policy is in effect.
+async fn until_in_effect(client: &tokio_postgres::Client, blocked: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = client.batch_execute("DELETE FROM always_empty").await;
+        if result.is_err() == blocked {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reloaded policy never took effect (blocked: {blocked}): {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn block_record(gateway: &Gateway, sql: &str) -> Value {
     let records = gateway.statements_with_text(sql);
     let record = records
@@ -231,7 +249,10 @@ fn extended_protocol_pipelined_and_prepared_statements_are_decided() {
 #[test]
 fn a_reload_takes_effect_a_bad_one_is_refused_and_execute_is_decided_with_its_text() {
     let (cluster, gateway) = cluster_and_gateway();
-    cluster.psql_admin("CREATE TABLE guarded (id int); INSERT INTO guarded VALUES (1), (2)");
+    cluster.psql_admin(
+        "CREATE TABLE guarded (id int); INSERT INTO guarded VALUES (1), (2); \
+         CREATE TABLE always_empty (id int)",
+    );
     let first = policy_hash(&gateway);
     let original = std::fs::read_to_string(&gateway.config_path).unwrap();
 
@@ -255,6 +276,7 @@ fn a_reload_takes_effect_a_bad_one_is_refused_and_execute_is_decided_with_its_te
         assert_ne!(second, first);
         assert_eq!(loaded["what"]["detail"]["previous"], first.as_str());
         assert_eq!(loaded["what"]["detail"]["rules"], 5);
+        until_in_effect(&client, true).await;
 
         // EXECUTE runs what was prepared, and is decided with that text.
         let err = client.batch_execute("EXECUTE wipe").await.unwrap_err();
@@ -290,6 +312,7 @@ fn a_reload_takes_effect_a_bad_one_is_refused_and_execute_is_decided_with_its_te
         std::fs::write(&gateway.config_path, &original).unwrap();
         let _ = wait_kind(&gateway, "policy.loaded", |e| {
             e["what"]["detail"]["sha256"] == first.as_str()
+                && e["what"]["detail"]["trigger"] == "file_change"
         });
         let status = std::process::Command::new("kill")
             .args(["-HUP", &gateway.pid().to_string()])
@@ -299,6 +322,7 @@ fn a_reload_takes_effect_a_bad_one_is_refused_and_execute_is_decided_with_its_te
         let _ = wait_kind(&gateway, "policy.loaded", |e| {
             e["what"]["detail"]["trigger"] == "sighup"
         });
+        until_in_effect(&client, false).await;
         client.batch_execute("EXECUTE wipe").await.unwrap();
     });
     std::thread::sleep(Duration::from_millis(100));
