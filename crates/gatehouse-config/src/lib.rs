@@ -22,6 +22,13 @@ pub trait Checks {
     fn warn(&mut self, path: &[&str], message: &str);
     /// `file` resolved against the config file's directory; an error if it does not exist.
     fn existing_file(&mut self, path: &[&str], file: &Path) -> PathBuf;
+    /// A secret reference (`${env:NAME}`, `${file:PATH}`) read; `None` after reporting why.
+    /// Where secrets cannot be read (offline tools), an empty value stands in.
+    fn secret(&mut self, path: &[&str], reference: &str) -> Option<String> {
+        let _ = reference;
+        self.error(path, "secrets cannot be read here");
+        None
+    }
 }
 
 /// A listen address: a literal `IP:PORT` (host names are refused: binding must not

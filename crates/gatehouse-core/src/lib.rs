@@ -29,12 +29,13 @@ pub use gatehouse_audit as audit;
 pub use gatehouse_audit::ActorRef;
 pub use gatehouse_inspect::effects::Effects;
 pub use gatehouse_inspect::sql::{Classification, Classifier, StatementKind};
+pub use gatehouse_mask as mask;
 pub use identity::{AuthError, AuthMethod, Authenticator, Identity};
 pub use limiter::PreAuthLimits;
 pub use metrics::Metrics;
 pub use policy::{
-    AllowAll, Decision, PendingApproval, Policy, Refusal, ResponsePlan, Ruling, StatementContext,
-    Step, Transaction,
+    AllowAll, Decision, MaskVerdict, PendingApproval, Policy, Refusal, ResponsePlan, Ruling,
+    StatementContext, Step, Transaction,
 };
 pub use rules::RulePolicy;
 pub use secret::Secret;

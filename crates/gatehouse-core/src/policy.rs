@@ -4,6 +4,7 @@
 use crate::command::Command;
 use crate::connection::Connection;
 use crate::identity::Identity;
+pub use gatehouse_policy::masking::MaskVerdict;
 use std::sync::Arc;
 
 /// Where in its protocol a statement is being decided.
@@ -53,10 +54,12 @@ pub struct StatementContext<'a> {
     pub granted: bool,
 }
 
-/// What the response to an allowed statement goes through on its way to the client. Empty
-/// for now: responses are relayed verbatim. Masking adds its column and detector rules here.
+/// What the response to an allowed statement goes through on its way to the client: the
+/// masking that applies to the caller (detectors over every text value it returns).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResponsePlan {}
+pub struct ResponsePlan {
+    pub masking: MaskVerdict,
+}
 
 /// A statement refused by a rule; the caller sees the rule and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,8 @@ pub struct Ruling {
     pub observed: Vec<(String, &'static str)>,
     /// Whether the deciding rule matched a statement whose effect it could not see.
     pub unseen: bool,
+    /// The masking that applies to the caller: what they are shown, what the record keeps.
+    pub masking: MaskVerdict,
 }
 
 impl Ruling {
@@ -105,6 +110,7 @@ impl Ruling {
             policy: None,
             observed: Vec::new(),
             unseen: false,
+            masking: MaskVerdict::None,
         }
     }
 }
@@ -112,6 +118,13 @@ impl Ruling {
 /// Decides statements. Called on the statement path: must not block.
 pub trait Policy: Send + Sync {
     fn decide(&self, statement: &StatementContext<'_>) -> Ruling;
+
+    /// The masking that applies to a caller on a connection now (for what the server sends
+    /// outside any statement: notifications, notices, reported settings).
+    fn masking(&self, identity: &Identity, connection: &Connection, granted: bool) -> MaskVerdict {
+        let _ = (identity, connection, granted);
+        MaskVerdict::None
+    }
 }
 
 /// Allows everything: the policy until rules are configured.

@@ -4,7 +4,8 @@
 //! (a reload); each decision uses the set current when it is made and names its hash.
 
 use crate::policy::{
-    Decision, PendingApproval, Policy, Refusal, ResponsePlan, Ruling, StatementContext, Step,
+    Decision, MaskVerdict, PendingApproval, Policy, Refusal, ResponsePlan, Ruling,
+    StatementContext, Step,
 };
 use gatehouse_policy::{Action, Caller, Request, RuleSet};
 use std::sync::{Arc, RwLock};
@@ -74,7 +75,9 @@ impl Policy for RulePolicy {
         });
         let decision = match verdict.action {
             Action::Allow => Decision::Allow {
-                plan: ResponsePlan::default(),
+                plan: ResponsePlan {
+                    masking: verdict.masking.clone(),
+                },
             },
             Action::Block => Decision::Block(Refusal {
                 rule: verdict.rule.clone().unwrap_or_else(|| "default".into()),
@@ -108,6 +111,35 @@ impl Policy for RulePolicy {
                 .map(|o| (o.rule, o.would.as_str()))
                 .collect(),
             unseen: verdict.unseen,
+            masking: verdict.masking,
         }
+    }
+
+    fn masking(
+        &self,
+        identity: &crate::Identity,
+        connection: &crate::Connection,
+        granted: bool,
+    ) -> MaskVerdict {
+        let rules = self.current();
+        if rules.masking().is_empty() {
+            return MaskVerdict::None;
+        }
+        let principal = identity.principal();
+        let actors: Vec<&str> = identity.actors.iter().map(|a| a.subject.as_str()).collect();
+        rules.masking_for(&Request {
+            caller: Caller {
+                principal: &principal,
+                subject: &identity.subject,
+                groups: &identity.groups,
+                actors: &actors,
+                claims: &identity.claims,
+                granted,
+            },
+            connection: &connection.name,
+            statements: &[],
+            unseen: None,
+            now: time::OffsetDateTime::now_utc(),
+        })
     }
 }

@@ -18,7 +18,8 @@ use crate::gate::{cap, Gate};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, StatementLabels};
 use crate::policy::{
-    Decision, PendingApproval, Refusal, ResponsePlan, Ruling, StatementContext, Step, Transaction,
+    Decision, MaskVerdict, PendingApproval, Refusal, ResponsePlan, Ruling, StatementContext, Step,
+    Transaction,
 };
 use gatehouse_audit::{AuditError, Event, EventKind, Outcome, Status, Ticket, What, Who};
 use sha2::{Digest, Sha256};
@@ -154,6 +155,8 @@ pub struct StatementResult {
     pub bytes: u64,
     /// From when the statement became the server's current one to its end.
     pub duration: Duration,
+    /// Values masked in the response, by detector or pattern name.
+    pub masked: Vec<(String, u64)>,
 }
 
 /// What ends a session from outside its connection: an operator, a revocation, the
@@ -412,7 +415,9 @@ impl Session {
                         kind: command.kind(),
                     },
                     ticket,
-                    plan: ResponsePlan::default(),
+                    plan: ResponsePlan {
+                        masking: ruling.masking.clone(),
+                    },
                 }))
             }
             Standing::Pending(waiting) => Ok(Admission::Hold(Hold::Waiting(waiting))),
@@ -441,7 +446,14 @@ impl Session {
                         .collect::<Vec<_>>(),
                     "parameters": parameters,
                 });
-                let text = cap(&command.text, MAX_AUDITED_STATEMENT).0;
+                let mut text = cap(&command.text, MAX_AUDITED_STATEMENT).0.to_owned();
+                if let Some(masker) = ruling.masking.kept() {
+                    let mut counts = crate::mask::Counts::default();
+                    if let Some(masked) = masker.mask_copy(text.as_bytes(), &mut counts) {
+                        text = String::from_utf8_lossy(&masked).into_owned();
+                    }
+                }
+                let text = text.as_str();
                 Ok(Admission::Hold(Hold::New(Box::new(new_request(
                     &self.identity,
                     &self.connection.name,
@@ -500,6 +512,14 @@ impl Session {
                 .refuse_with(statement, refusal.clone(), &ruling)
                 .map(Some),
         }
+    }
+
+    /// The masking that applies to this session's caller now.
+    pub fn masking(&self) -> MaskVerdict {
+        self.gate
+            .inner
+            .policy
+            .masking(&self.identity, &self.connection, self.granted())
     }
 
     fn decide(&self, statement: &Statement<'_>) -> Ruling {
@@ -575,7 +595,11 @@ impl Session {
             bound: None,
             binder: None,
         };
-        let event = self.statement_event(&statement, outcome, "allow", None, &Ruling::allow());
+        let ruling = Ruling {
+            masking: self.masking(),
+            ..Ruling::allow()
+        };
+        let event = self.statement_event(&statement, outcome, "allow", None, &ruling);
         self.count(command.kind(), "error");
         self.append(event)
     }
@@ -626,8 +650,17 @@ impl Session {
         // Who, where and what are in the statement record `ref` names; this one stays small.
         event.session = Some(self.id.clone());
         event.refers = Some(id.seq);
+        let mut detail = serde_json::json!({ "bytes": result.bytes });
+        if !result.masked.is_empty() {
+            let masked: serde_json::Map<String, serde_json::Value> = result
+                .masked
+                .iter()
+                .map(|(name, n)| (name.clone(), (*n).into()))
+                .collect();
+            detail["masked"] = serde_json::Value::Object(masked);
+        }
         event.what = What {
-            detail: Some(serde_json::json!({ "bytes": result.bytes })),
+            detail: Some(detail),
             ..What::default()
         };
         self.append(event)
@@ -689,6 +722,7 @@ impl Session {
         if let Some(encoding) = command.decoded_from {
             detail.insert("client_encoding".into(), encoding.into());
         }
+        let mut masked_in_text = crate::mask::Counts::default();
         let recorded = if text.len() > MAX_AUDITED_STATEMENT {
             let half = MAX_AUDITED_STATEMENT / 2;
             let head = cap(text, half).0;
@@ -702,11 +736,47 @@ impl Session {
                 "statement_sha256".into(),
                 hex::encode(Sha256::digest(text.as_bytes())).into(),
             );
-            detail.insert("statement_tail".into(), text[tail_start..].into());
+            let mut tail = text[tail_start..].to_owned();
+            if let Some(masker) = ruling.masking.kept() {
+                let mut counts = crate::mask::Counts::default();
+                if let Some(masked) = masker.mask_copy(tail.as_bytes(), &mut counts) {
+                    tail = String::from_utf8_lossy(&masked).into_owned();
+                }
+                masked_in_text.merge(&counts);
+            }
+            detail.insert("statement_tail".into(), tail.into());
             head.to_owned()
         } else {
             text.to_string()
         };
+        // What the gateway keeps is masked like what the caller is shown.
+        let recorded = match ruling.masking.kept() {
+            Some(masker) => {
+                let mut counts = crate::mask::Counts::default();
+                let masked = masker.mask_copy(recorded.as_bytes(), &mut counts);
+                masked_in_text.merge(&counts);
+                if !masked_in_text.is_empty() {
+                    detail.insert(
+                        "masked_in_text".into(),
+                        counts_json(masker, &masked_in_text),
+                    );
+                }
+                match masked {
+                    Some(m) => String::from_utf8_lossy(&m).into_owned(),
+                    None => recorded,
+                }
+            }
+            None => recorded,
+        };
+        match &ruling.masking {
+            MaskVerdict::Mask { rule, .. } => {
+                detail.insert("masking".into(), rule.as_ref().into());
+            }
+            MaskVerdict::Exempt { rule, .. } => {
+                detail.insert("unmasked".into(), rule.as_ref().into());
+            }
+            MaskVerdict::None => {}
+        }
         if let Some(serde_json::Value::Object(extra)) = &statement.detail {
             for (k, v) in extra {
                 detail.insert(k.clone(), v.clone());
@@ -834,4 +904,16 @@ impl Drop for Session {
             tracing::warn!(session = %self.id, "session dropped without end()");
         }
     }
+}
+
+/// Masked counts by kind name, for a record.
+pub(crate) fn counts_json(
+    masker: &crate::mask::Masker,
+    counts: &crate::mask::Counts,
+) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = counts
+        .iter()
+        .map(|(kind, n)| (masker.kind_name(kind).to_owned(), n.into()))
+        .collect();
+    serde_json::Value::Object(map)
 }

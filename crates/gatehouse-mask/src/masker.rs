@@ -168,19 +168,26 @@ impl Masker {
         counts: &mut Counts,
     ) -> Masked {
         self.find(text, scratch);
-        if scratch.is_empty() {
+        self.apply(text, scratch, counts)
+    }
+
+    /// Masks the given findings of `text` (from [`Masker::find`]), in place, and counts them.
+    pub fn apply(&self, text: &mut [u8], findings: &[Finding], counts: &mut Counts) -> Masked {
+        if findings.is_empty() {
             return Masked::Unchanged;
         }
         let mut result = Masked::Changed;
         let mut canonical = Vec::new();
-        for f in scratch.iter() {
+        let mut value = Vec::new();
+        for f in findings {
             let strategy = self.strategy(f.kind);
             if strategy == Strategy::Null {
                 result = Masked::Null;
             }
             canonical.clear();
             canonical_form(f.kind, &text[f.start..f.end], &mut canonical);
-            let value = text[f.start..f.end].to_vec();
+            value.clear();
+            value.extend_from_slice(&text[f.start..f.end]);
             strategy::replace(
                 strategy,
                 &value,

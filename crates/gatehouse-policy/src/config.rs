@@ -2,6 +2,7 @@
 //! their resolution into a [`RuleSet`]. Unknown keys are refused; every problem is reported
 //! through [`Checks`] with its key path, so the server can name the file and line.
 
+use crate::masking::MaskRule;
 use crate::rules::{Action, ApprovalSpec, Matcher, Mode, Rule, RuleSet, TimeWindow, Unseen};
 use std::time::Duration;
 
@@ -20,6 +21,46 @@ pub struct RawPolicy {
     pub default: Option<RawAction>,
     pub approvals: Option<RawApprovalDefaults>,
     pub rules: Option<Vec<RawRule>>,
+    pub masking: Option<RawMasking>,
+}
+
+/// The `policy.masking` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasking {
+    /// The key of the `hash` strategy: a secret reference.
+    pub hash_key: Option<String>,
+    pub rules: Option<Vec<RawMaskRule>>,
+}
+
+/// One masking rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaskRule {
+    pub name: String,
+    /// Who and where (subjects, groups, claims, actors, delegated, connections, grant, time).
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    /// Groups that see values unmasked.
+    pub exempt: Option<Vec<String>>,
+    /// `default`, or a map of detector to strategy.
+    pub detectors: Option<RawDetectors>,
+    pub patterns: Option<Vec<RawPattern>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDetectors {
+    Named(String),
+    Each(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    pub name: String,
+    pub regex: String,
+    pub strategy: Option<String>,
 }
 
 /// Defaults for every `approve` rule.
@@ -204,7 +245,177 @@ pub fn resolve(
         &["policy", "rules"],
         global.rules.unwrap_or_default(),
     );
-    RuleSet::new(default, rules, by_connection)
+    let masking = global
+        .masking
+        .map(|m| resolve_masking(checks, m))
+        .unwrap_or_default();
+    RuleSet::with_masking(default, rules, by_connection, masking)
+}
+
+fn resolve_masking(checks: &mut dyn Checks, raw: RawMasking) -> Vec<MaskRule> {
+    use gatehouse_mask::{HashKey, Kind, Masker, Pattern, Strategy};
+    let key = match &raw.hash_key {
+        Some(reference) => checks
+            .secret(&["policy", "masking", "hash_key"], reference)
+            .map(|k| HashKey::new(k.into_bytes())),
+        None => None,
+    };
+    let mut names = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, rule) in raw.rules.unwrap_or_default().into_iter().enumerate() {
+        let index = format!("[{i}]");
+        let at = ["policy", "masking", "rules", index.as_str()];
+        let here = |k: &'static str| -> Vec<&str> { at.iter().copied().chain([k]).collect() };
+        let mut ok = true;
+        if rule.name.trim().is_empty() || !names.insert(rule.name.clone()) {
+            checks.error(
+                &here("name"),
+                "a masking rule needs a name of its own: records name it",
+            );
+            ok = false;
+        }
+        let strategy =
+            |checks: &mut dyn Checks, path: &[&str], name: &str| match Strategy::from_name(name) {
+                Some(Strategy::Hash) if key.is_none() => {
+                    checks.error(path, "the hash strategy needs policy.masking.hash_key");
+                    None
+                }
+                Some(s) => Some(s),
+                None => {
+                    checks.error(
+                        path,
+                        &format!("{name:?} is not a strategy: use partial, full, hash or null"),
+                    );
+                    None
+                }
+            };
+        let mut kinds = Vec::new();
+        let mut detectors = Vec::new();
+        match rule.detectors {
+            None => {}
+            Some(RawDetectors::Named(name)) if name == "default" => {
+                for (kind, s) in crate::masking::default_detectors() {
+                    kinds.push((kind, s));
+                    detectors.push((kind.name().to_owned(), s.name().to_owned()));
+                }
+            }
+            Some(RawDetectors::Named(name)) => {
+                checks.error(
+                    &here("detectors"),
+                    &format!("{name:?}: write default, or a map of detector to strategy"),
+                );
+                ok = false;
+            }
+            Some(RawDetectors::Each(map)) => {
+                for (name, s) in map {
+                    let path: Vec<&str> = here("detectors")
+                        .into_iter()
+                        .chain([name.as_str()])
+                        .collect();
+                    let Some(kind) = Kind::from_name(&name) else {
+                        checks.error(&path, "not a detector: card, ssn, iban, email, phone, aws_key, jwt or pem_key");
+                        ok = false;
+                        continue;
+                    };
+                    match strategy(checks, &path, &s) {
+                        Some(s) => {
+                            kinds.push((kind, s));
+                            detectors.push((name, s.name().to_owned()));
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        let mut patterns = Vec::new();
+        for (j, p) in rule.patterns.unwrap_or_default().into_iter().enumerate() {
+            let index = format!("[{j}]");
+            let path: Vec<&str> = here("patterns")
+                .into_iter()
+                .chain([index.as_str(), "strategy"])
+                .collect();
+            let s = strategy(checks, &path, p.strategy.as_deref().unwrap_or("full"));
+            match s {
+                Some(s) => patterns.push(Pattern {
+                    name: p.name,
+                    regex: p.regex,
+                    strategy: s,
+                }),
+                None => ok = false,
+            }
+        }
+        if kinds.is_empty() && patterns.is_empty() {
+            checks.error(
+                &here("detectors"),
+                "a masking rule needs detectors or patterns",
+            );
+            ok = false;
+        }
+        let masker = match Masker::new(
+            kinds,
+            &patterns,
+            key.clone().unwrap_or_else(|| HashKey::new(Vec::new())),
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                checks.error(&here("patterns"), &e.to_string());
+                None
+            }
+        };
+        let m = rule.matcher.unwrap_or_default();
+        let statement_level = m.kinds.is_some()
+            || m.statements.is_some()
+            || m.tables.is_some()
+            || m.tables_read.is_some()
+            || m.tables_written.is_some()
+            || m.functions.is_some()
+            || m.unqualified_write.is_some()
+            || m.copy_program.is_some()
+            || m.dynamic.is_some()
+            || m.when.is_some();
+        if statement_level {
+            checks.error(&here("match"), "masking rules match who and where (subjects, groups, claims, actors, delegated, connections, grant, time), not statements");
+            ok = false;
+        }
+        let time = match m.time {
+            Some(t) => {
+                let window = resolve_time(checks, &[&at[..], &["match", "time"]].concat(), t);
+                ok &= window.is_some();
+                window
+            }
+            None => None,
+        };
+        let matcher = Matcher {
+            subjects: m.subjects.unwrap_or_default(),
+            groups: m.groups.unwrap_or_default(),
+            claims: m
+                .claims
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect(),
+            actors: m.actors.unwrap_or_default(),
+            delegated: m.delegated,
+            connections: m.connections.unwrap_or_default(),
+            grant: m.grant,
+            time,
+            ..Matcher::default()
+        };
+        if let (true, Some(masker)) = (ok, masker) {
+            out.push(MaskRule {
+                name: rule.name,
+                matcher,
+                exempt: rule.exempt.unwrap_or_default(),
+                detectors,
+                patterns: patterns
+                    .into_iter()
+                    .map(|p| (p.name, p.regex, p.strategy.name().to_owned()))
+                    .collect(),
+                masker: std::sync::Arc::new(masker),
+            });
+        }
+    }
+    out
 }
 
 fn resolve_rule(

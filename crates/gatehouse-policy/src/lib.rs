@@ -5,6 +5,7 @@
 pub mod condition;
 pub mod config;
 mod glob;
+pub mod masking;
 pub mod rules;
 
 pub use rules::{Action, ApprovalSpec, Caller, Mode, Observation, Request, Rule, RuleSet, Verdict};

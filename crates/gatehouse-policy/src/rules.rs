@@ -11,6 +11,7 @@
 
 use crate::condition::{self, Condition};
 use crate::glob;
+use crate::masking::{MaskRule, MaskVerdict};
 use gatehouse_inspect::analyze::StatementInfo;
 use gatehouse_inspect::sql::StatementKind;
 use serde::Serialize;
@@ -180,6 +181,8 @@ pub struct Verdict {
     /// Who must approve, when the action is `Approve`.
     pub approval: Option<ApprovalSpec>,
     pub observed: Vec<Observation>,
+    /// What masking applies to the caller's results.
+    pub masking: MaskVerdict,
 }
 
 /// A validated set of rules with its identity (the SHA-256 of its canonical form).
@@ -188,6 +191,7 @@ pub struct RuleSet {
     default: Action,
     rules: Vec<Rule>,
     by_connection: BTreeMap<String, Vec<Rule>>,
+    masking: Vec<MaskRule>,
     hash: Arc<str>,
 }
 
@@ -196,6 +200,8 @@ struct Canonical<'a> {
     default: Action,
     rules: &'a [Rule],
     connections: &'a BTreeMap<String, Vec<Rule>>,
+    #[serde(skip_serializing_if = "<[MaskRule]>::is_empty")]
+    masking: &'a [MaskRule],
 }
 
 enum Match {
@@ -211,10 +217,21 @@ impl RuleSet {
         rules: Vec<Rule>,
         by_connection: BTreeMap<String, Vec<Rule>>,
     ) -> Self {
+        RuleSet::with_masking(default, rules, by_connection, Vec::new())
+    }
+
+    /// Rules and masking rules (see [`crate::masking`]).
+    pub fn with_masking(
+        default: Action,
+        rules: Vec<Rule>,
+        by_connection: BTreeMap<String, Vec<Rule>>,
+        masking: Vec<MaskRule>,
+    ) -> Self {
         let canonical = Canonical {
             default,
             rules: &rules,
             connections: &by_connection,
+            masking: &masking,
         };
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         let hash = hex::encode(Sha256::digest(&bytes)).into();
@@ -222,8 +239,19 @@ impl RuleSet {
             default,
             rules,
             by_connection,
+            masking,
             hash,
         }
+    }
+
+    /// The masking rules.
+    pub fn masking(&self) -> &[MaskRule] {
+        &self.masking
+    }
+
+    /// What masking applies to a caller on a connection (no statement needed).
+    pub fn masking_for(&self, request: &Request<'_>) -> MaskVerdict {
+        crate::masking::choose(&self.masking, request)
     }
 
     /// No rules, everything allowed.
@@ -253,6 +281,7 @@ impl RuleSet {
             unseen: false,
             approval: None,
             observed: Vec::new(),
+            masking: crate::masking::choose(&self.masking, request),
         };
         let whole;
         let statements = match request.unseen {
@@ -354,6 +383,7 @@ impl RuleSet {
                         unseen: false,
                         approval: None,
                         observed: Vec::new(),
+                        masking: MaskVerdict::None,
                     };
                 }
             }
@@ -375,6 +405,7 @@ impl RuleSet {
                     .then(|| rule.approval.clone())
                     .flatten(),
                 observed: Vec::new(),
+                masking: MaskVerdict::None,
             };
         }
         Verdict {
@@ -387,6 +418,7 @@ impl RuleSet {
             unseen: false,
             approval: None,
             observed: Vec::new(),
+            masking: MaskVerdict::None,
         }
     }
 }
@@ -418,7 +450,7 @@ fn name_matches(patterns: &[String], name: &str) -> bool {
 
 impl Matcher {
     /// The parts about who, where and when.
-    fn applies(&self, request: &Request<'_>) -> bool {
+    pub(crate) fn applies(&self, request: &Request<'_>) -> bool {
         let caller = &request.caller;
         (self.subjects.is_empty()
             || self

@@ -11,7 +11,10 @@
 use crate::codec;
 use crate::encoding::ClientEncoding;
 use crate::names::{Names, OpSeq};
-use gatehouse_core::{Command, ResultStatus, StatementId, StatementResult, Transaction};
+use gatehouse_core::mask::{Counts, Masker};
+use gatehouse_core::{
+    Command, MaskVerdict, ResultStatus, StatementId, StatementResult, Transaction,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +81,10 @@ pub struct Op {
     /// A query got at least one statement's answer (CommandComplete, EmptyQueryResponse or
     /// ErrorResponse): a ReadyForQuery before that answers nothing the gateway sent.
     answered: bool,
+    /// The masking its answer goes through (the session's when it was sent).
+    masking: MaskVerdict,
+    /// Values masked in its answer.
+    masked: Counts,
 }
 
 /// A statement that finished (or never will), to record.
@@ -149,6 +156,9 @@ pub struct Flow {
     pub names: Names,
     /// The client encoding the server last reported.
     pub encoding: ClientEncoding,
+    /// The masking of the session's caller, as of the latest statement: ops take it when
+    /// they are queued.
+    pub masking: MaskVerdict,
 }
 
 impl Default for Flow {
@@ -171,6 +181,7 @@ impl Flow {
             copy_op: 0,
             names: Names::default(),
             encoding,
+            masking: MaskVerdict::None,
         }
     }
 }
@@ -198,6 +209,8 @@ impl Flow {
             error: None,
             tags: Vec::new(),
             answered: false,
+            masking: self.masking.clone(),
+            masked: Counts::default(),
         });
         if is_sync {
             self.batch += 1;
@@ -220,6 +233,7 @@ impl Flow {
             rows: 0,
             bytes: 0,
             duration: std::time::Duration::ZERO,
+            masked: Vec::new(),
         }
     }
 
@@ -253,6 +267,22 @@ impl Flow {
             b'T' => Transaction::InBlock,
             b'E' => Transaction::Failed,
             _ => Transaction::Idle,
+        }
+    }
+
+    /// What masks the server's next message on its way to the client: the current op's
+    /// masking, or the session's for messages outside any (notifications, settings).
+    pub fn shown_masker(&self) -> Option<Arc<Masker>> {
+        match self.ops.front() {
+            Some(op) => op.masking.shown().cloned(),
+            None => self.masking.shown().cloned(),
+        }
+    }
+
+    /// Counts values masked in the current op's answer.
+    pub fn add_masked(&mut self, counts: &Counts) {
+        if let Some(head) = self.ops.front_mut() {
+            head.masked.merge(counts);
         }
     }
 
@@ -313,7 +343,7 @@ impl Flow {
             (OpKind::Query { .. } | OpKind::FunctionCall { .. }, b'E') => {
                 head.answered = true;
                 if head.error.is_none() {
-                    head.error = Some(error_of(body, self.encoding));
+                    head.error = Some(error_of(body, self.encoding, head.masking.kept()));
                 }
                 self.copy = Copy::No;
             }
@@ -389,9 +419,9 @@ impl Flow {
                 | OpKind::InjectedRaise,
                 b'E',
             ) => {
-                head.error = Some(error_of(body, self.encoding));
+                head.error = Some(error_of(body, self.encoding, head.masking.kept()));
                 if let OpKind::Parse { command, name } = &head.kind {
-                    let (code, message) = error_of(body, self.encoding);
+                    let (code, message) = error_of(body, self.encoding, head.masking.kept());
                     r.refused_parse = Some(RefusedParse {
                         command: command.clone(),
                         name: name.clone(),
@@ -519,6 +549,7 @@ impl Flow {
                         rows: op.rows.max(op.data_rows),
                         bytes: op.bytes,
                         duration: op.turn.map(|t| t.elapsed()).unwrap_or_default(),
+                        masked: masked_names(&op),
                     },
                 })
             })
@@ -588,16 +619,33 @@ fn done(op: &Op, not_run: Option<&str>) -> Option<Done> {
             rows,
             bytes: op.bytes,
             duration: op.turn.map(|t| t.elapsed()).unwrap_or_default(),
+            masked: masked_names(op),
         },
     })
 }
 
-/// The SQLSTATE and message of an error, its text read in the session's client encoding.
-fn error_of(body: &[u8], encoding: ClientEncoding) -> (String, String) {
+/// Values masked in an op's answer, by kind name.
+fn masked_names(op: &Op) -> Vec<(String, u64)> {
+    let Some(masker) = op.masking.kept() else {
+        return Vec::new();
+    };
+    op.masked
+        .iter()
+        .map(|(kind, n)| (masker.kind_name(kind).to_owned(), n))
+        .collect()
+}
+
+/// The SQLSTATE and message of an error, its text read in the session's client encoding and
+/// masked as the record's text is.
+fn error_of(body: &[u8], encoding: ClientEncoding, kept: Option<&Arc<Masker>>) -> (String, String) {
     let detail = codec::error_detail(body);
     let message = codec::error_message_bytes(body)
         .and_then(|bytes| encoding.decode(bytes).map(|m| m.into_owned()))
         .unwrap_or(detail.message);
+    let message = match kept.and_then(|m| m.mask_copy(message.as_bytes(), &mut Counts::default())) {
+        Some(masked) => String::from_utf8_lossy(&masked).into_owned(),
+        None => message,
+    };
     (detail.code, message)
 }
 

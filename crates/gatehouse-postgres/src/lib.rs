@@ -11,6 +11,7 @@ pub mod encoding;
 mod estimate;
 mod flow;
 mod framer;
+mod mask;
 mod names;
 mod params;
 mod relay;

@@ -723,6 +723,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
                             .map(|n| n.map(String::into_bytes))
                             .collect()
                     });
+                self.shared.flow().masking = admitted.plan.masking.clone();
                 let seq = self.push(OpKind::Query {
                     statement: Some(admitted.id),
                     follows_names: effects.prepared,
@@ -918,6 +919,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         }
         match self.session.admit(statement).map_err(audit)? {
             Admission::Forward(admitted) => {
+                self.shared.flow().masking = admitted.plan.masking.clone();
                 let seq = self.push(OpKind::Execute {
                     statement: Some(admitted.id),
                     portal: portal.to_vec(),
@@ -1015,6 +1017,7 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         .map_err(audit)?;
         match admission {
             Admission::Forward(admitted) => {
+                self.shared.flow().masking = admitted.plan.masking.clone();
                 self.push(OpKind::FunctionCall {
                     statement: Some(admitted.id),
                 });

@@ -134,8 +134,10 @@ where
     });
     let mut client_w = session.client_writer(client_w);
     let mut upstream_w = session.upstream_writer(upstream_w);
+    let mut flow = Flow::new(initial.encoding);
+    flow.masking = session.masking();
     let shared = Shared {
-        flow: Mutex::new(Flow::new(initial.encoding)),
+        flow: Mutex::new(flow),
         answered: Notify::new(),
         activity: Activity::new(),
         interrupt: hooks.interrupt,

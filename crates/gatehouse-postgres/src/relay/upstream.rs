@@ -5,6 +5,7 @@ use super::{gated_end, write_out, Shared, FLUSH_AT};
 use crate::codec;
 use crate::encoding::ClientEncoding;
 use crate::framer::{FrameError, Framer, Piece};
+use crate::mask::{self, MessageMasker};
 use bytes::BytesMut;
 use gatehouse_core::{EndCause, Gated, Session, Step};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +23,8 @@ where
     let mut out = BytesMut::with_capacity(FLUSH_AT);
     // Chunks of a large message follow its head: relayed unless the head was dropped.
     let mut relay_chunks = true;
+    // A large message being masked as it streams, and how much of its body is still to come.
+    let mut streaming: Option<(MessageMasker, usize)> = None;
     loop {
         let piece = if upstream.has_buffered_piece() {
             upstream.next().await
@@ -41,11 +44,35 @@ where
                 let len = raw.len() - 5;
                 (tag, raw, len)
             }
-            Ok(Some(Piece::Head { tag, raw, len })) => (tag, raw, len),
+            Ok(Some(Piece::Head { tag, raw, len })) => {
+                let masker = mask::masks(tag)
+                    .then(|| shared.flow().shown_masker())
+                    .flatten();
+                if let Some(masker) = masker {
+                    let left = len - (raw.len() - 5);
+                    streaming = Some((MessageMasker::new(masker, tag, false), left));
+                }
+                (tag, raw, len)
+            }
             Ok(Some(Piece::Chunk(raw))) => {
                 shared.flow().add_bytes(raw.len());
-                if relay_chunks {
+                if let Some((masker, left)) = &mut streaming {
+                    *left = left.saturating_sub(raw.len());
+                    if relay_chunks {
+                        masker.feed(&raw, &mut out);
+                    }
+                    if *left == 0 {
+                        masker.finish(&mut out);
+                        shared.flow().add_masked(&masker.counts);
+                        streaming = None;
+                    }
+                } else if relay_chunks {
                     out.extend_from_slice(&raw);
+                }
+                if out.len() >= FLUSH_AT {
+                    if let Err(e) = write_out(client, &mut out).await {
+                        return gated_end(e, false);
+                    }
                 }
                 continue;
             }
@@ -64,7 +91,27 @@ where
                 return end;
             }
         }
-        let reaction = shared.flow().on_message(tag, body, len);
+        // Masked into the output before the op it answers can finish: its count goes with it.
+        let start = out.len();
+        let (masked, reaction) = {
+            let mut flow = shared.flow();
+            let masked = match &mut streaming {
+                Some((masker, _)) if raw.len() - 5 < len => {
+                    out.extend_from_slice(&raw[..5]);
+                    masker.feed(body, &mut out);
+                    true
+                }
+                _ => match mask::masks(tag).then(|| flow.shown_masker()).flatten() {
+                    Some(masker) => {
+                        let counts = MessageMasker::whole(masker, &raw, &mut out);
+                        flow.add_masked(&counts);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            (masked, flow.on_message(tag, body, len))
+        };
         if let Some(violation) = reaction.violation {
             return EndCause::UpstreamProtocol(violation);
         }
@@ -93,7 +140,9 @@ where
             shared.activity.touch();
         }
         relay_chunks = !reaction.drop;
-        if !reaction.drop {
+        if reaction.drop {
+            out.truncate(start);
+        } else if !masked {
             out.extend_from_slice(&raw);
         }
         // The client loop may be waiting for this answer.

@@ -598,6 +598,26 @@ impl gatehouse_config::Checks for Resolver<'_> {
     fn existing_file(&mut self, path: &[&str], file: &Path) -> PathBuf {
         Resolver::existing_file(self, path, file)
     }
+
+    fn secret(&mut self, path: &[&str], reference: &str) -> Option<String> {
+        let parsed = match super::secret::SecretRef::parse(reference) {
+            Ok(r) => r,
+            Err(why) => {
+                self.error(path, why);
+                return None;
+            }
+        };
+        if !self.read_secrets {
+            return Some(String::new());
+        }
+        match parsed.resolve(&self.base, self.env) {
+            Ok(secret) => Some(secret.expose().to_owned()),
+            Err(why) => {
+                self.error(path, why);
+                None
+            }
+        }
+    }
 }
 
 fn log(raw: RawLog) -> LogConfig {

@@ -10,6 +10,7 @@ mod guardrails;
 mod harness;
 mod identity;
 mod lifecycle;
+mod masking;
 mod memory;
 mod proto;
 mod protocol;
