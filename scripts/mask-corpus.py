@@ -30,12 +30,13 @@ LETTERS = set(string.ascii_letters)
 ALNUM = LETTERS | set(DIG)
 B64URL = ALNUM | set('-_')
 
-
 def rd(n, alphabet=DIG): return ''.join(R.choice(alphabet) for _ in range(n))
 def rb(n): return bytes(R.getrandbits(8) for _ in range(n))
 def an(t, i): return 0 <= i < len(t) and t[i] in ALNUM
 def b64u(b): return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
 
+def table(s):  # 'value | note' entries, separated by newlines or ' || '
+    return [tuple(x.strip() for x in e.split(' | ')) for e in re.split(r'\n| \|\| ', s.strip())]
 
 def join_groups(d, lens, seps):
     out, i = [], 0
@@ -47,7 +48,6 @@ def join_groups(d, lens, seps):
 # ---------------------------------------------------------------------------------------------
 # Rules (the specification)
 
-
 def luhn(d):
     s = 0
     for i, c in enumerate(reversed(d)):
@@ -55,9 +55,7 @@ def luhn(d):
         s += v - 9 if v > 9 else v
     return s % 10 == 0
 
-
 def with_luhn(body): return next(body + c for c in DIG if luhn(body + c))
-
 
 def brands(d):
     n, p = len(d), lambda k: int(d[:k])
@@ -71,27 +69,22 @@ def brands(d):
              ('maestro', (p(2) == 50 or 56 <= p(2) <= 58 or d[0] == '6') and 12 <= n <= 19)]
     return [b for b, ok in rules if ok]
 
-
 def is_card(lens, seps, d):
     layout = (len(lens) == 1 or (all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4)
               or lens in ([4, 6, 5], [4, 6, 4]))
     return (12 <= len(d) <= 19 and len(set(seps)) <= 1 and set(seps) <= set(' -') and layout
             and luhn(d) and bool(brands(d)))
 
-
 def is_ssn(parts, seps):
     return ([len(p) for p in parts] == [3, 2, 4] and seps[0] == seps[1] and seps[0] in ' -'
             and parts[0] not in ('000', '666') and parts[0][0] != '9' and parts[1] != '00'
             and parts[2] != '0000')
 
-
 def nanp(area, exchange): return area[0] in '23456789' and exchange[0] in '23456789'
-
 
 def is_e164(lens, seps, d):  # the digits of a span directly after '+'
     return 8 <= len(d) <= 15 and d[0] != '0' and all(n >= 2 for n in lens[1:]) \
         and set(seps) <= set(' -')
-
 
 def is_nanp_lenient(parts, seps):
     lens = [len(p) for p in parts]
@@ -100,7 +93,6 @@ def is_nanp_lenient(parts, seps):
     if lens == [3, 3, 4]:
         return nanp(parts[0], parts[1])
     return lens == [1, 3, 3, 4] and parts[0] == '1' and nanp(parts[1], parts[2])
-
 
 # The 16 countries of the specification (strict checks) and the ISO 13616 lengths (lenient scan).
 IBAN_FMT = {'DE': '18n', 'GB': '4a14n', 'FR': '10n11c2n', 'ES': '20n', 'IT': '1a10n12c',
@@ -115,24 +107,20 @@ IBAN_LEN = {cc: int(n) for cc, n in re.findall(r'([A-Z]{2})(\d\d)', """
 IBAN_BANKS = {'GB': ['NWBK', 'BARC', 'HBUK', 'LOYD', 'MIDL', 'WEST'], 'IE': ['AIBK', 'BOFI'],
               'NL': ['ABNA', 'INGB', 'RABO', 'TRIO', 'SNSB']}
 
-
 def mod97(s): return int(''.join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97
 def with_mod97(cc, bban): return '%s%02d%s' % (cc, 98 - mod97(cc + '00' + bban), bban)
 def bban_fields(cc): return [(int(n), t) for n, t in re.findall(r'(\d+)([nac])', IBAN_FMT[cc])]
 def print_form(s): return ' '.join(s[i:i + 4] for i in range(0, len(s), 4))
 
-
 def bban_re(cc):
     return ''.join('[%s]{%d}' % ({'n': '0-9', 'a': 'A-Z', 'c': 'A-Z0-9'}[t], n)
                    for n, t in bban_fields(cc))
-
 
 def domain_ok(d):
     labels = d.split('.')
     return (len(labels) >= 2 and all(l and l[0] != '-' and l[-1] != '-' and set(l) <= ALNUM | {'-'}
                                      for l in labels)
             and 2 <= len(labels[-1]) <= 24 and set(labels[-1]) <= LETTERS)
-
 
 def json_obj(seg):
     if len(seg) % 4 == 1:
@@ -143,14 +131,12 @@ def json_obj(seg):
     except ValueError:
         return False
 
-
 AWS_RE = '(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z2-7]{16}'
 PEM_LABELS = ['PRIVATE KEY', 'RSA PRIVATE KEY', 'EC PRIVATE KEY', 'OPENSSH PRIVATE KEY',
               'ENCRYPTED PRIVATE KEY', 'DSA PRIVATE KEY']
 E164 = re.compile(r'\+[1-9][0-9]*(?:[ -][0-9]{2,})*')
 NANP_FORMS = [re.compile(p.replace('N', '[2-9][0-9]{2}')) for p in (
     r'\(N\) N-[0-9]{4}', r'\(N\)N-[0-9]{4}', r'N([-. ])N\1[0-9]{4}', r'1-N-N-[0-9]{4}')]
-
 
 def check_value(kind, v):
     """Whether v on its own is a value of kind (strict reading of the specification)."""
@@ -191,7 +177,6 @@ def check_value(kind, v):
 # ---------------------------------------------------------------------------------------------
 # Scanner: every value anywhere in a text, as (kind, start, end)
 
-
 def digit_tokens(t):
     """Maximal runs of digit groups joined by single ' ', '-' or '.': (groups, separators)."""
     i, n = 0, len(t)
@@ -212,7 +197,6 @@ def digit_tokens(t):
                 break
         yield groups, seps
         i = j
-
 
 def scan(t):
     found = set()
@@ -302,7 +286,6 @@ def scan(t):
                 found.add(('pem_key', m.start(), k + len(end)))
     return found
 
-
 def verify_pos(kind, text, value):
     if not check_value(kind, value) or text.count(value) != 1:
         return False
@@ -321,7 +304,6 @@ def verify_pos(kind, text, value):
 
 # ---------------------------------------------------------------------------------------------
 # Surrounding text
-
 
 NAMES = ['Jane Doe', 'John Smith', 'Maria Garcia', 'Wei Chen', 'Olga Ivanova', 'Ahmed Khan',
          'Priya Patel', 'Lukas Müller', 'Sofia Rossi', 'Kenji Tanaka', "Aoife O'Brien", 'José Silva']
@@ -360,11 +342,9 @@ PEM_TEMPLATES = [
     ('SQL', "UPDATE tenants SET signing_key = '{v}' WHERE id = {id};"),
 ]
 
-
 def ts():
     return '2026-%02d-%02dT%02d:%02d:%02dZ' % (R.randint(1, 12), R.randint(1, 28), R.randint(0, 23),
                                                R.randint(0, 59), R.randint(0, 59))
-
 
 def embed(kind, v, note):
     if kind == 'pem_key':
@@ -380,7 +360,6 @@ def embed(kind, v, note):
 
 # ---------------------------------------------------------------------------------------------
 # Cards
-
 
 CARD_BRANDS = [
     ('visa', lambda: '4', (13, 16, 16, 16, 19)),
@@ -399,12 +378,10 @@ TEST_CARDS = ['4111111111111111', '5555555555554444', '378282246310005', '601111
               '38520000023237', '2223003122003222', '6200000000000005', '5200828282828210',
               '4000056655665556', '36227206271667', '6759649826438453']
 
-
 def card_lens(n, layout):
     if layout in ('4-6-5', '4-6-4'):
         return [4, 6, n - 10]
     return [n] if layout == 'contiguous' else [4] * (n // 4) + ([n % 4] if n % 4 else [])
-
 
 def card_layout(d, layout=None, sep=None):
     n = len(d)
@@ -417,31 +394,28 @@ def card_layout(d, layout=None, sep=None):
     return join_groups(d, lens, sep * 5), '-'.join(map(str, lens)) + ' ' + \
         ('space' if sep == ' ' else 'hyphen')
 
-
 def random_card(brand=None):
     name, prefix, lengths = brand or R.choice(CARD_BRANDS)
     n = R.choice(lengths)
     pre = prefix()
     return name, with_luhn(pre + rd(n - len(pre) - 1))
 
-
 def make_card(i):
     name, d = random_card(CARD_BRANDS[i % len(CARD_BRANDS)])
     v, lay = card_layout(d)
     return v, '%s %d digits, %s' % (name, len(d), lay)
 
-
 def fixed_cards():
     out = []
     for d in TEST_CARDS:
         assert luhn(d) and brands(d), d
-        std = {15: '4-6-5', 14: '4-6-4'}.get(len(d), 'fours') if d[:2] in ('34', '37', '30', '36', '38') else 'fours'
-        name = brands(d)[0]
-        for v, lay in [(d, 'contiguous'), card_layout(d, std, ' '), card_layout(d, std, '-')]:
-            out.append((v, v, 'test number %s, %s' % (name, lay)))
-        out.append(embed('card', out[-2][0], out[-2][2]) + (None,))
-    return [(t, v, n) if n is not None else (t, out[-2][1], v) for t, v, n in out]
-
+        std, name = {15: '4-6-5', 14: '4-6-4'}.get(len(d), 'fours'), brands(d)[0]
+        forms = [(d, 'contiguous'), card_layout(d, std, ' '), card_layout(d, std, '-')]
+        out += [(v, v, 'test number %s, %s' % (name, lay)) for v, lay in forms]
+        v, lay = forms[1]
+        text, note = embed('card', v, 'test number %s, %s' % (name, lay))
+        out.append((text, v, note))
+    return out
 
 def neg_card():
     r = R.random()
@@ -482,7 +456,6 @@ def neg_card():
     return (c + v if side == 'before' else v + c), \
         'card look-alike: valid %s with a letter directly %s, %s' % (name, side, lay)
 
-
 CARD_NEG = [('4111 1111-1111 1111', 'mixed separators'), ('x4111111111111111', 'letter before'),
             ('4111111111111111x', 'letter after'), ('94111111111111111', 'inside a longer run'),
             ('41111111111111110', 'inside a longer run'), ('4111111111111112', 'Luhn fails'),
@@ -492,24 +465,20 @@ CARD_NEG = [('4111 1111-1111 1111', 'mixed separators'), ('x4111111111111111', '
 # ---------------------------------------------------------------------------------------------
 # SSNs, IBANs, emails
 
-
 def ssn_area():
     while True:
         a = R.randint(1, 899)
         if a != 666:
             return '%03d' % a
 
-
 def ssn_join(a, g, s, sep): return a + sep + g + sep + s
 def ssn_group(): return '%02d' % R.randint(1, 99)
 def ssn_serial(): return '%04d' % R.randint(1, 9999)
-
 
 def make_ssn(i):
     sep = ' ' if i % 4 == 3 else '-'
     return ssn_join(ssn_area(), ssn_group(), ssn_serial(), sep), \
         'ssn, ' + ('spaces' if sep == ' ' else 'hyphens')
-
 
 def neg_ssn():
     a, g, s, sep = ssn_area(), ssn_group(), ssn_serial(), R.choice('--- ')
@@ -539,14 +508,12 @@ def neg_ssn():
     return R.choice(['%s-%s-%s' % (d[:2], d[2:5], d[5:]), '%s-%s-%s' % (d[:4], d[4:6], d[6:]),
                      '%s-%s-%s' % (d[:3], d[3:6], d[6:])]), 'ssn look-alike: wrong group lengths'
 
-
 IBAN_EXAMPLES = ['DE89370400440532013000', 'GB29NWBK60161331926819', 'GB82WEST12345698765432',
                  'FR1420041010050500013M02606', 'ES9121000418450200051332',
                  'IT60X0542811101000000123456', 'NL91ABNA0417164300', 'BE68539007547034',
                  'CH9300762011623852957', 'AT611904300234573201', 'PL61109010140000071219812874',
                  'SE4550000000058398257466', 'NO9386011117947', 'DK5000400440116243',
                  'IE29AIBK93115212345678', 'PT50000201231234567890154', 'SA0380000000608010167519']
-
 
 def bban(cc):
     out = ''
@@ -563,17 +530,14 @@ def bban(cc):
             out += f
     return out
 
-
 def iban_form(s, print_=None):
     print_ = R.random() < 0.5 if print_ is None else print_
     return (print_form(s), 'print form') if print_ else (s, 'electronic form')
-
 
 def make_iban(i):
     cc = list(IBAN_FMT)[i % len(IBAN_FMT)]
     v, form = iban_form(with_mod97(cc, bban(cc)))
     return v, 'iban %s %d, %s' % (cc, IBAN_LEN[cc], form)
-
 
 def neg_iban():
     cc = R.choice(list(IBAN_FMT))
@@ -595,11 +559,13 @@ def neg_iban():
     if r < 0.87:
         v, form = iban_form(s)
         return v.lower(), 'iban look-alike: valid %s in lowercase, %s' % (cc, form)
-    how = R.choice(['groups of five', 'groups of three', 'hyphens'])
+    how = R.choice(['groups of five', 'groups of three', 'hyphens', 'groups of four, then the rest run together'])
+    if how.endswith('together'):
+        k = 4 * R.randint(1, (len(s) - 6) // 4)
+        return print_form(s[:k]) + ' ' + s[k:], 'iban look-alike: valid %s in %s' % (cc, how)
     n = {'groups of five': 5, 'groups of three': 3}.get(how, 4)
     sep = '-' if how == 'hyphens' else ' '
     return sep.join(s[i:i + n] for i in range(0, len(s), n)), 'iban look-alike: valid %s in %s' % (cc, how)
-
 
 FIRST = ['jane', 'john', 'maria', 'wei', 'olga', 'ahmed', 'li', 'sam', 'priya', 'lukas', 'sofia',
          'noah', 'emma', 'ana', 'kenji', 'fatima']
@@ -612,7 +578,6 @@ DOMAINS = ['example.com', 'example.org', 'example.net', 'mail.example.co.uk', 'c
 TLDS = ['com', 'org', 'net', 'io', 'de', 'fr', 'co.uk', 'dev', 'info', 'app', 'cloud', 'museum',
         'ch', 'nl', 'se', 'com.au', 'solutions']
 
-
 def email_local():
     f, l = R.choice(FIRST), R.choice(LAST)
     v = R.choice(['%s.%s' % (f, l), '%s_%s' % (f, l), '%s%s%d' % (f[0], l, R.randint(1, 99)),
@@ -621,7 +586,6 @@ def email_local():
                   R.choice('xyzq')])
     return v.title() if R.random() < 0.1 else v
 
-
 def email_domain():
     if R.random() < 0.5:
         return R.choice(DOMAINS)
@@ -629,19 +593,21 @@ def email_domain():
     label += rd(R.randint(1, 6), 'abcdefghijklmnopqrstuvwxyz0123456789')
     return label + '.' + R.choice(TLDS)
 
-
 def make_email(i):
     d = email_domain()
     return email_local() + '@' + (d.upper() if R.random() < 0.05 else d), 'email, domain %s' % d
 
-
-EMAIL_NEG = ['user@localhost', 'admin@localhost:8080', '@example.com', 'user@.com',
-             'name at example dot com', 'a@b', '@property', 'git@github', 'git@github:org/repo',
-             'user.@example.com', 'user@example', 'user@example.c', 'user@example.123',
-             'user@-example.com', 'user@example-.com', 'user@@example.com', 'user@example..com',
-             'jane@[192.168.0.1]', 'root@10.0.0.1', '@media (max-width: 600px)', '@Override',
-             'ops@example.abcdefghijklmnopqrstuvwxy']
-
+EMAIL_NEG = table("""
+user@localhost | no dot in the domain || admin@localhost:8080 | no dot in the domain
+@example.com | empty local part || user@.com | empty domain label
+name at example dot com | spelled out || a@b | one-label domain || @property | decorator
+git@github | one-label domain || git@github:org/repo | one-label domain
+user.@example.com | local part ends with a dot || user@example.c | one-letter TLD
+user@example.123 | numeric TLD || user@-example.com | label starts with a hyphen
+user@example-.com | label ends with a hyphen || user@@example.com | two @
+user@example..com | empty label || jane@[192.168.0.1] | address literal
+root@10.0.0.1 | IPv4 domain || @media (max-width: 600px) | CSS at-rule || @Override | annotation
+jane.doe@example_mail.com | underscore ends the domain after one label""")
 
 def neg_email():
     f, d = email_local(), email_domain()
@@ -659,13 +625,11 @@ def neg_email():
 # ---------------------------------------------------------------------------------------------
 # Phones, AWS keys, JWTs, PEM keys
 
-
 E164_CC = [('1', 10)] * 3 + [('44', 10), ('49', 11), ('49', 10), ('33', 9), ('34', 9), ('39', 10),
            ('31', 9), ('61', 9), ('81', 10), ('86', 11), ('91', 10), ('55', 11), ('7', 10), ('353', 9),
            ('41', 9), ('46', 9), ('47', 8), ('45', 8), ('358', 9), ('971', 9), ('65', 8), ('852', 8),
            ('27', 9), ('52', 10), ('90', 10), ('48', 9), ('351', 9), ('43', 12), ('32', 9), ('420', 9),
            ('30', 10), ('64', 9), ('82', 10), ('882', 12)]
-
 
 def nanp_digits():
     a, x = R.choice('23456789') + rd(2), R.choice('23456789') + rd(2)
@@ -675,7 +639,6 @@ def nanp_digits():
         line = rd(4)
     return a, x, line
 
-
 def split_national(n):
     parts = []
     while n > 4 or (n == 4 and R.random() < 0.5):
@@ -683,7 +646,6 @@ def split_national(n):
         parts.append(g)
         n -= g
     return parts + [n]
-
 
 def make_e164():
     cc, n = R.choice(E164_CC)
@@ -701,9 +663,7 @@ def make_e164():
     return '+' + cc + sep + join_groups(nat, lens, sep * 20), 'phone E.164 +%s, %s, %s' % (
         cc, lay, 'spaces' if sep == ' ' else 'hyphens')
 
-
 NANP_LAYOUTS = ['({a}) {x}-{l}', '({a}){x}-{l}', '{a}-{x}-{l}', '{a}.{x}.{l}', '{a} {x} {l}', '1-{a}-{x}-{l}']
-
 
 def make_phone(i):
     if i % 5 < 3:
@@ -712,22 +672,27 @@ def make_phone(i):
     form = NANP_LAYOUTS[i % len(NANP_LAYOUTS)]
     return form.format(a=a, x=x, l=l), 'phone NANP ' + form.format(a='NXX', x='NXX', l='XXXX')
 
-
 PHONE_FIXED = ['(212) 555-0143', '(212)555-0143', '212-555-0143', '212.555.0143', '212 555 0143',
                '1-212-555-0143', '+44 20 7946 0958', '+1 212 555 0143', '+14155552671', '+49 30 901820',
-               '+81 90-1234-5678', '+353 87 123 4567', '+61 412 345 678', '+44 7911 123456',
+               '+81 90 1234 5678', '+353 87 123 4567', '+61 412 345 678', '+44 7911 123456',
                '+86 138 0013 8000', '+91 98765 43210', '+1-212-555-0143', '+4930901820',
                '+49 30 12 34 56 78 90', '+882 16 12 34 56 78 90', '+7 91 23 45 67 89 01']
 PHONE_FIXED_TEXT = [('Call us (212-555-0143) today', '212-555-0143'),
                     ('fax (646.555.0199) or mail', '646.555.0199'),
                     ('support line (312 555 0177), weekdays', '312 555 0177'),
                     ('call +14155552671 now', '+14155552671')]
-PHONE_NEG = ['2026-12-01', '12/01/2026', '12:30:45', '2026-12-01T09:23:35Z', '192.168.1.254',
-             '10.0.0.1:5432', '1.2.3', '1,234,567.89', '2125550143', '012-555-0143', '112-555-0143',
-             '(012) 555-0143', '212-055-0143', '+0 20 7946 0958', '+44 20 79', '+1 555 014',
-             '212-555-0143X', 'x212-555-0143', '212-555.0143', '212 555-0143', '+44.20.7946.0958',
-             '+33 1 23 45 67 89', '+61 2 9876 5432', '555-0143', '+4420794609581234', '(212) 555-01434']
-
+PHONE_NEG = table("""
+2026-12-01 | date || 12/01/2026 | date || 12:30:45 | time
+2026-12-01T09:23:35Z | ISO timestamp || 192.168.1.254 | IPv4 address
+10.0.0.1:5432 | IPv4 address and port || 1.2.3 | version || 1,234,567.89 | amount
+2125550143 | contiguous 10 digits without + || 012-555-0143 | area code starts with 0
+112-555-0143 | area code starts with 1 || (012) 555-0143 | area code starts with 0
+212-055-0143 | exchange starts with 0 || +0 20 7946 0958 | +0 || +44 20 79 | 6 digits after +
++1 555 014 | 7 digits after + || 212-555-0143X | letter after || x212-555-0143 | letter before
+212-555.0143 | mixed separators || 212 555-0143 | mixed separators
++44.20.7946.0958 | E.164 with dots || +33 1 23 45 67 89 | E.164 with a one-digit group
++61 2 9876 5432 | E.164 with a one-digit group || 555-0143 | 7-digit local number
++4420794609581234 | 16 digits after + || (212) 555-01434 | line number of five digits""")
 
 def neg_phone():
     a, x, l = nanp_digits()
@@ -770,15 +735,12 @@ def neg_phone():
             'phone look-alike: E.164 with a one-digit group'
     return '+%s.%s.%s' % (R.choice(['44', '49', '31']), rd(3), rd(4)), 'phone look-alike: E.164 with dots'
 
-
 AWS_PREFIXES = ['AKIA', 'ASIA', 'AGPA', 'AIDA', 'AROA', 'ANPA', 'ANVA', 'AIPA']
 AWS32 = UP + '234567'
-
 
 def make_aws(i):
     p = AWS_PREFIXES[i % len(AWS_PREFIXES)]
     return p + rd(16, AWS32), 'aws key, prefix ' + p
-
 
 def neg_aws():
     p, r = R.choice(AWS_PREFIXES), R.random()
@@ -795,14 +757,12 @@ def neg_aws():
     q = R.choice(['ABCD', 'AKIB', 'AKID', 'AXIA', 'BKIA', 'ASIB', 'AAAA'])
     return q + rd(16, AWS32), 'aws look-alike: prefix ' + q
 
-
 JWT_HEADERS = [{'alg': 'HS256', 'typ': 'JWT'}, {'alg': 'RS256', 'typ': 'JWT', 'kid': ''},
                {'typ': 'JWT', 'alg': 'ES256'}, {'alg': 'HS512', 'typ': 'JWT'}, {'alg': 'PS256', 'kid': ''},
                {'alg': 'EdDSA', 'typ': 'JWT'}]
 SIG_BYTES = {'HS256': 32, 'HS512': 64, 'RS256': 256, 'PS256': 256, 'ES256': 64, 'EdDSA': 64}
 JWT_IO = ('eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwi'
           'aWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c')
-
 
 def jwt_parts():
     h = dict(R.choice(JWT_HEADERS))
@@ -820,11 +780,9 @@ def jwt_parts():
     body = b64u(json.dumps(dict(claims), separators=seps, ensure_ascii=False).encode())
     return h['alg'], head, body, b64u(rb(SIG_BYTES[h['alg']]))
 
-
 def make_jwt(i):
     alg, h, p, s = jwt_parts()
     return '%s.%s.%s' % (h, p, s), 'jwt %s' % alg
-
 
 def neg_jwt():
     alg, h, p, s = jwt_parts()
@@ -845,7 +803,6 @@ def neg_jwt():
     return '%s.%s.%s' % (h, b64u(R.choice([b'not json', b'[1,2,3]', b'"sub"'])), s), \
         'jwt look-alike: second segment does not start with eyJ'
 
-
 def der(label):
     if label == 'EC PRIVATE KEY':
         return b'\x30\x77\x02\x01\x01\x04\x20' + rb(112)
@@ -856,17 +813,14 @@ def der(label):
     n = R.randint(300, 1200)
     return b'\x30\x82' + n.to_bytes(2, 'big') + rb(n)
 
-
 def pem(label, data=None):
     body = base64.b64encode(data or der(label)).decode()
     lines = [body[i:i + 64] for i in range(0, len(body), 64)]
     return '-----BEGIN %s-----\n%s\n-----END %s-----' % (label, '\n'.join(lines), label)
 
-
 def make_pem(i):
     label = PEM_LABELS[i % len(PEM_LABELS)]
     return pem(label), 'pem ' + label
-
 
 def neg_pem():
     r = R.random()
@@ -893,14 +847,12 @@ def neg_pem():
 # ---------------------------------------------------------------------------------------------
 # General negatives
 
-
 def isbn13():
     d = R.choice(['978', '979']) + rd(9)
     d += str((10 - sum(int(c) * (1 + 2 * (i % 2)) for i, c in enumerate(d)) % 10) % 10)
     g = R.randint(1, 2)
     p = R.randint(2, 5)
     return '-'.join([d[:3], d[3:3 + g], d[3 + g:3 + g + p], d[3 + g + p:12], d[12]])
-
 
 def general():
     i, n = R.randint(1, 99999), R.randint
@@ -952,15 +904,15 @@ def general():
     label, text = options[R.randrange(len(options))]
     return text, 'general: ' + label
 
-
-GENERAL_FIXED = ['978-3-16-148410-0', '12 34 56', 'ORD-00012345', 'INV-2026-000123', '1.2.3',
-                 '2026-12-01T09:23:35Z', 'SELECT 1;', 'localhost:5432']
+GENERAL_FIXED = table("""
+978-3-16-148410-0 | ISBN-13 || 12 34 56 | short digit groups || ORD-00012345 | order number
+INV-2026-000123 | invoice number || 2.14.0 | semantic version || 2026-12-01 09:23:35 | timestamp
+SELECT 1; | SQL || localhost:5432 | port""")
 
 # ---------------------------------------------------------------------------------------------
 # Assembly
 
 LINES, SEEN, REJECTED = [], set(), Counter()
-
 
 def add_positives(kind, n, fixed, make):
     start = len(LINES)
@@ -983,10 +935,10 @@ def add_positives(kind, n, fixed, make):
         SEEN.add((kind, text))
         i += 1
 
-
 def add_negatives(n, fixed, make, kind=None):
     start = len(LINES)
     for text, note in fixed:
+        note = '%s look-alike: %s' % (kind.replace('_key', ''), note) if kind else 'general: ' + note
         if ('none', text) in SEEN or scan(text):
             sys.exit('fixed negative fails: %r %r' % (text, scan(text)))
         LINES.append(('none', text, '', note))
@@ -1004,18 +956,19 @@ def add_negatives(n, fixed, make, kind=None):
         LINES.append(('none', text, '', note))
         SEEN.add(('none', text))
 
-
 def one(v, note): return (v, v, note)
-
 
 def main():
     add_positives('card', 480, fixed_cards(), make_card)
-    add_negatives(200, [(t, 'card look-alike: ' + w) for t, w in CARD_NEG], neg_card, 'card')
+    add_negatives(200, CARD_NEG, neg_card, 'card')
     add_positives('ssn', 180, [one(v, 'ssn, edge or sample') for v in ['078-05-1120', '123-45-6789', '219-09-9999',
                                '001-01-0001', '899-99-9999', '665-01-0001', '667-99-9999', '123 45 6789']]
                   + [('ssn=123-45-6789;', '123-45-6789', 'ssn, hyphens; in key=value')], make_ssn)
-    add_negatives(100, [(v, 'ssn look-alike') for v in ['000-12-3456', '666-12-3456', '900-12-3456', '123-00-4567',
-                   '123-45-0000', '123456789', '123/45/6789', '123.45.6789', '1123-45-6789', '123-45-67890']],
+    add_negatives(100, table("""
+000-12-3456 | area 000 || 666-12-3456 | area 666 || 900-12-3456 | area 900
+123-00-4567 | group 00 || 123-45-0000 | serial 0000 || 123456789 | contiguous 9 digits
+123/45/6789 | '/' separators || 123.45.6789 | '.' separators
+1123-45-6789 | inside a longer digit run || 123-45-67890 | inside a longer digit run"""),
                   neg_ssn, 'ssn')
     ibans = []
     for s in IBAN_EXAMPLES:
@@ -1023,8 +976,10 @@ def main():
     ibans += [('iban DE89 3704 0044 0532 0130 00 ok', 'DE89 3704 0044 0532 0130 00', 'iban DE example, print form; in text'),
               ('iban:GB29NWBK60161331926819', 'GB29NWBK60161331926819', 'iban GB example, electronic form; in text')]
     add_positives('iban', 240, ibans, make_iban)
-    add_negatives(110, [(v, 'iban look-alike') for v in ['DE88370400440532013000', 'DE8937040044053201300',
-                   'XX89370400440532013000', 'ZZ29NWBK60161331926819', 'de89370400440532013000', 'gb29 nwbk 6016 1331 9268 19']],
+    add_negatives(110, table("""
+DE88370400440532013000 | wrong check digits || DE8937040044053201300 | 21 characters
+XX89370400440532013000 | unknown country XX || ZZ29NWBK60161331926819 | unknown country ZZ
+de89370400440532013000 | lowercase || gb29 nwbk 6016 1331 9268 19 | lowercase, print form"""),
                   neg_iban, 'iban')
     add_positives('email', 220, [one(v, 'email, edge or sample') for v in [
         'jane.doe+x@mail.example.co.uk', 'a@b.co', 'x_y%z@sub-domain.example.org', 'ops@example.abcdefghijklmnopqrstuvwx',
@@ -1032,23 +987,27 @@ def main():
         + [('to: jane.doe+x@mail.example.co.uk.', 'jane.doe+x@mail.example.co.uk', 'email; in sentence'),
            ('From: Jane Doe <jane@example.org>', 'jane@example.org', 'email; in mail header'),
            ('mailto:billing@example.net?subject=invoice', 'billing@example.net', 'email; in mailto link')], make_email)
-    add_negatives(70, [(v, 'email look-alike') for v in EMAIL_NEG], neg_email, 'email')
+    add_negatives(70, EMAIL_NEG, neg_email, 'email')
     add_positives('phone', 240, [one(v, 'phone, sample') for v in PHONE_FIXED]
                   + [(t, v, 'phone, sample; in sentence') for t, v in PHONE_FIXED_TEXT], make_phone)
-    add_negatives(140, [(v, 'phone look-alike') for v in PHONE_NEG], neg_phone, 'phone')
+    add_negatives(140, PHONE_NEG, neg_phone, 'phone')
     add_positives('aws_key', 100, [one('AKIAIOSFODNN7EXAMPLE', 'aws key, AWS documentation example'),
                   ('key AKIAIOSFODNN7EXAMPLE end', 'AKIAIOSFODNN7EXAMPLE', 'aws key; in text'),
                   ('AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE', 'AKIAIOSFODNN7EXAMPLE', 'aws key; in env file')], make_aws)
-    add_negatives(50, [(v, 'aws look-alike') for v in ['AKIAIOSFODNN7EXAMPLEX', 'akiaiosfodnn7example',
-                   'AKIAIOSFODNN7EXAMPL', 'AKIAIOSFODNN0EXAMPLE', 'ABCDIOSFODNN7EXAMPLE', 'xAKIAIOSFODNN7EXAMPLE']],
+    add_negatives(50, table("""
+AKIAIOSFODNN7EXAMPLEX | 17 characters after the prefix || akiaiosfodnn7example | lowercase
+AKIAIOSFODNN7EXAMPL | 15 characters after the prefix || AKIAIOSFODNN0EXAMPLE | '0' in the key
+ABCDIOSFODNN7EXAMPLE | prefix ABCD || xAKIAIOSFODNN7EXAMPLE | letter before"""),
                   neg_aws, 'aws_key')
     add_positives('jwt', 100, [one(JWT_IO, 'jwt HS256, jwt.io example'),
                   ('Authorization: Bearer ' + JWT_IO, JWT_IO, 'jwt HS256, jwt.io example; in HTTP header')], make_jwt)
-    add_negatives(50, [(v, 'jwt look-alike') for v in ['eyJhbGciOi.eyJzdWIiOiIx.abcdefghijklmnopq', 'api.example.com',
-                   'cdn.example.com/assets/app.min.js', 'v1.22.3', 'eyJournal.example.com']], neg_jwt, 'jwt')
+    add_negatives(50, table("""
+eyJhbGciOi.eyJzdWIiOiIx.abcdefghijklmnopq | first segment is not base64url JSON
+api.example.com | domain name || cdn.example.com/assets/app.min.js | URL path
+v1.22.3 | dotted version || eyJournal.example.com | domain name starting with eyJ"""), neg_jwt, 'jwt')
     add_positives('pem_key', 90, [], make_pem)
     add_negatives(40, [], neg_pem, 'pem_key')
-    add_negatives(340, [(v, 'general') for v in GENERAL_FIXED], general)
+    add_negatives(340, GENERAL_FIXED, general)
 
     esc = lambda s: s.replace('\\', '\\\\').replace('\t', '\\t').replace('\n', '\\n')
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
@@ -1090,7 +1049,6 @@ def main():
     print('card brands:', dict(Counter(n.split()[0] if not n.startswith('test') else n.split()[2].rstrip(',') for n in notes)))
     print('card layouts:', dict(Counter(n.split(';')[0].split(', ')[-1] for n in notes)))
     print('wrote', os.path.relpath(OUT))
-
 
 if __name__ == '__main__':
     main()

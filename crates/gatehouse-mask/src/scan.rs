@@ -118,8 +118,9 @@ fn stands_after(t: &[u8], j: usize) -> bool {
 
 /// Digit groups parsed from one token at a time.
 const MAX_GROUPS: usize = 64;
-/// A value spans at most this many groups (a 19-digit card in five groups, `1-212-555-0143`).
-const MAX_SPAN: usize = 6;
+/// A value spans at most this many groups (a 19-digit card in five groups, an E.164 number
+/// written in pairs: `+49 30 12 34 56 78 90`).
+const MAX_SPAN: usize = 8;
 
 #[derive(Clone, Copy, Default)]
 struct Group {
@@ -158,7 +159,8 @@ fn digits(t: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
             .position(|b| !b.is_ascii_digit())
             .unwrap_or(n - i);
         // Most digit runs stand alone and are too short for any value: skipped at once.
-        if stands_before(t, i) && (run_end - i >= 12 || continues(t, i, run_end)) {
+        let after_plus = i > 0 && t[i - 1] == b'+';
+        if stands_before(t, i) && (run_end - i >= 12 || after_plus || continues(t, i, run_end)) {
             i = number_token(t, i, kinds, out);
         } else {
             i = run_end;
@@ -270,10 +272,15 @@ fn number_token(t: &[u8], mut i: usize, kinds: KindSet, out: &mut Vec<Finding>) 
     }
 }
 
-/// A phone number's range includes its `+` or `(`.
+/// A phone number's range includes its `+`, or the `(` of its area code.
 fn value_start(t: &[u8], groups: &[Group], g: usize, kind: Kind) -> usize {
     let start = groups[g].start;
-    if kind == Kind::Phone && start > 0 && matches!(t[start - 1], b'+' | b'(') {
+    let opens = match t.get(start.wrapping_sub(1)) {
+        Some(b'+') => true,
+        Some(b'(') => groups[g].sep == b')',
+        _ => false,
+    };
+    if kind == Kind::Phone && start > 0 && opens {
         start - 1
     } else {
         start
@@ -373,7 +380,7 @@ fn phone(t: &[u8], span: &[Group], total: usize) -> bool {
         [3, 3, 4] if before == Some(b'(') && first.sep == b')' => {
             matches!(span[1].sep, b'-' | b'.' | b' ') && nanp(span[0], span[1])
         }
-        [3, 3, 4] => before != Some(b'(') && all_sep(b"-. ") && nanp(span[0], span[1]),
+        [3, 3, 4] => all_sep(b"-. ") && nanp(span[0], span[1]),
         [1, 3, 3, 4] => t[first.start] == b'1' && all_sep(b"-. ") && nanp(span[1], span[2]),
         _ => false,
     }
@@ -385,6 +392,7 @@ fn iban_at(t: &[u8], p: usize) -> Option<usize> {
     let mut chars = [0u8; 34];
     let mut k = 0;
     let mut j = p;
+    let mut first = true;
     loop {
         let start = j;
         while j < t.len() && alnum(t[j]) {
@@ -396,6 +404,11 @@ fn iban_at(t: &[u8], p: usize) -> Option<usize> {
             j += 1;
         }
         let group = j - start;
+        // Print form: every group after the first has at most four characters.
+        if !first && group > 4 {
+            return None;
+        }
+        first = false;
         if k == len {
             return validate::iban(&chars[..len]).then_some(j);
         }
