@@ -9,6 +9,8 @@
 #                     comparing one worker thread with one per CPU)
 #   gateway_policy, gateway_periodic_policy  fsync always / periodic with the global policy of
 #                     examples/bank-baseline.yaml (20 rules) on (not in the default set)
+#   gateway_masking, gateway_periodic_masking  fsync always / periodic with masking on: every
+#                     default detector over every value (not in the default set)
 #   pgbouncer         PgBouncer, session pooling, in front of the same database
 # at -c 1 (-j 1) and -c 8 (-j 2), in interleaved rounds, reporting medians.
 #
@@ -65,6 +67,9 @@ WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 # The bank baseline's global rules (20), for the *_policy targets.
 POLICY_FILE="$WORK/policy.yaml"
 sed -n '/^policy:/,$p' "$REPO/examples/bank-baseline.yaml" >"$POLICY_FILE"
+# Every default detector on every value, for the *_masking targets.
+MASK_FILE="$WORK/masking.yaml"
+printf 'policy:\n  masking:\n    rules:\n      - name: pii\n        detectors: default\n' >"$MASK_FILE"
 chmod 755 "$WORK"
 cleanup() {
     stop_started
@@ -105,6 +110,8 @@ for t in $TARGETS; do
         gateway_periodic_1w) start_gateway gateway_periodic_1w periodic "$REPO/target/release/gatehouse" 1 ;;
         gateway_policy) start_gateway gateway_policy always "$REPO/target/release/gatehouse" "" "$POLICY_FILE" ;;
         gateway_periodic_policy) start_gateway gateway_periodic_policy periodic "$REPO/target/release/gatehouse" "" "$POLICY_FILE" ;;
+        gateway_masking) start_gateway gateway_masking always "$REPO/target/release/gatehouse" "" "$MASK_FILE" ;;
+        gateway_periodic_masking) start_gateway gateway_periodic_masking periodic "$REPO/target/release/gatehouse" "" "$MASK_FILE" ;;
         pgbouncer) start_pgbouncer ;;
         baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;

@@ -140,6 +140,10 @@ pub struct ApprovalRequest {
     pub duration_secs: Option<u64>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub granted_until: Option<OffsetDateTime>,
+    /// The statement's real text when `statement` shows it masked: what the planner's row
+    /// estimate is asked about. Never stored or recorded.
+    #[serde(skip)]
+    pub planned_text: Option<String>,
 }
 
 /// What binds an approval: what exactly runs (the statement's text, with what it executes and
@@ -513,6 +517,7 @@ impl Approvals {
             closed_at: None,
             duration_secs: Some(secs),
             granted_until: None,
+            planned_text: None,
         };
         self.request(request.clone(), who).await?;
         Ok(request)
@@ -885,6 +890,7 @@ pub fn new_request(
         closed_at: None,
         duration_secs: None,
         granted_until: None,
+        planned_text: None,
     }
 }
 

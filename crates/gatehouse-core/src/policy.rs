@@ -125,6 +125,12 @@ pub trait Policy: Send + Sync {
         let _ = (identity, connection, granted);
         MaskVerdict::None
     }
+
+    /// Changes whenever the rules are replaced (a reload), so that what was chosen under the
+    /// old ones can be chosen again.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Allows everything: the policy until rules are configured.

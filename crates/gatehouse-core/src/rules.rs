@@ -16,12 +16,14 @@ pub const BLOCKED: &str = "42501";
 /// Guardrail rules, replaceable at run time.
 pub struct RulePolicy {
     current: RwLock<Arc<RuleSet>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RulePolicy {
     pub fn new(rules: RuleSet) -> Self {
         RulePolicy {
             current: RwLock::new(Arc::new(rules)),
+            generation: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -40,6 +42,8 @@ impl RulePolicy {
             Ok(mut guard) => *guard = rules,
             Err(poisoned) => *poisoned.into_inner() = rules,
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -113,6 +117,10 @@ impl Policy for RulePolicy {
             unseen: verdict.unseen,
             masking: verdict.masking,
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn masking(

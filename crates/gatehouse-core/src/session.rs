@@ -446,15 +446,17 @@ impl Session {
                         .collect::<Vec<_>>(),
                     "parameters": parameters,
                 });
-                let mut text = cap(&command.text, MAX_AUDITED_STATEMENT).0.to_owned();
-                if let Some(masker) = ruling.masking.kept() {
-                    let mut counts = crate::mask::Counts::default();
-                    if let Some(masked) = masker.mask_copy(text.as_bytes(), &mut counts) {
-                        text = String::from_utf8_lossy(&masked).into_owned();
-                    }
-                }
-                let text = text.as_str();
-                Ok(Admission::Hold(Hold::New(Box::new(new_request(
+                let mut effect = effect;
+                let masked = ruling.masking.kept().and_then(|m| {
+                    mask_json_strings(m, &mut effect["parameters"]);
+                    mask_statement(m, &command.text, &mut crate::mask::Counts::default())
+                });
+                let text = cap(
+                    masked.as_deref().unwrap_or(&command.text),
+                    MAX_AUDITED_STATEMENT,
+                )
+                .0;
+                let mut request = new_request(
                     &self.identity,
                     &self.connection.name,
                     &self.id,
@@ -464,7 +466,11 @@ impl Session {
                     &pending.reason,
                     effect,
                     &pending.spec,
-                )))))
+                );
+                if masked.is_some() {
+                    request.planned_text = Some(command.text.to_string());
+                }
+                Ok(Admission::Hold(Hold::New(Box::new(request))))
             }
         }
     }
@@ -514,6 +520,11 @@ impl Session {
         }
     }
 
+    /// Changes whenever the policy is replaced.
+    pub fn policy_generation(&self) -> u64 {
+        self.gate.inner.policy.generation()
+    }
+
     /// The masking that applies to this session's caller now.
     pub fn masking(&self) -> MaskVerdict {
         self.gate
@@ -558,7 +569,11 @@ impl Session {
         statement: Statement<'_>,
         refusal: Refusal,
     ) -> Result<Refused, AuditError> {
-        self.refuse_with(statement, refusal, &Ruling::allow())
+        let ruling = Ruling {
+            masking: self.masking(),
+            ..Ruling::allow()
+        };
+        self.refuse_with(statement, refusal, &ruling)
     }
 
     fn refuse_with(
@@ -722,52 +737,52 @@ impl Session {
         if let Some(encoding) = command.decoded_from {
             detail.insert("client_encoding".into(), encoding.into());
         }
+        // What the gateway keeps is masked like what the caller is shown: the whole text first,
+        // then cut, so no value is split by the cut.
         let mut masked_in_text = crate::mask::Counts::default();
-        let recorded = if text.len() > MAX_AUDITED_STATEMENT {
-            let half = MAX_AUDITED_STATEMENT / 2;
-            let head = cap(text, half).0;
-            let mut tail_start = text.len() - half;
-            while !text.is_char_boundary(tail_start) {
-                tail_start += 1;
-            }
-            detail.insert("statement_truncated".into(), true.into());
-            detail.insert("statement_bytes".into(), text.len().into());
+        let masked = ruling
+            .masking
+            .kept()
+            .and_then(|m| mask_statement(m, text, &mut masked_in_text));
+        let shown: &str = masked.as_deref().unwrap_or(text);
+        if masked.is_some() || text.len() > MAX_AUDITED_STATEMENT {
             detail.insert(
                 "statement_sha256".into(),
                 hex::encode(Sha256::digest(text.as_bytes())).into(),
             );
-            let mut tail = text[tail_start..].to_owned();
-            if let Some(masker) = ruling.masking.kept() {
-                let mut counts = crate::mask::Counts::default();
-                if let Some(masked) = masker.mask_copy(tail.as_bytes(), &mut counts) {
-                    tail = String::from_utf8_lossy(&masked).into_owned();
-                }
-                masked_in_text.merge(&counts);
+        }
+        let recorded = if shown.len() > MAX_AUDITED_STATEMENT {
+            let half = MAX_AUDITED_STATEMENT / 2;
+            let head = cap(shown, half).0;
+            let mut tail_start = shown.len() - half;
+            while !shown.is_char_boundary(tail_start) {
+                tail_start += 1;
             }
-            detail.insert("statement_tail".into(), tail.into());
+            detail.insert("statement_truncated".into(), true.into());
+            detail.insert("statement_bytes".into(), text.len().into());
+            detail.insert("statement_tail".into(), shown[tail_start..].into());
             head.to_owned()
         } else {
-            text.to_string()
+            shown.to_owned()
         };
-        // What the gateway keeps is masked like what the caller is shown.
-        let recorded = match ruling.masking.kept() {
-            Some(masker) => {
-                let mut counts = crate::mask::Counts::default();
-                let masked = masker.mask_copy(recorded.as_bytes(), &mut counts);
-                masked_in_text.merge(&counts);
-                if !masked_in_text.is_empty() {
-                    detail.insert(
-                        "masked_in_text".into(),
-                        counts_json(masker, &masked_in_text),
-                    );
-                }
-                match masked {
-                    Some(m) => String::from_utf8_lossy(&m).into_owned(),
-                    None => recorded,
+        if let Some(masker) = ruling.masking.kept() {
+            if !masked_in_text.is_empty() {
+                detail.insert(
+                    "masked_in_text".into(),
+                    counts_json(masker, &masked_in_text),
+                );
+            }
+            // Names are the client's to choose: a value fits in one.
+            for key in ["portal", "prepared"] {
+                if let Some(serde_json::Value::String(name)) = detail.get(key) {
+                    let mut counts = crate::mask::Counts::default();
+                    if let Some(m) = masker.mask_copy(name.as_bytes(), &mut counts) {
+                        let m = String::from_utf8_lossy(&m).into_owned();
+                        detail.insert(key.into(), m.into());
+                    }
                 }
             }
-            None => recorded,
-        };
+        }
         match &ruling.masking {
             MaskVerdict::Mask { rule, .. } => {
                 detail.insert("masking".into(), rule.as_ref().into());
@@ -916,4 +931,46 @@ pub(crate) fn counts_json(
         .map(|(kind, n)| (masker.kind_name(kind).to_owned(), n.into()))
         .collect();
     serde_json::Value::Object(map)
+}
+
+/// A statement's text with the values in it masked, or `None` when it holds none. Only values
+/// that cover no code are masked (see [`gatehouse_inspect::tokens`]): the record never hides
+/// what ran.
+pub(crate) fn mask_statement(
+    masker: &crate::mask::Masker,
+    text: &str,
+    counts: &mut crate::mask::Counts,
+) -> Option<String> {
+    let mut findings = Vec::new();
+    masker.find(text.as_bytes(), &mut findings);
+    if findings.is_empty() {
+        return None;
+    }
+    if let Some(code) = gatehouse_inspect::tokens::code_ranges(text) {
+        findings.retain(|f| !code.iter().any(|r| r.start < f.end && f.start < r.end));
+    }
+    if findings.is_empty() {
+        return None;
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    masker.apply(&mut bytes, &findings, counts);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Masks every string in a JSON value (an approval request's bound parameters).
+fn mask_json_strings(masker: &crate::mask::Masker, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some(m) = masker.mask_copy(s.as_bytes(), &mut crate::mask::Counts::default()) {
+                *s = String::from_utf8_lossy(&m).into_owned();
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| mask_json_strings(masker, v))
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().for_each(|v| mask_json_strings(masker, v))
+        }
+        _ => {}
+    }
 }

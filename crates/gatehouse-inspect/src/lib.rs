@@ -4,4 +4,5 @@ pub mod analyze;
 pub mod effects;
 pub mod shape;
 pub mod sql;
+pub mod tokens;
 mod tree;

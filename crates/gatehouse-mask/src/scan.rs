@@ -105,8 +105,14 @@ fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
+/// Before `i` is no letter or digit, or only the letter of a backslash escape (`\n`, `\t`, …)
+/// as JSON and COPY text write control characters.
 fn stands_before(t: &[u8], i: usize) -> bool {
-    i == 0 || !alnum(t[i - 1])
+    i == 0
+        || !alnum(t[i - 1])
+        || (i >= 2
+            && t[i - 2] == b'\\'
+            && matches!(t[i - 1], b'b' | b'f' | b'n' | b'r' | b't' | b'v'))
 }
 
 fn stands_after(t: &[u8], j: usize) -> bool {
@@ -543,6 +549,9 @@ fn jwts(t: &[u8], out: &mut Vec<Finding>) {
 
 fn pem_keys(t: &[u8], out: &mut Vec<Finding>) {
     let mut after = 0;
+    // Labels whose END line is not in the rest of the text: no later BEGIN of theirs can end
+    // either (so hostile text of many BEGIN lines costs one search per label, not per line).
+    let mut unended: Vec<&[u8]> = Vec::new();
     for p in PEM.find_iter(t) {
         if p < after {
             continue;
@@ -553,7 +562,7 @@ fn pem_keys(t: &[u8], out: &mut Vec<Finding>) {
             continue;
         };
         let label = &window[..label_len];
-        if !label.ends_with(b"PRIVATE KEY") {
+        if !label.ends_with(b"PRIVATE KEY") || unended.contains(&label) {
             continue;
         }
         let mut end_line = Vec::with_capacity(label.len() + 14);
@@ -569,6 +578,8 @@ fn pem_keys(t: &[u8], out: &mut Vec<Finding>) {
                 end,
             });
             after = end;
+        } else {
+            unended.push(label);
         }
     }
 }
@@ -666,6 +677,24 @@ mod tests {
         }
         let t = b"ab1cdefghij2";
         assert_eq!(next_digit(t, 3), Some(11));
+    }
+
+    #[test]
+    fn escaped_control_characters_are_boundaries() {
+        assert_eq!(
+            found(r#"{"note":"\n4111 1111 1111 1111\t"}"#),
+            [(Kind::Card, "4111 1111 1111 1111")]
+        );
+        assert_eq!(found(r"1\t123-45-6789\n"), [(Kind::Ssn, "123-45-6789")]);
+    }
+
+    #[test]
+    fn many_unended_private_key_lines_cost_one_search() {
+        let text = "-----BEGIN PRIVATE KEY-----\n".repeat(50_000);
+        let started = std::time::Instant::now();
+        assert_eq!(found(&text), []);
+        // Quadratic would be 50,000 searches of ~1.4 MB: minutes, not milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

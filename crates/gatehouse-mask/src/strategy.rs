@@ -84,14 +84,24 @@ pub(crate) fn replace(
         }
         Strategy::Full | Strategy::Null => out.fill(b'*'),
         Strategy::Hash => {
+            // One HMAC over the value; longer outputs are expanded from its digest, so the
+            // cost is linear in the value's length.
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            mac.update(canonical);
+            let digest = mac.finalize().into_bytes();
             let mut written = 0;
             let mut block = 0u32;
             while written < out.len() {
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
-                    .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-                mac.update(canonical);
-                mac.update(&block.to_be_bytes());
-                let hex = hex::encode(mac.finalize().into_bytes());
+                let hex = if block == 0 {
+                    hex::encode(digest)
+                } else {
+                    use sha2::Digest;
+                    let mut h = Sha256::new();
+                    h.update(digest);
+                    h.update(block.to_be_bytes());
+                    hex::encode(h.finalize())
+                };
                 let n = hex.len().min(out.len() - written);
                 out[written..written + n].copy_from_slice(&hex.as_bytes()[..n]);
                 written += n;

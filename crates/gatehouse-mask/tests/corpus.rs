@@ -77,7 +77,10 @@ fn known_answers() {
             t.negatives += 1;
             if !findings.is_empty() {
                 t.false_positives += 1;
-                wrong.push(format!("false positive {kinds:?}: {:?} ({})", line.text, line.note));
+                wrong.push(format!(
+                    "false positive {kinds:?}: {:?} ({})",
+                    line.text, line.note
+                ));
             }
             continue;
         }
@@ -116,6 +119,11 @@ fn known_answers() {
         let t = &tally[must];
         assert_eq!(t.found, t.positives, "every valid {must} is masked");
     }
-    assert!(wrong.is_empty(), "{} lines read wrongly:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} lines read wrongly:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert_eq!(Kind::from_name("card"), Some(Kind::Card));
 }

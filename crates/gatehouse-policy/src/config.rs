@@ -255,9 +255,17 @@ pub fn resolve(
 fn resolve_masking(checks: &mut dyn Checks, raw: RawMasking) -> Vec<MaskRule> {
     use gatehouse_mask::{HashKey, Kind, Masker, Pattern, Strategy};
     let key = match &raw.hash_key {
-        Some(reference) => checks
-            .secret(&["policy", "masking", "hash_key"], reference)
-            .map(|k| HashKey::new(k.into_bytes())),
+        Some(reference) => {
+            let at = ["policy", "masking", "hash_key"];
+            match checks.secret(&at, reference) {
+                // An empty value stands in where secrets are not read (offline tools).
+                Some(k) if !k.is_empty() && k.len() < 16 => {
+                    checks.error(&at, "the hash key must be at least 16 bytes: a short key makes hashed values guessable");
+                    None
+                }
+                k => k.map(|k| HashKey::new(k.into_bytes())),
+            }
+        }
         None => None,
     };
     let mut names = std::collections::HashSet::new();

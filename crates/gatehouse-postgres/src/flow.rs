@@ -159,6 +159,8 @@ pub struct Flow {
     /// The masking of the session's caller, as of the latest statement: ops take it when
     /// they are queued.
     pub masking: MaskVerdict,
+    /// The policy generation `masking` was chosen under.
+    pub masking_generation: u64,
 }
 
 impl Default for Flow {
@@ -182,6 +184,7 @@ impl Flow {
             names: Names::default(),
             encoding,
             masking: MaskVerdict::None,
+            masking_generation: 0,
         }
     }
 }

@@ -47,6 +47,10 @@ pub fn loaded_event(
         "trigger": trigger.as_str(),
     });
     if let Some(map) = detail.as_object_mut() {
+        let masking = config.policy.masking().len();
+        if masking > 0 {
+            map.insert("masking_rules".into(), masking.into());
+        }
         if let Some(previous) = previous {
             map.insert("previous".into(), previous.into());
         }

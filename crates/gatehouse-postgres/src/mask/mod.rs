@@ -23,6 +23,22 @@ use std::sync::Arc;
 /// value found across chunks (a PEM key, a JWT) fits in it.
 pub const WINDOW: usize = 64 * 1024;
 
+/// Settings whose values the client reads the protocol by: never masked.
+const PROTOCOL_SETTINGS: &[&[u8]] = &[
+    b"client_encoding",
+    b"server_encoding",
+    b"DateStyle",
+    b"IntervalStyle",
+    b"integer_datetimes",
+    b"standard_conforming_strings",
+    b"TimeZone",
+    b"server_version",
+    b"is_superuser",
+    b"in_hot_standby",
+    b"default_transaction_read_only",
+    b"scram_iterations",
+];
+
 /// Whether messages of this type carry text that masking reads.
 pub fn masks(tag: u8) -> bool {
     matches!(tag, b'D' | b'E' | b'N' | b'A' | b'S' | b'd' | b'T' | b'V')
@@ -61,13 +77,17 @@ pub struct MessageMasker {
     masker: Arc<Masker>,
     tag: u8,
     state: State,
-    header: Vec<u8>,
+    /// Structure bytes read so far (at most four).
+    header: [u8; 4],
+    header_len: usize,
     /// The value being read: held back until it ends, or sent but for the window.
     pending: Vec<u8>,
     /// DataRow fields or RowDescription columns still to come.
     left: u32,
     /// Strings of a NotificationResponse or ParameterStatus already read.
     strings: u8,
+    /// A ParameterStatus of a setting that is the protocol's, not data.
+    protocol_setting: bool,
     /// The whole message is in hand (the `null` strategy can then shorten it).
     whole: bool,
     /// Where the current DataRow field's length went in `out` (whole messages).
@@ -95,10 +115,12 @@ impl MessageMasker {
             masker,
             tag,
             state,
-            header: Vec::with_capacity(4),
+            header: [0; 4],
+            header_len: 0,
             pending: Vec::new(),
             left: 0,
             strings: 0,
+            protocol_setting: false,
             whole,
             length_at: 0,
             shrunk: 0,
@@ -132,7 +154,12 @@ impl MessageMasker {
                 State::Fixed(left, next) => {
                     let n = left.min(body.len());
                     out.extend_from_slice(&body[..n]);
-                    self.header.extend_from_slice(&body[..n]);
+                    // Only counts and lengths are read (at most four bytes); a column's
+                    // 18 trailing bytes are passed unread.
+                    let keep = n.min(4 - self.header_len.min(4));
+                    self.header[self.header_len..self.header_len + keep]
+                        .copy_from_slice(&body[..keep]);
+                    self.header_len += keep;
                     body = &body[n..];
                     if n == left {
                         self.structure(next, out);
@@ -142,6 +169,15 @@ impl MessageMasker {
                 }
                 State::Counted(left) => {
                     let n = left.min(body.len());
+                    if n == left && self.pending.is_empty() {
+                        // The whole value is here: masked where it lands in the output.
+                        let at = out.len();
+                        out.extend_from_slice(&body[..n]);
+                        body = &body[n..];
+                        self.mask_region(out, at);
+                        self.after_counted(out);
+                        continue;
+                    }
                     self.pending.extend_from_slice(&body[..n]);
                     body = &body[n..];
                     if n == left {
@@ -155,14 +191,21 @@ impl MessageMasker {
                 State::Cstring { masked } => {
                     let end = memchr::memchr(0, body);
                     let n = end.unwrap_or(body.len());
-                    if masked {
-                        self.pending.extend_from_slice(&body[..n]);
-                    } else {
+                    let at = out.len();
+                    if self.tag == b'S' && self.strings == 0 {
+                        self.protocol_setting = PROTOCOL_SETTINGS.contains(&&body[..n]);
+                    }
+                    let direct = !masked || (end.is_some() && self.pending.is_empty());
+                    if direct {
                         out.extend_from_slice(&body[..n]);
+                    } else {
+                        self.pending.extend_from_slice(&body[..n]);
                     }
                     body = &body[n..];
                     if end.is_some() {
-                        if masked {
+                        if masked && direct {
+                            self.mask_region(out, at);
+                        } else if masked {
                             self.end_value(out);
                         }
                         out.put_u8(0);
@@ -189,7 +232,8 @@ impl MessageMasker {
     }
 
     fn structure(&mut self, next: Next, out: &mut BytesMut) {
-        let h = std::mem::take(&mut self.header);
+        let h = self.header;
+        self.header_len = 0;
         let int16 = || u32::from(u16::from_be_bytes([h[0], h[1]]));
         let int32 = || i32::from_be_bytes([h[0], h[1], h[2], h[3]]);
         self.state = match next {
@@ -229,7 +273,8 @@ impl MessageMasker {
 
     fn next_field(&mut self, out: &BytesMut) -> State {
         if self.left == 0 {
-            return State::Pass;
+            // A valid row ends here; anything after its fields is read as text, not passed.
+            return State::Rest;
         }
         self.left -= 1;
         self.length_at = out.len();
@@ -250,36 +295,40 @@ impl MessageMasker {
             b'T' => State::Fixed(18, Next::ColumnTail),
             // The channel, then the payload.
             b'A' if self.strings == 1 => State::Cstring { masked: true },
-            // The name, then the value.
-            b'S' if self.strings == 1 => State::Cstring { masked: true },
+            // The name, then the value (settings the client's protocol reading depends on are
+            // passed as they are).
+            b'S' if self.strings == 1 => State::Cstring {
+                masked: !self.protocol_setting,
+            },
             _ => State::Pass,
         };
     }
 
     /// A value is complete: mask all of it and send it.
     fn end_value(&mut self, out: &mut BytesMut) {
-        let mut value = std::mem::take(&mut self.pending);
-        let numeric = self.tag == b'D' && is_number(&value);
+        let at = out.len();
+        out.extend_from_slice(&self.pending);
+        self.pending.clear();
+        self.mask_region(out, at);
+    }
+
+    /// Masks the value that is `out[at..]`, in place.
+    fn mask_region(&mut self, out: &mut BytesMut, at: usize) {
+        let numeric = self.tag == b'D' && is_number(&out[at..]);
         let result = self
             .masker
-            .mask_in_place(&mut value, &mut self.scratch, &mut self.counts);
+            .mask_in_place(&mut out[at..], &mut self.scratch, &mut self.counts);
         match result {
-            Masked::Unchanged => out.extend_from_slice(&value),
+            Masked::Unchanged => {}
             Masked::Null if self.tag == b'D' && self.whole => {
                 // The field becomes NULL: its length says -1 and its bytes go.
+                self.shrunk += out.len() - at;
                 out.truncate(self.length_at);
                 out.put_i32(-1);
-                self.shrunk += value.len();
             }
-            _ => {
-                if numeric {
-                    as_digits(&mut value);
-                }
-                out.extend_from_slice(&value);
-            }
+            _ if numeric => as_digits(&mut out[at..]),
+            _ => {}
         }
-        value.clear();
-        self.pending = value;
     }
 
     /// A value still streaming: sends what is surely complete, holding back the window.
@@ -287,19 +336,30 @@ impl MessageMasker {
         if self.pending.len() < 2 * WINDOW {
             return;
         }
-        self.masker.find(&self.pending, &mut self.scratch);
         let len = self.pending.len();
+        // Cut just after a byte no value contains, so the next pass starts where a value may
+        // start and reads it as a whole scan would.
         let mut cut = len - WINDOW;
-        // A value running to the end of what is here may go on: it stays, with all after it.
-        for f in &self.scratch {
-            if f.end >= len {
-                cut = cut.min(f.start);
-            }
+        let from = len - 2 * WINDOW;
+        if let Some(k) = self.pending[from..cut]
+            .iter()
+            .rposition(|b| outside_values(*b))
+        {
+            cut = from + k + 1;
         }
-        // Values that started before the cut are complete: masked whole and sent.
+        self.masker.find(&self.pending, &mut self.scratch);
         let mut findings = std::mem::take(&mut self.scratch);
         findings.retain(|f| f.start < cut);
-        let sent = findings.iter().map(|f| f.end).fold(cut, usize::max);
+        // Values that started before the cut are masked and sent whole. One still running at
+        // the end of what is here is longer than the window: it is masked up to the cut (the
+        // held-back part stays bounded; its rest is scanned on its own).
+        let mut sent = cut;
+        for f in &mut findings {
+            if f.end >= len {
+                f.end = cut;
+            }
+            sent = sent.max(f.end);
+        }
         self.masker
             .apply(&mut self.pending[..sent], &findings, &mut self.counts);
         out.extend_from_slice(&self.pending[..sent]);
@@ -307,6 +367,11 @@ impl MessageMasker {
         findings.clear();
         self.scratch = findings;
     }
+}
+
+/// A byte that is in no detector's values (control characters, quotes, most punctuation).
+fn outside_values(b: u8) -> bool {
+    !b.is_ascii_alphanumeric() && !b" -.()+@_%=/".contains(&b)
 }
 
 /// A value that is a number as PostgreSQL writes one (a sign, digits, at most one point): an

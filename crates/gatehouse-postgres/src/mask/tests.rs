@@ -181,3 +181,47 @@ fn a_value_split_across_chunks_is_found_at_every_split() {
         assert_eq!(counts.get(Kind::Ssn), 1, "piece size {size}");
     }
 }
+
+#[test]
+fn a_value_longer_than_the_window_is_masked_up_to_the_cut_and_memory_stays_bounded() {
+    let m = masker(Strategy::Full);
+    // A JWT whose signature never ends within the window.
+    let mut value = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.".to_vec();
+    value.extend(std::iter::repeat_n(b'A', 8 * WINDOW));
+    let raw = data_row(&[Some(&value)]);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&raw[..5]);
+    let mut mm = MessageMasker::new(m.clone(), b'D', false);
+    let mut most_held = 0;
+    for piece in raw[5..].chunks(4096) {
+        mm.feed(piece, &mut out);
+        most_held = most_held.max(mm.pending.len());
+    }
+    mm.finish(&mut out);
+    assert!(most_held <= 2 * WINDOW + 4096, "held back {most_held}");
+    assert_eq!(out.len(), raw.len());
+    assert!(!String::from_utf8_lossy(&out).contains("eyJhbGciOiJIUzI1NiJ9"));
+}
+
+#[test]
+fn a_cut_inside_digit_groups_does_not_split_values_differently() {
+    let m = masker(Strategy::Partial);
+    // Digit groups with spaces only, then punctuation the cut can use.
+    let mut value = Vec::new();
+    while value.len() < 3 * WINDOW {
+        value.extend_from_slice(b"order; 56009 4111 1111 1111 1111, ");
+    }
+    let raw = data_row(&[Some(&value)]);
+    let (expect, _) = whole(&m, &raw);
+    for size in [1000, 4096, 65_536, 77_777] {
+        let (out, _) = streamed(&m, &raw, size);
+        assert!(out == expect, "piece size {size}");
+    }
+}
+
+#[test]
+fn protocol_settings_pass_and_others_are_masked() {
+    let m = masker(Strategy::Full);
+    let raw = message(b'S', b"client_encoding\0UTF8\0");
+    assert_eq!(whole(&m, &raw).0, raw);
+}

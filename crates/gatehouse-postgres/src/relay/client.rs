@@ -364,20 +364,21 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         let no_functions = request.effect["functions"]
             .as_array()
             .is_some_and(Vec::is_empty);
+        // The real text: the request shows it masked where it holds values.
+        let text = request
+            .planned_text
+            .clone()
+            .unwrap_or_else(|| request.statement.clone());
         let one_write = request.effect["kind"] == "write"
             && request.effect["text_known"] == true
             && no_functions
             && request.effect["parameters"].is_null()
-            && !request
-                .statement
-                .trim_end()
-                .trim_end_matches(';')
-                .contains(';')
-            && request.statement.len() < 64 * 1024;
+            && !text.trim_end().trim_end_matches(';').contains(';')
+            && text.len() < 64 * 1024;
         if !one_write {
             return;
         }
-        let estimate = estimator.rows(&request.statement).await;
+        let estimate = estimator.rows(&text).await;
         if let serde_json::Value::Object(effect) = &mut request.effect {
             match estimate {
                 Ok(rows) => {
@@ -415,8 +416,14 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
         };
         let body = &raw[5..];
         self.chunks = Chunks::Forward;
+        let generation = self.session.policy_generation();
         let (full, copy, doomed) = {
-            let flow = self.shared.flow();
+            let mut flow = self.shared.flow();
+            // A reload since the masking was chosen: the ops queued from now take the new one.
+            if flow.masking_generation != generation {
+                flow.masking = self.session.masking();
+                flow.masking_generation = generation;
+            }
             (
                 flow.in_flight() >= MAX_OPS_IN_FLIGHT,
                 flow.copy,

@@ -135,6 +135,7 @@ where
     let mut client_w = session.client_writer(client_w);
     let mut upstream_w = session.upstream_writer(upstream_w);
     let mut flow = Flow::new(initial.encoding);
+    flow.masking_generation = session.policy_generation();
     flow.masking = session.masking();
     let shared = Shared {
         flow: Mutex::new(flow),

@@ -62,8 +62,10 @@ where
                         masker.feed(&raw, &mut out);
                     }
                     if *left == 0 {
-                        masker.finish(&mut out);
-                        shared.flow().add_masked(&masker.counts);
+                        if relay_chunks {
+                            masker.finish(&mut out);
+                            shared.flow().add_masked(&masker.counts);
+                        }
                         streaming = None;
                     }
                 } else if relay_chunks {
@@ -101,7 +103,20 @@ where
                     masker.feed(body, &mut out);
                     true
                 }
-                _ => match mask::masks(tag).then(|| flow.shown_masker()).flatten() {
+                _ => match mask::masks(tag)
+                    .then(|| {
+                        // Outside any op (a notification to an idle listener), after a reload:
+                        // the masking the caller has now.
+                        if flow.in_flight() == 0
+                            && flow.masking_generation != session.policy_generation()
+                        {
+                            flow.masking_generation = session.policy_generation();
+                            flow.masking = session.masking();
+                        }
+                        flow.shown_masker()
+                    })
+                    .flatten()
+                {
                     Some(masker) => {
                         let counts = MessageMasker::whole(masker, &raw, &mut out);
                         flow.add_masked(&counts);

@@ -12,7 +12,7 @@ const RULES: &str = "policy:
     - name: ledger-writes-need-approval
       action: approve
       reason: writes to the ledger need a second person
-      approval: { approvers: [dba], hold: 6s, valid_for: 10m }
+      approval: { approvers: [dba], hold: 12s, valid_for: 10m }
       match: { tables_written: [ledger] }
     - name: drops-need-two
       action: approve

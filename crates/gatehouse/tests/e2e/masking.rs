@@ -141,6 +141,8 @@ fn psql_sees_masked_values_in_every_query_shape_copy_error_and_notification() {
         .contains(WRITTEN));
 
     assert_clean("what psql showed", &seen);
+    let loaded = gateway.events_of_kind("policy.loaded");
+    assert_eq!(loaded[0]["what"]["detail"]["masking_rules"], 1);
     let audit = audit_text(&gateway);
     assert_clean("the audit log", &audit);
 
@@ -268,4 +270,39 @@ fn an_exempt_group_sees_values_and_the_record_says_so_and_stays_masked() {
         "SELECT pan FROM cards WHERE pan = '**** **** **** 1111'"
     );
     assert_clean("the audit log", &audit_text(&gateway));
+}
+
+#[test]
+fn a_reload_that_adds_masking_applies_to_the_next_statement_of_an_open_session() {
+    let (cluster, gateway) = cluster_and_gateway();
+    cluster.psql_admin(&format!(
+        "CREATE TABLE cards (pan text); INSERT INTO cards VALUES ('{PAN}')"
+    ));
+    let original = std::fs::read_to_string(&gateway.config_path).unwrap();
+    runtime().block_on(async {
+        let (client, _conn) = gateway.main_client().await;
+        let pan = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, String>(0);
+        assert_eq!(
+            pan(client.query("SELECT pan FROM cards", &[]).await.unwrap()),
+            PAN
+        );
+        std::fs::write(&gateway.config_path, format!("{original}{MASKING}")).unwrap();
+        gateway.wait_for_event("policy.loaded", |e| {
+            e["kind"] == "policy.loaded" && e["what"]["detail"]["masking_rules"] == 1
+        });
+        // Its record lands a moment before it takes effect.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let shown = pan(client.query("SELECT pan FROM cards", &[]).await.unwrap());
+            if shown == "**** **** **** 1111" {
+                break;
+            }
+            assert_eq!(shown, PAN);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "masking never took effect"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
 }
