@@ -306,3 +306,35 @@ fn a_reload_that_adds_masking_applies_to_the_next_statement_of_an_open_session()
         }
     });
 }
+
+#[test]
+fn refused_statements_are_recorded_masked_and_masking_never_hides_code() {
+    let rules = format!(
+        "{MASKING}  rules:\n    - name: no-truncate\n      action: block\n      reason: TRUNCATE removes every row\n      match: {{ statements: [TRUNCATE] }}\n"
+    );
+    let (cluster, gateway) = cluster_and_gateway_with(|b| b.top(&rules));
+    cluster.psql_admin("CREATE TABLE notes (body text)");
+    let out = gateway.psql_args("main", &["-c", &format!("TRUNCATE notes /* {PAN} */")]);
+    assert!(!out.status.success());
+    let blocked = gateway
+        .statements_matching(|s| s.starts_with("TRUNCATE notes"))
+        .pop()
+        .expect("the refusal's record");
+    assert_eq!(blocked["what"]["detail"]["decision"], "block");
+    assert_eq!(
+        blocked["what"]["statement"],
+        "TRUNCATE notes /* **** **** **** 1111 */"
+    );
+
+    // Comment lines shaped like a private key around a DROP: the DROP runs, and the record
+    // shows it (a value never covers code).
+    let sneaky = "SELECT 1 -- -----BEGIN PRIVATE KEY-----\n; DROP TABLE notes; --\n-- -----END PRIVATE KEY-----";
+    let out = gateway.psql_args("main", &["-c", sneaky]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record = gateway
+        .statements_matching(|s| s.starts_with("SELECT 1 --"))
+        .pop()
+        .expect("its record");
+    assert_eq!(record["what"]["statement"], sneaky);
+    assert_clean("the audit log", &audit_text(&gateway));
+}
