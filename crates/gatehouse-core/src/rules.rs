@@ -52,8 +52,6 @@ impl Policy for RulePolicy {
         let rules = self.current();
         let identity = statement.identity;
         let command = statement.command;
-        let principal = identity.principal();
-        let actors: Vec<&str> = identity.actors.iter().map(|a| a.subject.as_str()).collect();
         let unseen = if let Step::FunctionCall { .. } = statement.step {
             Some("a direct function call (fastpath) names only a function's object id")
         } else if !command.known {
@@ -63,20 +61,14 @@ impl Policy for RulePolicy {
         } else {
             None
         };
-        let verdict = rules.decide(&Request {
-            caller: Caller {
-                principal: &principal,
-                subject: &identity.subject,
-                groups: &identity.groups,
-                actors: &actors,
-                claims: &identity.claims,
-                granted: statement.granted,
-            },
-            connection: &statement.connection.name,
-            statements: &command.classification.detail,
+        let verdict = with_request(
+            identity,
+            &statement.connection.name,
+            statement.granted,
+            &command.classification.detail,
             unseen,
-            now: time::OffsetDateTime::now_utc(),
-        });
+            |request| rules.decide(request),
+        );
         let decision = match verdict.action {
             Action::Allow => Decision::Allow {
                 plan: ResponsePlan {
@@ -133,21 +125,35 @@ impl Policy for RulePolicy {
         if rules.masking().is_empty() {
             return MaskVerdict::None;
         }
-        let principal = identity.principal();
-        let actors: Vec<&str> = identity.actors.iter().map(|a| a.subject.as_str()).collect();
-        rules.masking_for(&Request {
-            caller: Caller {
-                principal: &principal,
-                subject: &identity.subject,
-                groups: &identity.groups,
-                actors: &actors,
-                claims: &identity.claims,
-                granted,
-            },
-            connection: &connection.name,
-            statements: &[],
-            unseen: None,
-            now: time::OffsetDateTime::now_utc(),
+        with_request(identity, &connection.name, granted, &[], None, |request| {
+            rules.masking_for(request)
         })
     }
+}
+
+/// The policy's view of a caller on a connection, with the statements to decide.
+fn with_request<R>(
+    identity: &crate::Identity,
+    connection: &str,
+    granted: bool,
+    statements: &[gatehouse_inspect::analyze::StatementInfo],
+    unseen: Option<&str>,
+    f: impl FnOnce(&Request<'_>) -> R,
+) -> R {
+    let principal = identity.principal();
+    let actors: Vec<&str> = identity.actors.iter().map(|a| a.subject.as_str()).collect();
+    f(&Request {
+        caller: Caller {
+            principal: &principal,
+            subject: &identity.subject,
+            groups: &identity.groups,
+            actors: &actors,
+            claims: &identity.claims,
+            granted,
+        },
+        connection,
+        statements,
+        unseen,
+        now: time::OffsetDateTime::now_utc(),
+    })
 }

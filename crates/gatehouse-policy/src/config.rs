@@ -370,7 +370,8 @@ fn resolve_masking(checks: &mut dyn Checks, raw: RawMasking) -> Vec<MaskRule> {
                 None
             }
         };
-        let m = rule.matcher.unwrap_or_default();
+        let mut m = rule.matcher.unwrap_or_default();
+        let caller = caller_matcher(&mut m);
         let statement_level = m.kinds.is_some()
             || m.statements.is_some()
             || m.tables.is_some()
@@ -393,22 +394,7 @@ fn resolve_masking(checks: &mut dyn Checks, raw: RawMasking) -> Vec<MaskRule> {
             }
             None => None,
         };
-        let matcher = Matcher {
-            subjects: m.subjects.unwrap_or_default(),
-            groups: m.groups.unwrap_or_default(),
-            claims: m
-                .claims
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_vec()))
-                .collect(),
-            actors: m.actors.unwrap_or_default(),
-            delegated: m.delegated,
-            connections: m.connections.unwrap_or_default(),
-            grant: m.grant,
-            time,
-            ..Matcher::default()
-        };
+        let matcher = Matcher { time, ..caller };
         if let (true, Some(masker)) = (ok, masker) {
             out.push(MaskRule {
                 name: rule.name,
@@ -514,7 +500,8 @@ fn resolve_rule(
             })
         }
     };
-    let m = raw.matcher.unwrap_or_default();
+    let mut m = raw.matcher.unwrap_or_default();
+    let caller = caller_matcher(&mut m);
     let mut statements = Vec::new();
     for (i, s) in m.statements.unwrap_or_default().into_iter().enumerate() {
         let words: Vec<String> = s.split_whitespace().map(str::to_ascii_uppercase).collect();
@@ -563,18 +550,6 @@ fn resolve_rule(
         None => None,
     };
     let matcher = Matcher {
-        subjects: m.subjects.unwrap_or_default(),
-        groups: m.groups.unwrap_or_default(),
-        claims: m
-            .claims
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_vec()))
-            .collect(),
-        actors: m.actors.unwrap_or_default(),
-        delegated: m.delegated,
-        connections: m.connections.unwrap_or_default(),
-        grant: m.grant,
         kinds: m
             .kinds
             .unwrap_or_default()
@@ -591,6 +566,7 @@ fn resolve_rule(
         dynamic: m.dynamic,
         time,
         when,
+        ..caller
     };
     ok.then(|| Rule {
         name: raw.name,
@@ -604,6 +580,26 @@ fn resolve_rule(
         approval,
         matcher,
     })
+}
+
+/// The parts of a `match` about who and where (taken out of `m`).
+fn caller_matcher(m: &mut RawMatch) -> Matcher {
+    Matcher {
+        subjects: m.subjects.take().unwrap_or_default(),
+        groups: m.groups.take().unwrap_or_default(),
+        claims: m
+            .claims
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect(),
+        actors: m.actors.take().unwrap_or_default(),
+        delegated: m.delegated,
+        connections: m.connections.take().unwrap_or_default(),
+        grant: m.grant,
+        ..Matcher::default()
+    }
 }
 
 fn resolve_time(checks: &mut dyn Checks, at: &[&str], raw: RawTime) -> Option<TimeWindow> {
