@@ -85,11 +85,17 @@ pub enum EventKind {
     /// An approval was used: the approved statement runs (its statement record names the request).
     #[serde(rename = "approval.executed")]
     ApprovalExecuted,
+    /// An admin was shown a session's recording (who watched what).
+    #[serde(rename = "recording.replayed")]
+    RecordingReplayed,
+    /// Recordings past the retention age were deleted: which, with their hashes.
+    #[serde(rename = "recording.pruned")]
+    RecordingPruned,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -119,6 +125,8 @@ impl EventKind {
         EventKind::ApprovalAbandoned,
         EventKind::ApprovalCancelled,
         EventKind::ApprovalExecuted,
+        EventKind::RecordingReplayed,
+        EventKind::RecordingPruned,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -151,6 +159,8 @@ impl EventKind {
             EventKind::ApprovalAbandoned => "approval.abandoned",
             EventKind::ApprovalCancelled => "approval.cancelled",
             EventKind::ApprovalExecuted => "approval.executed",
+            EventKind::RecordingReplayed => "recording.replayed",
+            EventKind::RecordingPruned => "recording.pruned",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
         }

@@ -15,6 +15,7 @@ pub mod export;
 mod lines;
 mod pairing;
 pub mod record;
+pub mod recordings;
 pub mod recovery;
 mod tail;
 pub mod timefmt;

@@ -29,6 +29,10 @@ pub struct VerifyReport {
     pub outcomes_unknown: u64,
     /// The `seq`s of the first few of those, to look up.
     pub unknown_examples: Vec<u64>,
+    /// Session recordings the log vouches for (from `session.end`), to check against the files.
+    pub recordings: Vec<crate::recordings::AuditedRecording>,
+    /// Recordings the log says were pruned (from `recording.pruned`), by session.
+    pub pruned: Vec<crate::recordings::PrunedRecording>,
 }
 
 /// How many unknown-outcome statements a report names.
@@ -197,6 +201,7 @@ impl Chain {
             }
             Role::Other => {}
         }
+        crate::recordings::collect(&record, &mut self.report);
         let report = &mut self.report;
         report.records += 1;
         report.first_seq.get_or_insert(record.seq);

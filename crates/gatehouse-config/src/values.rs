@@ -12,15 +12,15 @@ use serde::Deserialize;
 pub enum DurationError {
     #[error("empty duration")]
     Empty,
-    #[error("duration {0:?} needs a unit: ms, s, m or h (e.g. {0}s)")]
+    #[error("duration {0:?} needs a unit: ms, s, m, h or d (e.g. {0}s)")]
     MissingUnit(String),
-    #[error("invalid duration {0:?}: expected whole numbers with units ms, s, m or h, e.g. 10s, 500ms, 1h30m")]
+    #[error("invalid duration {0:?}: expected whole numbers with units ms, s, m, h or d, e.g. 10s, 500ms, 1h30m, 90d")]
     Invalid(String),
     #[error("duration {0:?} is too large")]
     Overflow(String),
 }
 
-/// Parses one or more `<integer><unit>` parts (units `ms`, `s`, `m`, `h`), or a bare `0`.
+/// Parses one or more `<integer><unit>` parts (units `ms`, `s`, `m`, `h`, `d`), or a bare `0`.
 /// Fractions and signs are refused: config durations are small whole numbers.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
@@ -49,6 +49,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(invalid()),
         };
         rest = &rest[unit_len..];
@@ -128,7 +129,7 @@ mod tests {
     fn missing_unit_message_suggests_one() {
         assert_eq!(
             DurationError::MissingUnit("60".into()).to_string(),
-            "duration \"60\" needs a unit: ms, s, m or h (e.g. 60s)"
+            "duration \"60\" needs a unit: ms, s, m, h or d (e.g. 60s)"
         );
     }
 }

@@ -34,6 +34,8 @@ pub enum EndCause {
     UpstreamIo(String),
     /// The audit log refused a record: nothing more may reach the server.
     AuditUnavailable(String),
+    /// The session's recording could not be written: the session may not go on unrecorded.
+    RecordingUnavailable(String),
     /// The server entered a state the gateway cannot read safely (e.g. a client encoding whose
     /// multi-byte characters can contain quote or backslash bytes).
     UnsafeSessionState(String),
@@ -76,6 +78,7 @@ impl EndCause {
             EndCause::ClientIo(_) => "client_io",
             EndCause::UpstreamIo(_) => "upstream_io",
             EndCause::AuditUnavailable(_) => "audit_unavailable",
+            EndCause::RecordingUnavailable(_) => "recording_unavailable",
             EndCause::UnsafeSessionState(_) => "unsafe_session_state",
             EndCause::UpstreamConnectFailed(_) => "upstream_connect_failed",
         }
@@ -100,6 +103,9 @@ impl fmt::Display for EndCause {
             EndCause::ClientIo(why) => write!(f, "client i/o: {why}"),
             EndCause::UpstreamIo(why) => write!(f, "upstream i/o: {why}"),
             EndCause::AuditUnavailable(why) => write!(f, "audit log unavailable: {why}"),
+            EndCause::RecordingUnavailable(why) => {
+                write!(f, "session recording unavailable: {why}")
+            }
             EndCause::UnsafeSessionState(why) => write!(f, "unsafe session state: {why}"),
             EndCause::UpstreamConnectFailed(_) => f.write_str("upstream connection failed"),
         }

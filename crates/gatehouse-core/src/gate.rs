@@ -110,6 +110,7 @@ pub(crate) struct GateInner {
     pub(crate) index: Arc<dyn SessionIndex>,
     pub(crate) registry: Registry,
     pub(crate) approvals: Option<Arc<Approvals>>,
+    recordings: Option<Arc<crate::recording::Recordings>>,
     limiter: Mutex<PreAuthLimiter>,
 }
 
@@ -125,6 +126,8 @@ pub struct GateParts {
     /// refused.
     pub approvals: Option<Arc<Approvals>>,
     pub pre_auth: PreAuthLimits,
+    /// Sessions are recorded when set.
+    pub recordings: Option<Arc<crate::recording::Recordings>>,
 }
 
 impl GateParts {
@@ -145,6 +148,7 @@ impl GateParts {
             policy: Arc::new(AllowAll),
             approvals: None,
             pre_auth: PreAuthLimits::default(),
+            recordings: None,
         }
     }
 }
@@ -161,6 +165,7 @@ impl Gate {
                 index: parts.index,
                 registry: Registry::default(),
                 approvals: parts.approvals,
+                recordings: parts.recordings,
                 limiter: Mutex::new(PreAuthLimiter::new(parts.pre_auth)),
             }),
         }
@@ -289,6 +294,34 @@ impl Gate {
         start.what = What { detail, ..what };
         let started_at = start.time;
         self.record_or_refuse(start).await?;
+        let recorder = match &inner.recordings {
+            Some(recordings) => {
+                let started = crate::approvals::rfc3339(started_at);
+                match recordings.open(&id, req.protocol.as_str(), &connection.name, &started) {
+                    Ok(recorder) => Some((recorder, recordings.rows_per_statement)),
+                    Err(e) => {
+                        // Fail closed: a session that cannot be recorded does not start.
+                        tracing::error!(error = %e, session = %id, "cannot record session");
+                        let cause = EndCause::RecordingUnavailable(e.to_string());
+                        let mut end =
+                            Event::now(EventKind::SessionEnd, Outcome::failure(cause.to_string()));
+                        end.session = Some(id.clone());
+                        end.who = who.clone();
+                        end.what = What {
+                            connection: Some(connection.name.clone()),
+                            protocol: Some(req.protocol.as_str().to_owned()),
+                            detail: Some(
+                                serde_json::json!({ "statements": 0, "cause": cause.code() }),
+                            ),
+                            ..What::default()
+                        };
+                        let _ = self.record(end).await;
+                        return Err(Denied::Unavailable(e.to_string()));
+                    }
+                }
+            }
+            None => None,
+        };
 
         inner.metrics.sessions_total.get_or_create(&label).inc();
         inner.metrics.sessions_open.get_or_create(&label).inc();
@@ -303,7 +336,7 @@ impl Gate {
         };
         inner.index.started(&info).await;
         let stop = inner.registry.register(info, &identity);
-        Ok(Session::new(
+        let session = Session::new(
             id,
             req.protocol,
             identity,
@@ -312,7 +345,11 @@ impl Gate {
             self.clone(),
             stop,
         )
-        .admitted_by(grant))
+        .admitted_by(grant);
+        Ok(match recorder {
+            Some((recorder, rows)) => session.recorded_by(recorder, rows),
+            None => session,
+        })
     }
 
     /// The one authentication door for request-scoped callers: authenticates `credential`,

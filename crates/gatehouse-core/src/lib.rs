@@ -11,6 +11,7 @@ pub mod identity;
 pub mod limiter;
 pub mod metrics;
 pub mod policy;
+pub mod recording;
 mod registry;
 pub mod rules;
 pub mod secret;
@@ -30,6 +31,7 @@ pub use gatehouse_audit::ActorRef;
 pub use gatehouse_inspect::effects::Effects;
 pub use gatehouse_inspect::sql::{Classification, Classifier, StatementKind};
 pub use gatehouse_mask as mask;
+pub use gatehouse_record as record;
 pub use identity::{AuthError, AuthMethod, Authenticator, Identity};
 pub use limiter::PreAuthLimits;
 pub use metrics::Metrics;
@@ -37,6 +39,7 @@ pub use policy::{
     AllowAll, Decision, MaskVerdict, PendingApproval, Policy, Refusal, ResponsePlan, Ruling,
     StatementContext, Step, Transaction,
 };
+pub use recording::Recordings;
 pub use rules::RulePolicy;
 pub use secret::Secret;
 pub use session::{

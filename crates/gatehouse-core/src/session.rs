@@ -227,6 +227,8 @@ pub struct Session {
     /// Admitted by a time-bound grant ending then (no standing access), and its state.
     grant_until: Option<time::OffsetDateTime>,
     grant_state: Option<watch::Receiver<ApprovalState>>,
+    recorder: Option<gatehouse_record::Recorder>,
+    rows_per_statement: u64,
 }
 
 impl Session {
@@ -252,7 +254,27 @@ impl Session {
             stop,
             grant_until: None,
             grant_state: None,
+            recorder: None,
+            rows_per_statement: 0,
         }
+    }
+
+    /// The session is recorded, keeping at most `rows` rows per statement.
+    pub(crate) fn recorded_by(mut self, recorder: gatehouse_record::Recorder, rows: u64) -> Self {
+        self.recorder = Some(recorder);
+        self.rows_per_statement = rows;
+        self
+    }
+
+    /// The session's recording, when sessions are recorded: the adapter adds every message
+    /// the client is shown (masked) and flushes it as it writes to the client.
+    pub fn recorder(&self) -> Option<&gatehouse_record::Recorder> {
+        self.recorder.as_ref()
+    }
+
+    /// How many rows of each statement's result the recording keeps.
+    pub fn recorded_rows(&self) -> u64 {
+        self.rows_per_statement
     }
 
     /// The session was admitted by a time-bound grant: it ends when the grant ends or is
@@ -318,7 +340,7 @@ impl Session {
             Decision::Allow { plan } => {
                 let event =
                     self.statement_event(&statement, Outcome::pending(), "allow", None, &ruling);
-                let ticket = self.append(event)?;
+                let ticket = self.append_statement(event)?;
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 Ok(Admission::Forward(Admitted {
                     id: StatementId {
@@ -407,7 +429,7 @@ impl Session {
                     let by: Vec<&str> = request.approvals.iter().map(|v| v.by.as_str()).collect();
                     detail.insert("approved_by".into(), by.into());
                 }
-                let ticket = self.append(event)?;
+                let ticket = self.append_statement(event)?;
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 Ok(Admission::Forward(Admitted {
                     id: StatementId {
@@ -586,7 +608,7 @@ impl Session {
         outcome.code = Some(refusal.code.to_owned());
         let rule = (!refusal.rule.is_empty()).then_some(refusal.rule.as_str());
         let event = self.statement_event(&statement, outcome, "block", rule, ruling);
-        let ticket = self.append(event)?;
+        let ticket = self.append_statement(event)?;
         self.count(statement.command.kind(), "blocked");
         Ok(Refused { ticket, refusal })
     }
@@ -616,7 +638,7 @@ impl Session {
         };
         let event = self.statement_event(&statement, outcome, "allow", None, &ruling);
         self.count(command.kind(), "error");
-        self.append(event)
+        self.append_statement(event)
     }
 
     /// Writes the result of a forwarded statement.
@@ -673,6 +695,24 @@ impl Session {
                 .map(|(name, n)| (name.clone(), (*n).into()))
                 .collect();
             detail["masked"] = serde_json::Value::Object(masked);
+        }
+        if let Some(recorder) = &self.recorder {
+            let mut frame = serde_json::json!({
+                "seq": id.seq,
+                "status": label,
+                "rows": result.rows,
+                "duration_ns": event.outcome.duration_ns,
+            });
+            if let Some(code) = &event.outcome.code {
+                frame["code"] = code.as_str().into();
+            }
+            if let Some(reason) = &event.outcome.reason {
+                frame["message"] = reason.as_str().into();
+            }
+            if let Some(masked) = detail.get("masked") {
+                frame["masked"] = masked.clone();
+            }
+            recorder.json(gatehouse_record::FrameKind::Result, &frame);
         }
         event.what = What {
             detail: Some(detail),
@@ -811,6 +851,17 @@ impl Session {
         event
     }
 
+    /// Appends a statement record, and the statement to the recording.
+    fn append_statement(&self, event: Event) -> Result<Ticket, AuditError> {
+        let Some(recorder) = &self.recorder else {
+            return self.append(event);
+        };
+        let frame = crate::recording::statement_frame(&event);
+        let ticket = self.append(event)?;
+        crate::recording::write_statement(recorder, ticket.seq(), frame);
+        Ok(ticket)
+    }
+
     fn append(&self, event: Event) -> Result<Ticket, AuditError> {
         self.gate.inner.sink.append(event).inspect_err(|_| {
             self.gate.inner.metrics.audit_failures_total.inc();
@@ -881,6 +932,27 @@ impl Session {
         outcome.duration_ns =
             Some(u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let mut body = serde_json::json!({ "statements": statements, "cause": cause.code() });
+        // The recording is complete and synced before the record that holds its hash.
+        if let Some(recorder) = self.recorder.take() {
+            let end = serde_json::json!({ "cause": cause.code(), "reason": reason });
+            match recorder.finish(&end).await {
+                Ok(summary) => {
+                    body["recording"] = serde_json::json!({
+                        "file": summary.file,
+                        "sha256": summary.sha256,
+                        "bytes": summary.bytes,
+                        "truncated": summary.truncated,
+                        "dropped_frames": summary.dropped_frames,
+                        "encrypted": summary.encrypted,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "session recording incomplete");
+                    outcome.status = gatehouse_audit::Status::Failure;
+                    body["recording_error"] = e.to_string().into();
+                }
+            }
+        }
         if let (Some(serde_json::Value::Object(extra)), Some(map)) = (detail, body.as_object_mut())
         {
             for (k, v) in extra {

@@ -282,6 +282,19 @@ impl Flow {
         }
     }
 
+    /// For a caller exempt from masking: what masks the copy the gateway keeps (the
+    /// recording) of what the caller is shown unmasked.
+    pub fn exempt_masker(&self) -> Option<Arc<Masker>> {
+        let verdict = match self.ops.front() {
+            Some(op) => &op.masking,
+            None => &self.masking,
+        };
+        match verdict.shown() {
+            Some(_) => None,
+            None => verdict.kept().cloned(),
+        }
+    }
+
     /// Counts values masked in the current op's answer.
     pub fn add_masked(&mut self, counts: &Counts) {
         if let Some(head) = self.ops.front_mut() {

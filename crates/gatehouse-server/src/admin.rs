@@ -33,6 +33,15 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub admin_groups: Vec<String>,
     pub metrics_require_auth: bool,
+    pub recordings: Arc<RecordingAccess>,
+}
+
+/// Where recordings are and how to open them, for replay.
+pub struct RecordingAccess {
+    pub dir: std::path::PathBuf,
+    pub key: Option<gatehouse_core::record::Key>,
+    /// The audit log whose `session.end` records vouch for recordings.
+    pub audit_log: std::path::PathBuf,
 }
 
 /// The authenticated caller of an API request.
@@ -49,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/keys/{name}/revoke", post(revoke_key))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
+        .route("/sessions/{id}/recording", get(replay_session))
         .route("/approvals", get(approvals::list))
         .route("/approvals/{id}", get(approvals::show))
         .route("/approvals/{id}/approve", post(approvals::approve))
@@ -549,6 +559,82 @@ async fn kill_session(
         )),
         Err(_) => Err(ApiError::audit_unavailable()),
     }
+}
+
+/// A session's recording as replay events, to admins only. Every replay is audited (who
+/// watched which session) before anything is shown; a recording that does not match its
+/// audit record is refused.
+async fn replay_session(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&authed)?;
+    let access = state.recordings.clone();
+    let session = id.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::recordings::load(
+            &access.dir,
+            &access.audit_log,
+            &session,
+            access.key.as_ref(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (outcome, detail) = match &loaded {
+        Ok(replay) => (
+            Outcome::success(),
+            serde_json::json!({ "sha256": replay.sha256, "verified": matches!(replay.integrity, crate::recordings::Integrity::Verified { .. }) }),
+        ),
+        Err(e) => (Outcome::failure(e.to_string()), serde_json::json!({})),
+    };
+    let mut event = Event::now(EventKind::RecordingReplayed, outcome);
+    event.who = authed.caller.who.clone();
+    event.session = Some(id.clone());
+    event.what = What {
+        protocol: Some("admin-api".to_owned()),
+        resource: Some(format!("session:{id}")),
+        detail: Some(detail),
+        ..What::default()
+    };
+    state
+        .gate
+        .record(event)
+        .await
+        .map_err(|_| ApiError::audit_unavailable())?;
+    let replay = loaded.map_err(|e| match e {
+        crate::recordings::ReplayError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        crate::recordings::ReplayError::Altered { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "recording_altered", e.to_string())
+        }
+        crate::recordings::ReplayError::Unreadable(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "recording_unreadable",
+            e.to_string(),
+        ),
+    })?;
+    let integrity = match replay.integrity {
+        crate::recordings::Integrity::Verified { seq } => {
+            serde_json::json!({ "verified": true, "session_end_seq": seq })
+        }
+        crate::recordings::Integrity::Unaudited => serde_json::json!({
+            "verified": false,
+            "why": "no session.end holds its hash yet: the session is open, or the gateway stopped before it ended",
+        }),
+    };
+    Ok(Json(serde_json::json!({
+        "session": replay.header.session,
+        "protocol": replay.header.protocol,
+        "connection": replay.header.connection,
+        "started": replay.header.started,
+        "encrypted": replay.header.encryption.is_some(),
+        "sha256": replay.sha256,
+        "integrity": integrity,
+        "events": replay.events,
+    })))
 }
 
 /// Audits a change to a key, durably, before the response is sent.

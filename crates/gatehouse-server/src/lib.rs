@@ -7,6 +7,7 @@ mod bootstrap;
 pub mod config;
 mod index;
 mod notify;
+pub mod recordings;
 mod reload;
 mod run;
 mod wiring;

@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(index::StoreIndex(store.clone())),
     );
     parts.policy = policy.clone();
+    parts.recordings = crate::recordings::settings(&config)?;
     let mut approvals = Approvals::load(
         Arc::new(approval_store::StoreApprovals(store.clone())),
         Arc::new(audit.clone()),
@@ -198,6 +199,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         admin_groups: config.admin.admin_groups.clone(),
         metrics_require_auth: config.admin.metrics_require_auth,
+        recordings: Arc::new(admin::RecordingAccess {
+            dir: config.recording.dir.clone(),
+            key: crate::recordings::key(&config.recording)?,
+            audit_log: config.audit.dir.join(gatehouse_audit::LOG_FILE_NAME),
+        }),
     });
     let limits = admin::ServeLimits {
         max_connections: config.admin.max_connections,
@@ -226,6 +232,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             approvals.expire(time::OffsetDateTime::now_utc()).await;
         }
     }));
+
+    if let Some(retention) = config.recording.retention {
+        let (dir, audit, gate) = (config.recording.dir.clone(), audit.clone(), gate.clone());
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let open: Vec<String> = gate.open_sessions().into_iter().map(|s| s.id).collect();
+                match crate::recordings::prune(&dir, retention, &audit, &open).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "pruned recordings past retention"),
+                    Err(e) => tracing::error!(error = %e, "pruning recordings failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(crate::recordings::PRUNE_EVERY) => {}
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        }));
+    }
 
     tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "gatehouse is listening");
     Ok(Running {

@@ -2,6 +2,7 @@
 
 use crate::{AccessCommand, ApprovalsCommand, KeysCommand};
 use anyhow::{bail, Context};
+use std::io::Write;
 use std::process::ExitCode;
 
 fn token() -> anyhow::Result<String> {
@@ -122,6 +123,34 @@ pub fn kill_session(server: &str, id: &str) -> anyhow::Result<ExitCode> {
     let path = format!("/sessions/{}/kill", encode_segment(id));
     request(reqwest::Method::POST, server, &path, None)?;
     eprintln!("ended session {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(
+    server: &str,
+    id: &str,
+    speed: f64,
+    no_wait: bool,
+    format: crate::ReplayFormat,
+) -> anyhow::Result<ExitCode> {
+    if !(speed > 0.0 && speed.is_finite()) {
+        bail!("--speed must be a positive number");
+    }
+    let path = format!("/sessions/{}/recording", encode_segment(id));
+    let replay = request(reqwest::Method::GET, server, &path, None)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        crate::ReplayFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &replay)?;
+            writeln!(out)?;
+        }
+        crate::ReplayFormat::Text => {
+            let pace = crate::replay::Pace {
+                speed: (!no_wait).then_some(speed),
+            };
+            crate::replay::render(&replay, &pace, &mut out)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

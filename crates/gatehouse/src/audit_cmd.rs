@@ -44,12 +44,62 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
                     examples.join(", ")
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(check_recordings(config, &report))
         }
         Err(failure) => {
             eprintln!("{}: NOT INTACT: {failure}", path.display());
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Every recording the log vouches for must be there with the hash its `session.end` holds,
+/// unless the log says it was pruned.
+fn check_recordings(config: &Config, report: &gatehouse_audit::VerifyReport) -> ExitCode {
+    let dir = &config.recording.dir;
+    let (mut intact, mut pruned, mut bad) = (0u64, 0u64, 0u64);
+    for r in &report.recordings {
+        let path = dir.join(&r.file);
+        let safe = !r.file.contains('/') && !r.file.starts_with('.');
+        let actual = if safe {
+            gatehouse_core::record::file_sha256(&path)
+        } else {
+            Err(std::io::Error::other("not a plain file name"))
+        };
+        match actual {
+            Ok(hash) if hash == r.sha256 => intact += 1,
+            Ok(hash) => {
+                bad += 1;
+                eprintln!(
+                    "{}: NOT INTACT: recording of session {} (session.end at seq {}) has SHA-256 {hash}, the log holds {}",
+                    path.display(), r.session, r.seq, r.sha256
+                );
+            }
+            Err(e) => match report.pruned.iter().find(|p| p.session == r.session) {
+                Some(p) if p.sha256 == r.sha256 => pruned += 1,
+                _ if e.kind() == std::io::ErrorKind::NotFound => {
+                    bad += 1;
+                    eprintln!(
+                        "{}: MISSING: recording of session {} (session.end at seq {}) is gone and no recording.pruned record names it",
+                        path.display(), r.session, r.seq
+                    );
+                }
+                _ => {
+                    bad += 1;
+                    eprintln!("{}: cannot read: {e}", path.display());
+                }
+            },
+        }
+    }
+    if !report.recordings.is_empty() {
+        println!(
+            "recordings: {intact} intact, {pruned} pruned under the retention policy, {bad} altered or missing"
+        );
+    }
+    if bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

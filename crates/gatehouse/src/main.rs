@@ -2,6 +2,7 @@
 
 mod admin_client;
 mod audit_cmd;
+mod replay;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -116,6 +117,28 @@ enum SessionsCommand {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Show a recorded session as psql showed it (audited: who watched what). Refused when
+    /// the recording does not match the hash its session.end record holds
+    Replay {
+        /// The session id (from `sessions list`)
+        id: String,
+        /// Replay in time at this speed (pauses are capped at 3s)
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Print everything at once
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
+        format: ReplayFormat,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ReplayFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +281,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(SessionsCommand::Kill { id, server }) => {
             admin_client::kill_session(&server.server, &id)
         }
+        Command::Sessions(SessionsCommand::Replay {
+            id,
+            speed,
+            no_wait,
+            format,
+            server,
+        }) => admin_client::replay(&server.server, &id, speed, no_wait, format),
         Command::Approvals(cmd) => admin_client::approvals(cmd),
         Command::Access(cmd) => admin_client::access(cmd),
         Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),

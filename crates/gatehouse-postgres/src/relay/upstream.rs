@@ -6,6 +6,7 @@ use crate::codec;
 use crate::encoding::ClientEncoding;
 use crate::framer::{FrameError, Framer, Piece};
 use crate::mask::{self, MessageMasker};
+use crate::record::Tap;
 use bytes::BytesMut;
 use gatehouse_core::{EndCause, Gated, Session, Step};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,12 +26,19 @@ where
     let mut relay_chunks = true;
     // A large message being masked as it streams, and how much of its body is still to come.
     let mut streaming: Option<(MessageMasker, usize)> = None;
+    let recorder = session.recorder();
+    let mut tap = Tap::new(session.recorded_rows());
     loop {
         let piece = if upstream.has_buffered_piece() {
             upstream.next().await
         } else {
             if let Err(e) = write_out(client, &mut out).await {
                 return gated_end(e, false);
+            }
+            if let Some(recorder) = recorder {
+                if let Err(e) = recorder.settle().await {
+                    return EndCause::RecordingUnavailable(e.to_string());
+                }
             }
             shared.activity.touch();
             upstream.next().await
@@ -95,8 +103,12 @@ where
         }
         // Masked into the output before the op it answers can finish: its count goes with it.
         let start = out.len();
-        let (masked, reaction) = {
+        let (masked, reaction, exempt) = {
             let mut flow = shared.flow();
+            // Shown unmasked to an exempt caller, kept masked in the recording.
+            let exempt = (recorder.is_some() && mask::masks(tag))
+                .then(|| flow.exempt_masker())
+                .flatten();
             let masked = match &mut streaming {
                 Some((masker, _)) if raw.len() - 5 < len => {
                     out.extend_from_slice(&raw[..5]);
@@ -125,7 +137,7 @@ where
                     None => false,
                 },
             };
-            (masked, flow.on_message(tag, body, len))
+            (masked, flow.on_message(tag, body, len), exempt)
         };
         if let Some(violation) = reaction.violation {
             return EndCause::UpstreamProtocol(violation);
@@ -157,8 +169,22 @@ where
         relay_chunks = !reaction.drop;
         if reaction.drop {
             out.truncate(start);
-        } else if !masked {
-            out.extend_from_slice(&raw);
+        } else {
+            if !masked {
+                out.extend_from_slice(&raw);
+            }
+            // What the client is shown, as it is shown (masked).
+            if let Some(recorder) = recorder {
+                if raw.len() - 5 < len {
+                    tap.streamed(recorder, tag, len);
+                } else if let Some(masker) = exempt {
+                    let mut kept = BytesMut::with_capacity(out.len() - start);
+                    MessageMasker::whole(masker, &out[start..], &mut kept);
+                    tap.message(recorder, tag, &kept);
+                } else {
+                    tap.message(recorder, tag, &out[start..]);
+                }
+            }
         }
         // The client loop may be waiting for this answer.
         shared.answered.notify_one();

@@ -27,6 +27,7 @@ pub struct Config {
     /// Guardrail rules: the global ones and each connection's (docs/policy.md).
     pub policy: gatehouse_policy::RuleSet,
     pub notifications: NotificationsConfig,
+    pub recording: RecordingConfig,
     /// Valid but risky settings (plaintext on a non-loopback address, fsync off...), for
     /// `config check` and the startup log.
     pub warnings: Vec<Issue>,
@@ -89,6 +90,19 @@ pub struct AuditConfig {
     pub fsync_interval: Duration,
     /// Free space below which an `audit.disk_low` record and a warning are written (0: off).
     pub low_space_warning: u64,
+}
+
+/// Session recording (docs/recording.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub max_session_bytes: u64,
+    pub rows_per_statement: u64,
+    /// Recordings older than this are pruned (audited); `None` keeps them.
+    pub retention: Option<Duration>,
+    /// The secret recordings are sealed with; never formatted.
+    pub encryption_key: Option<super::secret::Secret>,
 }
 
 /// Whether each audit record is fsynced before the action it records proceeds.

@@ -32,6 +32,18 @@ pub(crate) struct RawConfig {
     pub connections: Option<UniqueMap<RawConnection>>,
     pub policy: Option<gatehouse_policy::config::RawPolicy>,
     pub notifications: Option<RawNotifications>,
+    pub recording: Option<RawRecording>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecording {
+    pub enabled: Option<bool>,
+    pub dir: Option<PathBuf>,
+    pub max_session_bytes: Option<ConfigSize>,
+    pub rows_per_statement: Option<u64>,
+    pub retention: Option<ConfigDuration>,
+    pub encryption_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

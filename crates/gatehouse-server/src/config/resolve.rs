@@ -78,6 +78,7 @@ impl<'a> Resolver<'a> {
         let connections = self.connections(raw_connections);
         let policy = gatehouse_policy::config::resolve(&mut self, raw.policy, connection_rules);
         let notifications = self.notifications(raw.notifications.unwrap_or_default());
+        let recording = self.recording(raw.recording.unwrap_or_default(), &data_dir);
 
         let by_line = |i: &Issue| i.line.unwrap_or(usize::MAX);
         if !self.errors.is_empty() {
@@ -99,6 +100,7 @@ impl<'a> Resolver<'a> {
             connections,
             policy,
             notifications,
+            recording,
             warnings: self.warnings,
         })
     }
@@ -246,6 +248,44 @@ impl<'a> Resolver<'a> {
             low_space_warning: raw
                 .low_space_warning
                 .map_or(DEFAULT_LOW_SPACE_WARNING, |s| s.0),
+        }
+    }
+
+    fn recording(&mut self, raw: RawRecording, data_dir: &Path) -> RecordingConfig {
+        let dir = self.dir(&["recording", "dir"], raw.dir, data_dir.join("recordings"));
+        let max_session_bytes = raw.max_session_bytes.map_or(64 << 20, |s| s.0);
+        if max_session_bytes < gatehouse_core::record::MIN_MAX_BYTES {
+            self.error(
+                &["recording", "max_session_bytes"],
+                "must be at least 64KiB",
+            );
+        }
+        let retention = raw.retention.map(|d| d.0);
+        if retention.is_some_and(|d| d < Duration::from_secs(3600)) {
+            self.error(&["recording", "retention"], "must be at least 1h");
+        }
+        let encryption_key = raw.encryption_key.as_deref().and_then(|reference| {
+            let secret = gatehouse_config::Checks::secret(
+                self,
+                &["recording", "encryption_key"],
+                reference,
+            )?;
+            if self.read_secrets && secret.len() < 16 {
+                self.error(
+                    &["recording", "encryption_key"],
+                    "must be at least 16 bytes",
+                );
+                return None;
+            }
+            Some(Secret::new(secret))
+        });
+        RecordingConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            dir,
+            max_session_bytes,
+            rows_per_statement: raw.rows_per_statement.unwrap_or(1000),
+            retention,
+            encryption_key,
         }
     }
 

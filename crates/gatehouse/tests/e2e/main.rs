@@ -14,5 +14,6 @@ mod masking;
 mod memory;
 mod proto;
 mod protocol;
+mod recording;
 mod smoke;
 mod upstream_auth;

@@ -50,6 +50,29 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
+/// Every session recording's bytes, once the sessions have ended (plain recordings: the
+/// values would be there as sent).
+fn recordings_text(gateway: &Gateway) -> String {
+    let dir = gateway.data_dir().join("recordings");
+    gateway.audit_events_until(std::time::Duration::from_secs(10), |events| {
+        let starts = events
+            .iter()
+            .filter(|e| e["kind"] == "session.start")
+            .count();
+        let ends = events.iter().filter(|e| e["kind"] == "session.end").count();
+        starts == ends
+    });
+    let mut all = String::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("recordings directory") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("recording");
+        all.push_str(&String::from_utf8_lossy(&bytes));
+        files += 1;
+    }
+    assert!(files > 0, "no recordings in {}", dir.display());
+    all
+}
+
 fn audit_text(gateway: &Gateway) -> String {
     std::fs::read_to_string(gateway.audit_path()).expect("audit log")
 }
@@ -145,6 +168,12 @@ fn psql_sees_masked_values_in_every_query_shape_copy_error_and_notification() {
     assert_eq!(loaded[0]["what"]["detail"]["masking_rules"], 1);
     let audit = audit_text(&gateway);
     assert_clean("the audit log", &audit);
+    let recorded = recordings_text(&gateway);
+    assert!(
+        recorded.contains("**** **** **** 1111"),
+        "rows are recorded as shown"
+    );
+    assert_clean("the recordings", &recorded);
 
     let events = gateway.audit_events();
     let select = gateway
@@ -246,6 +275,7 @@ fn tokio_postgres_binary_results_prepared_statements_and_large_rows_are_masked()
         assert_clean("what tokio-postgres received", &seen);
     });
     assert_clean("the audit log", &audit_text(&gateway));
+    assert_clean("the recordings", &recordings_text(&gateway));
     gateway.assert_audit_verifies();
 }
 
@@ -270,6 +300,7 @@ fn an_exempt_group_sees_values_and_the_record_says_so_and_stays_masked() {
         "SELECT pan FROM cards WHERE pan = '**** **** **** 1111'"
     );
     assert_clean("the audit log", &audit_text(&gateway));
+    assert_clean("the recordings", &recordings_text(&gateway));
 }
 
 #[test]
@@ -337,4 +368,5 @@ fn refused_statements_are_recorded_masked_and_masking_never_hides_code() {
         .expect("its record");
     assert_eq!(record["what"]["statement"], sneaky);
     assert_clean("the audit log", &audit_text(&gateway));
+    assert_clean("the recordings", &recordings_text(&gateway));
 }
