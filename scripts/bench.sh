@@ -11,6 +11,8 @@
 #                     examples/bank-baseline.yaml (20 rules) on (not in the default set)
 #   gateway_masking, gateway_periodic_masking  fsync always / periodic with masking on: every
 #                     default detector over every value (not in the default set)
+#   gateway_norecord, gateway_periodic_norecord  fsync always / periodic with session
+#                     recording off (recording is on by default; not in the default set)
 #   pgbouncer         PgBouncer, session pooling, in front of the same database
 # at -c 1 (-j 1) and -c 8 (-j 2), in interleaved rounds, reporting medians.
 #
@@ -70,6 +72,9 @@ sed -n '/^policy:/,$p' "$REPO/examples/bank-baseline.yaml" >"$POLICY_FILE"
 # Every default detector on every value, for the *_masking targets.
 MASK_FILE="$WORK/masking.yaml"
 printf 'policy:\n  masking:\n    rules:\n      - name: pii\n        detectors: default\n' >"$MASK_FILE"
+# Session recording off, for the *_norecord targets.
+NORECORD_FILE="$WORK/norecord.yaml"
+printf 'recording:\n  enabled: false\n' >"$NORECORD_FILE"
 chmod 755 "$WORK"
 cleanup() {
     stop_started
@@ -112,6 +117,8 @@ for t in $TARGETS; do
         gateway_periodic_policy) start_gateway gateway_periodic_policy periodic "$REPO/target/release/gatehouse" "" "$POLICY_FILE" ;;
         gateway_masking) start_gateway gateway_masking always "$REPO/target/release/gatehouse" "" "$MASK_FILE" ;;
         gateway_periodic_masking) start_gateway gateway_periodic_masking periodic "$REPO/target/release/gatehouse" "" "$MASK_FILE" ;;
+        gateway_norecord) start_gateway gateway_norecord always "$REPO/target/release/gatehouse" "" "$NORECORD_FILE" ;;
+        gateway_periodic_norecord) start_gateway gateway_periodic_norecord periodic "$REPO/target/release/gatehouse" "" "$NORECORD_FILE" ;;
         pgbouncer) start_pgbouncer ;;
         baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;

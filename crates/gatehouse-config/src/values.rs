@@ -97,6 +97,7 @@ mod tests {
             ("2h", Duration::from_secs(7200)),
             ("1h30m", Duration::from_secs(5400)),
             ("1m500ms", Duration::from_millis(60_500)),
+            ("90d", Duration::from_secs(90 * 86_400)),
         ];
         for (text, want) in ok {
             assert_eq!(parse_duration(text), Ok(*want), "{text}");
@@ -107,7 +108,7 @@ mod tests {
             ("10 s", DurationError::Invalid("10 s".into())),
             ("1.5s", DurationError::Invalid("1.5s".into())),
             ("-1s", DurationError::Invalid("-1s".into())),
-            ("10d", DurationError::Invalid("10d".into())),
+            ("10w", DurationError::Invalid("10w".into())),
             ("s", DurationError::Invalid("s".into())),
             ("10S", DurationError::Invalid("10S".into())),
             (" 10s", DurationError::Invalid(" 10s".into())),

@@ -225,6 +225,10 @@ fn farewell(cause: &EndCause) -> Option<(&'static str, String)> {
             sqlstate::CANNOT_CONNECT_NOW,
             "the gateway's audit log is unavailable; the session is closed".to_owned(),
         ),
+        EndCause::RecordingUnavailable(_) => (
+            sqlstate::CANNOT_CONNECT_NOW,
+            "the gateway cannot record this session; the session is closed".to_owned(),
+        ),
         EndCause::Shutdown => (
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection because the gateway is shutting down".to_owned(),

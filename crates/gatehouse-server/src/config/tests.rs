@@ -179,7 +179,8 @@ fn unknown_key_at_depth_names_line_and_key() {
     assert_eq!(
         error_of("lgo: {}\n"),
         "gatehouse.yaml:1: lgo: unknown key, expected one of `data_dir`, `log`, `admin`, \
-         `audit`, `state`, `auth`, `postgres`, `connections`, `policy`, `notifications`"
+         `audit`, `state`, `auth`, `postgres`, `connections`, `policy`, `notifications`, \
+         `recording`"
     );
 }
 

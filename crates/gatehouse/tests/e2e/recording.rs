@@ -213,3 +213,83 @@ fn recordings_past_retention_are_pruned_on_the_record() {
         "{report}"
     );
 }
+
+#[test]
+fn a_recording_that_cannot_be_written_ends_its_session_and_no_new_one_starts() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let mount = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let extra = format!(
+        "recording:\n  dir: {}\n  rows_per_statement: 1000000\n",
+        mount.path().display()
+    );
+    let (cluster, gateway) = cluster_and_gateway_with(|b| b.top(&extra));
+    cluster.psql_admin(
+        "CREATE TABLE big AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 200000) g",
+    );
+    // 20 MB of rows into a 512 KiB file system: the recording fails mid-result.
+    let out = gateway.psql_args("main", &["-c", "SELECT * FROM big"]);
+    assert!(
+        !out.status.success(),
+        "the session does not go on unrecorded"
+    );
+    let events = gateway.audit_events_until(Duration::from_secs(10), |events| {
+        events.iter().any(|e| e["kind"] == "session.end")
+    });
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "session.end")
+        .expect("the session's end");
+    assert_eq!(
+        end["what"]["detail"]["cause"], "recording_unavailable",
+        "{end}"
+    );
+    assert_eq!(end["outcome"]["status"], "failure");
+    let result = events
+        .iter()
+        .find(|e| e["kind"] == "statement.result")
+        .expect("the SELECT's result");
+    let rows = result["outcome"]["rows"].as_u64().unwrap();
+    assert!(
+        rows < 200_000,
+        "the result was cut short: {rows} rows relayed"
+    );
+
+    // Still full: a new session is refused before it reaches the server.
+    let filler = mount.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 1 << 20]);
+    let out = gateway.psql_args("main", &["-c", "SELECT 'not recorded'"]);
+    assert!(!out.status.success());
+    let events = gateway.audit_events_until(Duration::from_secs(10), |events| {
+        events.iter().filter(|e| e["kind"] == "session.end").count() >= 2
+    });
+    let second = events
+        .iter()
+        .filter(|e| e["kind"] == "session.end")
+        .nth(1)
+        .expect("the refused session's end");
+    assert_eq!(second["what"]["detail"]["cause"], "recording_unavailable");
+    assert_eq!(second["what"]["detail"]["statements"], 0);
+    assert!(gateway
+        .statements_with_text("SELECT 'not recorded'")
+        .is_empty());
+    gateway.assert_audit_verifies();
+}
