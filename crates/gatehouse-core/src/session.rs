@@ -340,7 +340,8 @@ impl Session {
             Decision::Allow { plan } => {
                 let event =
                     self.statement_event(&statement, Outcome::pending(), "allow", None, &ruling);
-                let ticket = self.append_statement(event)?;
+                let ticket =
+                    self.append_statement(event, self.recorded_parameters(&statement, &ruling))?;
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 Ok(Admission::Forward(Admitted {
                     id: StatementId {
@@ -429,7 +430,8 @@ impl Session {
                     let by: Vec<&str> = request.approvals.iter().map(|v| v.by.as_str()).collect();
                     detail.insert("approved_by".into(), by.into());
                 }
-                let ticket = self.append_statement(event)?;
+                let ticket =
+                    self.append_statement(event, self.recorded_parameters(&statement, ruling))?;
                 self.statements.fetch_add(1, Ordering::Relaxed);
                 Ok(Admission::Forward(Admitted {
                     id: StatementId {
@@ -608,7 +610,7 @@ impl Session {
         outcome.code = Some(refusal.code.to_owned());
         let rule = (!refusal.rule.is_empty()).then_some(refusal.rule.as_str());
         let event = self.statement_event(&statement, outcome, "block", rule, ruling);
-        let ticket = self.append_statement(event)?;
+        let ticket = self.append_statement(event, self.recorded_parameters(&statement, ruling))?;
         self.count(statement.command.kind(), "blocked");
         Ok(Refused { ticket, refusal })
     }
@@ -638,7 +640,7 @@ impl Session {
         };
         let event = self.statement_event(&statement, outcome, "allow", None, &ruling);
         self.count(command.kind(), "error");
-        self.append_statement(event)
+        self.append_statement(event, None)
     }
 
     /// Writes the result of a forwarded statement.
@@ -851,12 +853,34 @@ impl Session {
         event
     }
 
-    /// Appends a statement record, and the statement to the recording.
-    fn append_statement(&self, event: Event) -> Result<Ticket, AuditError> {
+    /// The values bound to an Execute, masked like everything the gateway keeps, for the
+    /// recording (read only when the session is recorded).
+    fn recorded_parameters(
+        &self,
+        statement: &Statement<'_>,
+        ruling: &Ruling,
+    ) -> Option<serde_json::Value> {
+        self.recorder.as_ref()?;
+        let (_, mut values) = (statement.binder?)()?;
+        if let Some(masker) = ruling.masking.kept() {
+            mask_json_strings(masker, &mut values);
+        }
+        Some(values)
+    }
+
+    /// Appends a statement record, and the statement (with its bound values) to the recording.
+    fn append_statement(
+        &self,
+        event: Event,
+        parameters: Option<serde_json::Value>,
+    ) -> Result<Ticket, AuditError> {
         let Some(recorder) = &self.recorder else {
             return self.append(event);
         };
-        let frame = crate::recording::statement_frame(&event);
+        let mut frame = crate::recording::statement_frame(&event);
+        if let Some(parameters) = parameters {
+            frame.insert("parameters".into(), parameters);
+        }
         let ticket = self.append(event)?;
         crate::recording::write_statement(recorder, ticket.seq(), frame);
         Ok(ticket)

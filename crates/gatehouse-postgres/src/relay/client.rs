@@ -918,7 +918,11 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             },
         );
         let bind = self.bound.get(portal).cloned();
-        let read = move || bound_values(&bind.as_ref()?.as_ref()?[5..]);
+        let session = self.session;
+        let read = move || {
+            let masking = session.masking();
+            bound_values(&bind.as_ref()?.as_ref()?[5..], masking.kept().map(|m| &**m))
+        };
         match self.bound.contains_key(portal) {
             true => statement.binder = Some(&read),
             // A portal the gateway did not see bound (a cursor declared in SQL).
@@ -1137,7 +1141,13 @@ fn audit(e: gatehouse_core::audit::AuditError) -> EndCause {
 /// What a Bind bound, as approvers see it: a digest of the whole message (values, formats,
 /// names) and each value (text as written, binary as hex; long values cut, with their
 /// length). `None` when the message cannot be read.
-fn bound_values(body: &[u8]) -> Option<(String, serde_json::Value)> {
+/// The digest of a Bind's values (over the message as sent) and the values as people are
+/// shown them: text as text, binary as `\\x` hex — both masked first with `masker` (the bytes
+/// of a binary text value hold the text), so hex never carries a value masking would hide.
+fn bound_values(
+    body: &[u8],
+    masker: Option<&gatehouse_core::mask::Masker>,
+) -> Option<(String, serde_json::Value)> {
     const SHOWN: usize = 256;
     let values = codec::bind_values(body).ok()?;
     let shown: Vec<serde_json::Value> = values
@@ -1145,6 +1155,9 @@ fn bound_values(body: &[u8]) -> Option<(String, serde_json::Value)> {
         .map(|(value, binary)| match value {
             None => serde_json::Value::Null,
             Some(bytes) => {
+                let masked = masker
+                    .and_then(|m| m.mask_copy(bytes, &mut gatehouse_core::mask::Counts::default()));
+                let bytes: &[u8] = masked.as_deref().unwrap_or(bytes);
                 let cut = &bytes[..bytes.len().min(SHOWN)];
                 let text = match (binary, std::str::from_utf8(cut)) {
                     (false, Ok(text)) => text.to_owned(),

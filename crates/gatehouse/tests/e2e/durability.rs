@@ -127,23 +127,7 @@ fn a_full_disk_refuses_every_statement_and_service_resumes_when_space_returns() 
         eprintln!("skipped: mounting a small file system needs root");
         return;
     }
-    let mount = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(mount.path().to_path_buf());
+    let mount = SmallDisk::mount("256m");
     let audit_dir = mount.path().join("audit");
     let cluster = PgCluster::start();
     let mut gw = Gateway::builder()

@@ -35,6 +35,38 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A small tmpfs, for filling a disk on purpose; unmounted when dropped. Needs root.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. `512k`, `256m`).
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount");
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 /// Where a PostgreSQL server binary is: on PATH, else Debian's versioned directory.
 fn pg_binary(program: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
