@@ -190,13 +190,7 @@ fn recordings_past_retention_are_pruned_on_the_record() {
         .set_modified(three_days)
         .unwrap();
     gateway.restart();
-    let events = gateway.audit_events_until(Duration::from_secs(10), |events| {
-        events.iter().any(|e| e["kind"] == "recording.pruned")
-    });
-    let pruned = events
-        .iter()
-        .find(|e| e["kind"] == "recording.pruned")
-        .expect("a recording.pruned record");
+    let pruned = gateway.wait_for_event("recording.pruned", |e| e["kind"] == "recording.pruned");
     let listed = &pruned["what"]["detail"]["recordings"][0];
     assert_eq!(listed["session"], old["session"]);
     assert_eq!(
@@ -290,14 +284,8 @@ fn extended_protocol_statements_are_recorded_with_their_bound_values_masked() {
             .expect("query");
         assert_eq!(rows.len(), 1);
     });
-    let events = gateway.audit_events_until(Duration::from_secs(10), |events| {
-        events.iter().any(|e| e["kind"] == "session.end")
-    });
-    let end = events
-        .iter()
-        .find(|e| e["kind"] == "session.end")
-        .expect("the session's end");
-    let raw = std::fs::read(recording_path(&gateway, end)).unwrap();
+    let end = gateway.wait_for_event("session.end", |e| e["kind"] == "session.end");
+    let raw = std::fs::read(recording_path(&gateway, &end)).unwrap();
     let raw = String::from_utf8_lossy(&raw);
     assert!(!raw.contains(PAN) && !raw.contains(SSN), "{raw}");
     let id = end["session"].as_str().unwrap();
