@@ -71,3 +71,61 @@ impl Tap {
         self.omitted_bytes = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::record::{Header, Reader, RecorderLimits};
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[tokio::test]
+    async fn rows_past_the_cap_are_counted_per_result_and_large_messages_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = Header {
+            version: 1,
+            session: "s".into(),
+            protocol: "postgres".into(),
+            connection: "c".into(),
+            started: "t".into(),
+            encryption: None,
+        };
+        let recorder =
+            Recorder::create(dir.path(), &header, None, RecorderLimits::default()).unwrap();
+        let mut tap = Tap::new(2);
+        let row = message(b'D', b"\0\x01\0\0\0\x01x");
+        for _ in 0..2 {
+            tap.message(&recorder, b'T', &message(b'T', b"\0\0"));
+            for _ in 0..5 {
+                tap.message(&recorder, b'D', &row);
+            }
+            tap.message(&recorder, b'C', &message(b'C', b"SELECT 5\0"));
+        }
+        tap.streamed(&recorder, b'D', 1 << 20);
+        let summary = recorder.finish(&serde_json::json!({})).await.unwrap();
+        let file = std::fs::File::open(dir.path().join(summary.file)).unwrap();
+        let mut reader = Reader::new(file, None).unwrap();
+        let mut kinds = Vec::new();
+        let mut omitted = Vec::new();
+        while let Some(frame) = reader.next_frame().unwrap() {
+            match frame.kind {
+                FrameKind::Wire => kinds.push(char::from(frame.payload[0])),
+                FrameKind::Omitted => {
+                    kinds.push('-');
+                    omitted.push(frame.json().unwrap());
+                }
+                _ => {}
+            }
+        }
+        let kinds: String = kinds.into_iter().collect();
+        assert_eq!(kinds, "TDD-CTDD-C-");
+        assert_eq!(omitted[0]["messages"], 3);
+        assert_eq!(omitted[0]["bytes"], 3 * row.len());
+        assert_eq!(omitted[2]["bytes"], (1 << 20) + 1);
+    }
+}
