@@ -48,13 +48,15 @@ pub struct Statement<'a> {
     /// it cannot be fixed, and the statement cannot be approved.
     pub bound: Option<String>,
     /// For an Execute: reads what its Bind bound — a digest for the binding and the values as
-    /// approvers see them; `None` when it cannot be read. Called only when the statement is
-    /// held, so the statement path pays nothing for it.
+    /// approvers see them, masked with the masker it is given (over the raw bytes, before any
+    /// encoding for display); `None` when it cannot be read. Called only when the statement is
+    /// held or the session recorded, so the statement path otherwise pays nothing for it.
     pub binder: Option<&'a Binder<'a>>,
 }
 
 /// Reads an Execute's bound values on demand (see [`Statement::binder`]).
-pub type Binder<'a> = dyn Fn() -> Option<(String, serde_json::Value)> + 'a;
+pub type Binder<'a> =
+    dyn Fn(Option<&crate::mask::Masker>) -> Option<(String, serde_json::Value)> + 'a;
 
 /// Identifies a forwarded statement: the `seq` of its `statement` record (and its kind, for
 /// the metrics).
@@ -382,7 +384,7 @@ impl Session {
         };
         let command = statement.command;
         let (bound, parameters) = match statement.binder {
-            Some(read) => match read() {
+            Some(read) => match read(ruling.masking.kept().map(|m| &**m)) {
                 Some((digest, values)) => (Some(digest), Some(values)),
                 None => (Some("!unread".to_owned()), None),
             },
@@ -470,9 +472,7 @@ impl Session {
                         .collect::<Vec<_>>(),
                     "parameters": parameters,
                 });
-                let mut effect = effect;
                 let masked = ruling.masking.kept().and_then(|m| {
-                    mask_json_strings(m, &mut effect["parameters"]);
                     mask_statement(m, &command.text, &mut crate::mask::Counts::default())
                 });
                 let text = cap(
@@ -861,10 +861,7 @@ impl Session {
         ruling: &Ruling,
     ) -> Option<serde_json::Value> {
         self.recorder.as_ref()?;
-        let (_, mut values) = (statement.binder?)()?;
-        if let Some(masker) = ruling.masking.kept() {
-            mask_json_strings(masker, &mut values);
-        }
+        let (_, values) = (statement.binder?)(ruling.masking.kept().map(|m| &**m))?;
         Some(values)
     }
 
@@ -1051,22 +1048,4 @@ pub(crate) fn mask_statement(
     let mut bytes = text.as_bytes().to_vec();
     masker.apply(&mut bytes, &findings, counts);
     Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// Masks every string in a JSON value (an approval request's bound parameters).
-fn mask_json_strings(masker: &crate::mask::Masker, value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::String(s) => {
-            if let Some(m) = masker.mask_copy(s.as_bytes(), &mut crate::mask::Counts::default()) {
-                *s = String::from_utf8_lossy(&m).into_owned();
-            }
-        }
-        serde_json::Value::Array(items) => {
-            items.iter_mut().for_each(|v| mask_json_strings(masker, v))
-        }
-        serde_json::Value::Object(map) => {
-            map.values_mut().for_each(|v| mask_json_strings(masker, v))
-        }
-        _ => {}
-    }
 }

@@ -153,10 +153,9 @@ mod tests {
     use super::*;
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![tag];
-        m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-        m.extend_from_slice(body);
-        m
+        let mut m = bytes::BytesMut::new();
+        crate::codec::message_with(&mut m, tag, |out| out.extend_from_slice(body));
+        m.to_vec()
     }
 
     fn wire_frame(tag: u8, body: &[u8]) -> Frame {

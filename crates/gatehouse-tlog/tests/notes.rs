@@ -2,13 +2,13 @@
 //! (whose PeterNeumann private key is published there), the C2SP spec examples, tampering,
 //! and garbage that must be refused without a panic.
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use gatehouse_tlog::note::{key_id, MAX_SIGNATURES};
 use gatehouse_tlog::tree::root;
-use gatehouse_tlog::{
-    leaf_hash, Checkpoint, CheckpointError, KeyId, NoteError, SignedNote, Signer, Verifier,
-};
+use gatehouse_tlog::{Checkpoint, CheckpointError, KeyId, NoteError, SignedNote, Signer, Verifier};
 
 const PETER_SKEY: &str =
     "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
@@ -251,19 +251,7 @@ fn c2sp_spec_examples() {
 }
 
 fn ct_checkpoint() -> Checkpoint {
-    let leaves: Vec<_> = [
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    ]
-    .iter()
-    .map(|l| leaf_hash(&hex::decode(l).unwrap()))
-    .collect();
+    let leaves = common::ct_leaf_hashes();
     Checkpoint {
         origin: "example.com/gatehouse-test".into(),
         size: 8,

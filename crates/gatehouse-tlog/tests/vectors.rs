@@ -9,16 +9,8 @@ use gatehouse_tlog::{
     empty_root, leaf_hash, verify_consistency, verify_inclusion, Frontier, Hash, ProofError,
 };
 
-const LEAVES: [&str; 8] = [
-    "",
-    "00",
-    "10",
-    "2021",
-    "3031",
-    "40414243",
-    "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-];
+mod common;
+use common::ct_leaf_hashes as leaf_hashes;
 
 /// Roots for sizes 0..=8.
 const ROOTS: [&str; 9] = [
@@ -116,13 +108,6 @@ fn h(text: &str) -> Hash {
 
 fn hashes(list: &[&str]) -> Vec<Hash> {
     list.iter().map(|s| h(s)).collect()
-}
-
-fn leaf_hashes() -> Vec<Hash> {
-    LEAVES
-        .iter()
-        .map(|l| leaf_hash(&hex::decode(l).unwrap()))
-        .collect()
 }
 
 #[test]

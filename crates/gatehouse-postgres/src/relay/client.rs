@@ -918,10 +918,8 @@ impl<W: AsyncWrite + Unpin> ClientLoop<'_, W> {
             },
         );
         let bind = self.bound.get(portal).cloned();
-        let session = self.session;
-        let read = move || {
-            let masking = session.masking();
-            bound_values(&bind.as_ref()?.as_ref()?[5..], masking.kept().map(|m| &**m))
+        let read = move |masker: Option<&gatehouse_core::mask::Masker>| {
+            bound_values(&bind.as_ref()?.as_ref()?[5..], masker)
         };
         match self.bound.contains_key(portal) {
             true => statement.binder = Some(&read),
@@ -1138,12 +1136,11 @@ fn audit(e: gatehouse_core::audit::AuditError) -> EndCause {
     EndCause::AuditUnavailable(e.to_string())
 }
 
-/// What a Bind bound, as approvers see it: a digest of the whole message (values, formats,
-/// names) and each value (text as written, binary as hex; long values cut, with their
-/// length). `None` when the message cannot be read.
-/// The digest of a Bind's values (over the message as sent) and the values as people are
-/// shown them: text as text, binary as `\\x` hex — both masked first with `masker` (the bytes
-/// of a binary text value hold the text), so hex never carries a value masking would hide.
+/// What a Bind bound, as approvers see it: a digest of the whole message as sent (values,
+/// formats, names) and each value (text as written, binary as `\\x` hex; long values cut, with
+/// their length). Each value is masked with `masker` first, over its bytes — a binary text
+/// value's bytes are its text — so hex never carries a value masking would hide. `None` when
+/// the message cannot be read.
 fn bound_values(
     body: &[u8],
     masker: Option<&gatehouse_core::mask::Masker>,
