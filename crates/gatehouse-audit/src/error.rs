@@ -31,6 +31,10 @@ pub enum AuditError {
         offset: u64,
         reason: String,
     },
+    /// The log disagrees with the checkpoint the gateway signed before (kept in `state`): it
+    /// was cut or rewritten. The log will not be extended until an operator acknowledges it.
+    #[error("the audit log disagrees with its last signed checkpoint ({}): {reason}", state.display())]
+    Inconsistent { state: PathBuf, reason: String },
 }
 
 impl AuditError {

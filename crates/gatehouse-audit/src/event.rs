@@ -91,11 +91,21 @@ pub enum EventKind {
     /// Recordings past the retention age were deleted: which, with their hashes.
     #[serde(rename = "recording.pruned")]
     RecordingPruned,
+    /// A signed checkpoint of the log's Merkle tree: the records before it, by size and root.
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint,
+    /// An operator acknowledged that the log disagrees with its last signed checkpoint (cut
+    /// or rewritten); names what was wrong, so the gateway starts again on the log as it is.
+    #[serde(rename = "audit.acknowledged")]
+    AuditAcknowledged,
+    /// The gateway generated the key that signs checkpoints (its public key in the detail).
+    #[serde(rename = "audit.key_created")]
+    AuditKeyCreated,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -127,6 +137,9 @@ impl EventKind {
         EventKind::ApprovalExecuted,
         EventKind::RecordingReplayed,
         EventKind::RecordingPruned,
+        EventKind::AuditCheckpoint,
+        EventKind::AuditAcknowledged,
+        EventKind::AuditKeyCreated,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -161,6 +174,9 @@ impl EventKind {
             EventKind::ApprovalExecuted => "approval.executed",
             EventKind::RecordingReplayed => "recording.replayed",
             EventKind::RecordingPruned => "recording.pruned",
+            EventKind::AuditCheckpoint => "audit.checkpoint",
+            EventKind::AuditAcknowledged => "audit.acknowledged",
+            EventKind::AuditKeyCreated => "audit.key_created",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
         }

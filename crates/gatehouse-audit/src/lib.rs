@@ -8,6 +8,7 @@
 //! The format is documented for examiners in `docs/audit-events.md`.
 
 mod blocking;
+pub mod checkpoint;
 mod csv;
 mod error;
 pub mod event;
@@ -26,5 +27,7 @@ pub use error::AuditError;
 pub use event::*;
 pub use export::{export, ExportError, ExportFormat, ExportSummary};
 pub use recovery::{unclean_stop, OpenSession, UncleanStop};
-pub use verify::{verify_file, VerifyFailure, VerifyReason, VerifyReport};
+pub use verify::{
+    verify_file, verify_with, VerifyFailure, VerifyOptions, VerifyReason, VerifyReport,
+};
 pub use writer::{AuditLog, FsyncMode, Options, Stats, Ticket, LOG_FILE_NAME};

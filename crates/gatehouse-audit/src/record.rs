@@ -69,6 +69,14 @@ impl HashHex {
     pub fn as_bytes(&self) -> &[u8; 64] {
         &self.0
     }
+
+    /// The 32-byte digest.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Cannot fail: only 64 hex digits are ever stored.
+        let _ = hex::decode_to_slice(self.0, &mut out);
+        out
+    }
 }
 
 impl fmt::Display for HashHex {

@@ -102,7 +102,7 @@ pub(crate) fn continue_log(
     })
 }
 
-enum Scan {
+pub(crate) enum Scan {
     /// Offset of the last `\n` before the end position.
     Found(u64),
     /// No `\n` between the start of the file and the end position.
@@ -112,7 +112,7 @@ enum Scan {
 }
 
 /// Finds the last `\n` before `end`, looking back at most one maximal line.
-fn rfind_newline(file: &File, end: u64) -> io::Result<Scan> {
+pub(crate) fn rfind_newline(file: &File, end: u64) -> io::Result<Scan> {
     let floor = end.saturating_sub(MAX_LINE_LEN as u64 + 1);
     let mut buf = vec![0u8; CHUNK];
     let mut pos = end;

@@ -6,8 +6,11 @@ use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
+use gatehouse_tlog::{Frontier, Verifier};
 use time::OffsetDateTime;
 
+use crate::checkpoint::check::{CheckpointFault, CheckpointSummary, Expected, Tracker};
+use crate::checkpoint::CheckpointState;
 use crate::lines::{self, Line};
 use crate::pairing::{self, Pending, Role};
 use crate::record::{self, HashHex, RecordError, GENESIS_PREV, MAX_LINE_LEN};
@@ -33,6 +36,19 @@ pub struct VerifyReport {
     pub recordings: Vec<crate::recordings::AuditedRecording>,
     /// Recordings the log says were pruned (from `recording.pruned`), by session.
     pub pruned: Vec<crate::recordings::PrunedRecording>,
+    /// What the signed checkpoints showed.
+    pub checkpoints: CheckpointSummary,
+}
+
+/// What to check beyond the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The key checkpoints must be signed by. Without one, checkpoints are still checked
+    /// against the records, but anyone could have signed them.
+    pub verifier: Option<Verifier>,
+    /// The latest checkpoint as kept outside the audit directory (where it was read from, and
+    /// its contents): the log must still hold the records it signs, unchanged.
+    pub state: Option<(PathBuf, CheckpointState)>,
 }
 
 /// How many unknown-outcome statements a report names.
@@ -54,6 +70,8 @@ pub enum VerifyReason {
     LineTooLong,
     /// A `statement.result` whose `ref` names no forwarded statement awaiting a result.
     OrphanResult(u64),
+    /// An `audit.checkpoint` record that is not what the gateway signs.
+    Checkpoint(CheckpointFault),
 }
 
 impl fmt::Display for VerifyReason {
@@ -81,6 +99,7 @@ impl fmt::Display for VerifyReason {
                 f,
                 "statement.result refers to seq {seq}, which is not a forwarded statement awaiting a result"
             ),
+            VerifyReason::Checkpoint(fault) => fault.fmt(f),
         }
     }
 }
@@ -109,6 +128,9 @@ pub enum VerifyFailure {
         seq: Option<u64>,
         reason: VerifyReason,
     },
+    /// The log disagrees with the checkpoint kept outside it (or that checkpoint is unusable).
+    #[error("the log disagrees with the last checkpoint kept in {}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
 }
 
 struct SeqNote(Option<u64>);
@@ -125,18 +147,48 @@ impl fmt::Display for SeqNote {
 /// Verifies a whole log file. `Ok` only if every record checks out and the file ends with a
 /// complete line. An empty file is an intact, empty log.
 pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure> {
+    verify_with(path, &VerifyOptions::default())
+}
+
+/// [`verify_file`], also checking checkpoint signatures and the checkpoint kept outside.
+pub fn verify_with(
+    path: impl AsRef<Path>,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyFailure> {
     let path = path.as_ref();
+    let expected = match &options.state {
+        Some((state_path, state)) => Some(expected_root(state_path, state, options)?),
+        None => None,
+    };
+    let file = File::open(path).map_err(|source| VerifyFailure::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let mut chain = Chain::new(Tracker::new(
+        Frontier::new(),
+        options.verifier.clone(),
+        expected,
+        false,
+    ));
+    scan(path, &mut reader, &mut chain)?;
+    chain.finish(options.state.as_ref())
+}
+
+/// Checks every line of `reader` into `chain`, up to the end of the input.
+pub(crate) fn scan(
+    path: &Path,
+    reader: &mut impl io::BufRead,
+    chain: &mut Chain,
+) -> Result<(), VerifyFailure> {
     let io_err = |source| VerifyFailure::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err)?;
-    let mut reader = BufReader::with_capacity(1024 * 1024, file);
-    let mut chain = Chain::default();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
-        let kind = lines::read_line(&mut reader, &mut buf, MAX_LINE_LEN).map_err(io_err)?;
+        let kind = lines::read_line(reader, &mut buf, MAX_LINE_LEN).map_err(io_err)?;
         line_no += 1;
         let bad = |seq, reason| VerifyFailure::BadRecord {
             line: line_no,
@@ -144,7 +196,7 @@ pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure
             reason,
         };
         match kind {
-            Line::Eof => return Ok(chain.finish()),
+            Line::Eof => return Ok(()),
             Line::Complete => chain
                 .check(&buf)
                 .map_err(|(seq, reason)| bad(seq, reason))?,
@@ -157,16 +209,61 @@ pub fn verify_file(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyFailure
     }
 }
 
+/// The root the log must have at the state file's size, once its signature checks out.
+fn expected_root(
+    path: &Path,
+    state: &CheckpointState,
+    options: &VerifyOptions,
+) -> Result<Expected, VerifyFailure> {
+    let fail = |reason: String| VerifyFailure::State {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let verifier = options
+        .verifier
+        .as_ref()
+        .ok_or_else(|| fail("no public key to check it with".into()))?;
+    let verified = state
+        .verify(path, verifier)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Expected {
+        size: verified.checkpoint.size,
+        root: verified.checkpoint.root,
+    })
+}
+
 /// The running state of a verification.
-#[derive(Default)]
-struct Chain {
+pub(crate) struct Chain {
     report: VerifyReport,
     pending: Pending<()>,
+    pub(crate) tree: Tracker,
+    /// Statements are paired with their results (off when reading only part of a log).
+    pairing: bool,
 }
 
 impl Chain {
-    /// Checks one complete line against itself and the previous record.
-    fn check(&mut self, line: &[u8]) -> Result<(), (Option<u64>, VerifyReason)> {
+    fn new(tree: Tracker) -> Self {
+        Chain {
+            report: VerifyReport::default(),
+            pending: Pending::default(),
+            tree,
+            pairing: true,
+        }
+    }
+
+    /// A chain that continues after record `last_seq` with hash `last_hash`, without
+    /// statement pairing (their statements may lie before the part being read).
+    pub(crate) fn after(tree: Tracker, last_seq: u64, last_hash: HashHex) -> Self {
+        let mut chain = Chain::new(tree);
+        chain.pairing = false;
+        if last_seq > 0 {
+            chain.report.last_seq = Some(last_seq);
+            chain.report.last_hash = Some(last_hash);
+        }
+        chain
+    }
+
+    pub(crate) fn check(&mut self, line: &[u8]) -> Result<(), (Option<u64>, VerifyReason)> {
         let record = record::parse(line).map_err(|e| (None, e.into()))?;
         let seq = Some(record.seq);
         record::check_hash(line).map_err(|e| (seq, e.into()))?;
@@ -184,7 +281,15 @@ impl Chain {
         if record.prev != expected_prev {
             return Err((seq, VerifyReason::PrevMismatch));
         }
-        match pairing::role(&record.event) {
+        self.tree
+            .record(&record)
+            .map_err(|fault| (seq, VerifyReason::Checkpoint(fault)))?;
+        let role = if self.pairing {
+            pairing::role(&record.event)
+        } else {
+            Role::Other
+        };
+        match role {
             Role::Opens => {
                 self.report.statements_forwarded += 1;
                 self.pending
@@ -222,9 +327,42 @@ impl Chain {
     }
 
     /// The report at the end of the log: statements still pending have unknown outcomes.
-    fn finish(mut self) -> VerifyReport {
+    fn finish(
+        mut self,
+        state: Option<&(PathBuf, CheckpointState)>,
+    ) -> Result<VerifyReport, VerifyFailure> {
         let left = self.pending.drain();
         self.unknown(left.into_iter().map(|(seq, ())| seq));
-        self.report
+        if let Some((path, state)) = state {
+            let fail = |reason: String| VerifyFailure::State {
+                path: path.clone(),
+                reason,
+            };
+            let records = self.report.records;
+            match self.tree.expected_seen {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(fail(format!(
+                        "records 1..{} do not hash to the root it signs: the log was rewritten",
+                        state.size
+                    )))
+                }
+                None => return Err(fail(format!(
+                    "it signs {} records but the log holds {records}: records {}..{} were removed",
+                    state.size,
+                    records + 1,
+                    state.size
+                ))),
+            }
+            if state.is_final && records > state.record_seq {
+                return Err(fail(format!(
+                    "the gateway stopped after its final checkpoint at seq {}, yet the log goes on to seq {records}: records {}..{records} were not written by the gateway",
+                    state.record_seq,
+                    state.record_seq + 1,
+                )));
+            }
+        }
+        self.report.checkpoints = self.tree.finish();
+        Ok(self.report)
     }
 }

@@ -35,7 +35,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use gatehouse_tlog::Frontier;
+
 use crate::blocking::block_on;
+use crate::checkpoint::{self, CheckpointOptions, CheckpointState, Resumption, MAX_GAP};
 use crate::error::AuditError;
 use crate::event::{Event, EventKind, Outcome, What};
 use crate::record;
@@ -73,6 +76,11 @@ pub struct Options {
     pub retry_interval: Duration,
     /// With [`FsyncMode::Always`], the longest a record nobody waits for stays unsynced.
     pub lazy_sync: Duration,
+    /// Signed checkpoints of the log's Merkle tree (see [`crate::checkpoint`]).
+    pub checkpoints: Option<CheckpointOptions>,
+    /// Open a log that disagrees with its last signed checkpoint, rebuilding the tree from the
+    /// records as they are. Only for the operator's audited acknowledgement.
+    pub acknowledge_inconsistency: bool,
 }
 
 impl Default for Options {
@@ -83,6 +91,8 @@ impl Default for Options {
             space_check_interval: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
             lazy_sync: Duration::from_millis(10),
+            checkpoints: None,
+            acknowledge_inconsistency: false,
         }
     }
 }
@@ -124,6 +134,8 @@ pub struct Stats {
     pub refused: u64,
     /// Times the log took records again after a failed write.
     pub recoveries: u64,
+    /// Checkpoints signed and written by this writer.
+    pub checkpoints: u64,
 }
 
 /// Handle to an open audit log. Cheap to clone; all clones share one file and sync thread.
@@ -139,7 +151,9 @@ struct Inner {
     shared: Arc<Shared>,
     path: PathBuf,
     recovered: Option<PathBuf>,
+    resumption: Option<Resumption>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// State shared by the handles and the sync thread.
@@ -147,7 +161,11 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the sync thread.
     wake: Condvar,
+    /// Wakes the checkpoint thread.
+    checkpoint_wake: Condvar,
     progress: watch::Sender<Progress>,
+    /// Checkpoint requests answered, and the latest checkpoint (or why it failed).
+    checkpointed: watch::Sender<Checkpointed>,
     mode: FsyncMode,
     options: Options,
     dir: PathBuf,
@@ -158,6 +176,7 @@ struct Shared {
     available: AtomicU64,
     refused: AtomicU64,
     recoveries: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 struct Queue {
@@ -175,6 +194,32 @@ struct Queue {
     low_space: bool,
     /// No more appends: the log is shutting down (or every handle was dropped).
     closing: bool,
+    /// The Merkle tree over every record in the file, when checkpoints are on.
+    tree: Option<Frontier>,
+    ck: CheckpointControl,
+}
+
+/// What the checkpoint thread is asked to do (under the queue lock).
+#[derive(Debug, Default)]
+struct CheckpointControl {
+    /// A write of this `seq` wakes the checkpoint thread (enough records since the last).
+    due_seq: u64,
+    /// On-demand requests made, and answered.
+    requested: u64,
+    answered: u64,
+    /// `seq` of the last checkpoint record: records after it are not yet covered.
+    last_record_seq: u64,
+    /// Write a final checkpoint and stop.
+    finish: bool,
+}
+
+/// What the checkpoint thread publishes.
+#[derive(Debug, Clone, Default)]
+struct Checkpointed {
+    answered: u64,
+    latest: Option<CheckpointState>,
+    error: Option<Arc<str>>,
+    finished: bool,
 }
 
 enum State {
@@ -227,6 +272,36 @@ impl AuditLog {
             .map_err(|e| AuditError::io(&path, e))?;
         let cont = tail::continue_log(dir, &path, &file)?;
         tail::sync_dir(dir)?;
+        let resumed = match &options.checkpoints {
+            Some(ck) => Some(checkpoint::resume::resume(
+                &path,
+                &file,
+                &cont,
+                ck,
+                options.acknowledge_inconsistency,
+            )?),
+            None => None,
+        };
+        let mut latest = None;
+        let mut last_record_seq = 0;
+        if let (Some(resumed), Some(ck)) = (&resumed, &options.checkpoints) {
+            if let Some(state) = &resumed.state {
+                last_record_seq = state.record_seq;
+                let mut state = state.clone();
+                if state.is_final {
+                    // Records are about to follow the final checkpoint.
+                    state.is_final = false;
+                    state
+                        .store(&ck.state_path)
+                        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+                }
+                latest = Some(state);
+            }
+        }
+        let every = options
+            .checkpoints
+            .as_ref()
+            .map_or(u64::MAX, |ck| ck.every.max(1));
 
         let written = cont.next_seq - 1;
         let (progress, _) = watch::channel(Progress {
@@ -236,6 +311,11 @@ impl AuditLog {
         });
         let sync_file = file.try_clone().map_err(|e| AuditError::io(&path, e))?;
         let recovered = cont.recovered.clone();
+        let (checkpointed, _) = watch::channel(Checkpointed {
+            latest,
+            ..Checkpointed::default()
+        });
+        let resumption = resumed.as_ref().map(|r| r.how.clone());
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 state: State::Open,
@@ -247,9 +327,17 @@ impl AuditLog {
                 demand: 0,
                 low_space: false,
                 closing: false,
+                tree: resumed.map(|r| r.tree),
+                ck: CheckpointControl {
+                    due_seq: last_record_seq.saturating_add(every).max(1),
+                    last_record_seq,
+                    ..CheckpointControl::default()
+                },
             }),
             wake: Condvar::new(),
+            checkpoint_wake: Condvar::new(),
             progress,
+            checkpointed,
             mode: options.fsync,
             options: options.clone(),
             dir: dir.to_path_buf(),
@@ -260,6 +348,7 @@ impl AuditLog {
             available: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
         });
         let syncer = Syncer {
             shared: Arc::clone(&shared),
@@ -271,12 +360,29 @@ impl AuditLog {
             .name("gatehouse-audit".into())
             .spawn(move || syncer.run())
             .map_err(|e| AuditError::io(&path, e))?;
+        let checkpointer = match options.checkpoints {
+            Some(ck) => {
+                let checkpointer = Checkpointer {
+                    shared: Arc::clone(&shared),
+                    options: ck,
+                };
+                Some(
+                    thread::Builder::new()
+                        .name("gatehouse-checkpoint".into())
+                        .spawn(move || checkpointer.run())
+                        .map_err(|e| AuditError::io(&path, e))?,
+                )
+            }
+            None => None,
+        };
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 shared,
                 path,
                 recovered,
+                resumption,
                 thread: Mutex::new(Some(thread)),
+                checkpointer: Mutex::new(checkpointer),
             }),
         })
     }
@@ -297,32 +403,12 @@ impl AuditLog {
     /// Resolves once the ticket's event (and every earlier one) is on stable storage, or fails
     /// if the log failed first. The ticket must come from this log (or a clone of it).
     pub async fn durable(&self, ticket: Ticket) -> Result<(), AuditError> {
-        if let Some(done) = self.check_durable(ticket) {
-            return done;
-        }
-        let shared = &self.inner.shared;
-        // Subscribed before asking, so the sync that answers cannot be missed.
-        let mut rx = shared.progress.subscribe();
-        {
-            let mut q = lock(&shared.queue);
-            if ticket.0 > q.demand {
-                q.demand = ticket.0;
-                if std::mem::replace(&mut q.syncer_idle, false) {
-                    shared.wake.notify_one();
-                }
-            }
-        }
-        let progress = rx
-            .wait_for(|p| settled(p, ticket).is_some())
-            .await
-            .map(|p| p.clone())
-            .map_err(|_| AuditError::Unavailable("audit writer is gone".into()))?;
-        settled(&progress, ticket).unwrap_or_else(|| {
-            Err(AuditError::Unavailable(format!(
-                "event {} was never made durable",
-                ticket.0
-            )))
-        })
+        self.inner.shared.durable(ticket).await
+    }
+
+    /// [`AuditLog::checkpoint`] for synchronous code.
+    pub fn checkpoint_blocking(&self) -> Result<CheckpointState, AuditError> {
+        block_on(self.checkpoint())
     }
 
     /// [`AuditLog::durable`] for synchronous code: blocks the calling thread.
@@ -346,6 +432,20 @@ impl AuditLog {
     /// Affects every clone. Fails if anything written could not be made durable.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
         let shared = &self.inner.shared;
+        let checkpointer = lock(&self.inner.checkpointer).take();
+        if let Some(handle) = checkpointer {
+            lock(&shared.queue).ck.finish = true;
+            shared.checkpoint_wake.notify_one();
+            let mut rx = shared.checkpointed.subscribe();
+            let done = rx.wait_for(|c| c.finished).await.map(|c| c.clone());
+            let _ = handle.join();
+            if let Ok(Checkpointed {
+                error: Some(why), ..
+            }) = done
+            {
+                tracing::error!(error = %why, "the final audit checkpoint was not written");
+            }
+        }
         lock(&shared.queue).closing = true;
         shared.wake.notify_one();
         let mut rx = shared.progress.subscribe();
@@ -382,6 +482,43 @@ impl AuditLog {
         &self.inner.path
     }
 
+    /// How the Merkle tree was rebuilt at open (`None` without checkpoints). The caller should
+    /// audit it (in the `gateway.start` event's detail).
+    pub fn resumption(&self) -> Option<Resumption> {
+        self.inner.resumption.clone()
+    }
+
+    /// The latest signed checkpoint (kept outside the log), if there is one yet.
+    pub fn latest_checkpoint(&self) -> Option<CheckpointState> {
+        self.inner.shared.checkpointed.borrow().latest.clone()
+    }
+
+    /// Signs a checkpoint of everything written so far (if anything was written since the
+    /// last one), and returns the latest checkpoint once it is durable.
+    pub async fn checkpoint(&self) -> Result<CheckpointState, AuditError> {
+        let shared = &self.inner.shared;
+        if lock(&self.inner.checkpointer).is_none() {
+            return Err(AuditError::Unavailable("checkpoints are off".into()));
+        }
+        let mut rx = shared.checkpointed.subscribe();
+        let wanted = {
+            let mut q = lock(&shared.queue);
+            q.ck.requested += 1;
+            q.ck.requested
+        };
+        shared.checkpoint_wake.notify_one();
+        let done = rx
+            .wait_for(|c| c.answered >= wanted || c.finished)
+            .await
+            .map(|c| c.clone())
+            .map_err(|_| AuditError::Unavailable("checkpoint thread is gone".into()))?;
+        if let Some(why) = done.error {
+            return Err(AuditError::Unavailable(why.to_string()));
+        }
+        done.latest
+            .ok_or_else(|| AuditError::Unavailable("no checkpoint was written".into()))
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> Stats {
         let s = &self.inner.shared;
@@ -395,6 +532,7 @@ impl AuditLog {
             available_bytes: s.available.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
             recoveries: s.recoveries.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
         }
     }
 
@@ -436,6 +574,36 @@ fn settled(progress: &Progress, ticket: Ticket) -> Option<Result<(), AuditError>
 }
 
 impl Shared {
+    /// See [`AuditLog::durable`].
+    async fn durable(&self, ticket: Ticket) -> Result<(), AuditError> {
+        if let Some(done) = settled(&self.progress.borrow(), ticket) {
+            return done;
+        }
+        let shared = self;
+        // Subscribed before asking, so the sync that answers cannot be missed.
+        let mut rx = shared.progress.subscribe();
+        {
+            let mut q = lock(&shared.queue);
+            if ticket.0 > q.demand {
+                q.demand = ticket.0;
+                if std::mem::replace(&mut q.syncer_idle, false) {
+                    shared.wake.notify_one();
+                }
+            }
+        }
+        let progress = rx
+            .wait_for(|p| settled(p, ticket).is_some())
+            .await
+            .map(|p| p.clone())
+            .map_err(|_| AuditError::Unavailable("audit writer is gone".into()))?;
+        settled(&progress, ticket).unwrap_or_else(|| {
+            Err(AuditError::Unavailable(format!(
+                "event {} was never made durable",
+                ticket.0
+            )))
+        })
+    }
+
     fn append(&self, event: &Event) -> Result<Ticket, AuditError> {
         record::check_event(event).map_err(|e| AuditError::InvalidEvent(e.to_string()))?;
         let mut q = lock(&self.queue);
@@ -478,6 +646,14 @@ impl Shared {
             return Err(AuditError::Unavailable(why));
         }
         let bytes = q.buf.len() as u64;
+        if let Some(tree) = &mut q.tree {
+            // Cannot be full: a log holds fewer than u64::MAX records.
+            let _ = tree.append(checkpoint::leaf_of(&hash));
+            if seq >= q.ck.due_seq {
+                q.ck.due_seq = u64::MAX;
+                self.checkpoint_wake.notify_one();
+            }
+        }
         q.cont.prev = hash;
         q.cont.next_seq += 1;
         q.cont.len += bytes;
@@ -559,6 +735,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         lock(&self.shared.queue).closing = true;
         self.shared.wake.notify_one();
+        self.shared.checkpoint_wake.notify_one();
     }
 }
 
@@ -727,6 +904,146 @@ impl Syncer {
         } else if !low && was_low && available > options.low_space_bytes.saturating_mul(2) {
             lock(&self.shared.queue).low_space = false;
         }
+    }
+}
+
+/// The checkpoint thread: signs the tree off the appenders' path (they only hash a leaf).
+struct Checkpointer {
+    shared: Arc<Shared>,
+    options: CheckpointOptions,
+}
+
+/// The tree as it stood at one size, taken under the queue lock.
+struct Snapshot {
+    size: u64,
+    root: gatehouse_tlog::Hash,
+    nodes: Vec<gatehouse_tlog::Hash>,
+    head: record::HashHex,
+    offset: u64,
+}
+
+impl Checkpointer {
+    fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        let interval = self.options.interval.max(Duration::from_millis(10));
+        let mut last = Instant::now();
+        let mut q = lock(&shared.queue);
+        loop {
+            if q.ck.finish {
+                drop(q);
+                let result = self.checkpoint(true);
+                self.publish(None, result, true);
+                return;
+            }
+            if q.closing {
+                drop(q);
+                self.publish(None, Err("the log closed".into()), true);
+                return;
+            }
+            let uncovered = q.written > q.ck.last_record_seq;
+            let requested = q.ck.requested > q.ck.answered;
+            let due = uncovered && (q.ck.due_seq == u64::MAX || last.elapsed() >= interval);
+            if requested || due {
+                let answering = q.ck.requested;
+                drop(q);
+                let result = if uncovered {
+                    self.checkpoint(false)
+                } else {
+                    Ok(())
+                };
+                last = Instant::now();
+                q = lock(&shared.queue);
+                q.ck.answered = q.ck.answered.max(answering);
+                drop(q);
+                self.publish(Some(answering), result, false);
+                q = lock(&shared.queue);
+                continue;
+            }
+            let wait = interval
+                .saturating_sub(last.elapsed())
+                .max(Duration::from_millis(1));
+            q = shared
+                .checkpoint_wake
+                .wait_timeout(q, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn publish(&self, answered: Option<u64>, result: Result<(), String>, finished: bool) {
+        if let Err(why) = &result {
+            tracing::error!(error = %why, "audit checkpoint failed");
+        }
+        self.shared.checkpointed.send_modify(|c| {
+            if let Some(answered) = answered {
+                c.answered = c.answered.max(answered);
+            }
+            c.error = result.err().map(Arc::from);
+            c.finished |= finished;
+        });
+    }
+
+    /// Signs the tree as it stands, appends the checkpoint record, waits until it is durable
+    /// and then keeps it in the state file.
+    fn checkpoint(&self, is_final: bool) -> Result<(), String> {
+        let shared = &self.shared;
+        let snapshot = {
+            let q = lock(&shared.queue);
+            if let State::Failed(f) = &q.state {
+                return Err(format!("the log is failed: {}", f.why));
+            }
+            let Some(tree) = &q.tree else {
+                return Err("checkpoints are off".into());
+            };
+            Snapshot {
+                size: q.written,
+                root: tree.root(),
+                nodes: tree.nodes().to_vec(),
+                head: q.cont.prev,
+                offset: q.cont.len,
+            }
+        };
+        let signed = checkpoint::sign(&self.options, snapshot.size, snapshot.root)?;
+        let event = checkpoint::event(&signed);
+        record::check_event(&event).map_err(|e| e.to_string())?;
+        let ticket = {
+            let mut q = lock(&shared.queue);
+            if q.written - snapshot.size > MAX_GAP {
+                // Verifiers keep only MAX_GAP recent roots; the next one will be nearer.
+                q.ck.due_seq = q.written;
+                return Err(format!(
+                    "{} records were appended while the checkpoint was signed; skipped",
+                    q.written - snapshot.size
+                ));
+            }
+            if q.closing {
+                return Err("the log closed".into());
+            }
+            if let State::Failed(f) = &q.state {
+                return Err(format!("the log is failed: {}", f.why));
+            }
+            let ticket = shared.write(&mut q, &event).map_err(|e| e.to_string())?;
+            q.ck.last_record_seq = ticket.seq();
+            q.ck.due_seq = ticket.seq().saturating_add(self.options.every.max(1));
+            ticket
+        };
+        block_on(shared.durable(ticket)).map_err(|e| e.to_string())?;
+        let state = CheckpointState {
+            note: signed.note,
+            size: snapshot.size,
+            root: hex::encode(snapshot.root),
+            head: snapshot.head.to_string(),
+            offset: snapshot.offset,
+            frontier: snapshot.nodes.iter().map(hex::encode).collect(),
+            record_seq: ticket.seq(),
+            is_final,
+        };
+        state
+            .store(&self.options.state_path)
+            .map_err(|e| e.to_string())?;
+        shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        shared.checkpointed.send_modify(|c| c.latest = Some(state));
+        Ok(())
     }
 }
 

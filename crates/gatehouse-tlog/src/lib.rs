@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 
 pub mod hash;
+pub mod history;
 pub mod note;
 pub mod proof;
 pub mod tree;
 
 pub use hash::{empty_root, leaf_hash, node_hash, Hash};
+pub use history::History;
 pub use note::{
     Checkpoint, CheckpointError, KeyId, NoteError, NoteSignature, SignedNote, Signer, Verifier,
 };
