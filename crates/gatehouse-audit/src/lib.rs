@@ -15,6 +15,7 @@ pub mod event;
 pub mod export;
 mod lines;
 mod pairing;
+pub mod proof;
 pub mod record;
 pub mod recordings;
 pub mod recovery;

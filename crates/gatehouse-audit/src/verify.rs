@@ -347,12 +347,14 @@ impl Chain {
                         state.size
                     )))
                 }
-                None => return Err(fail(format!(
+                None => {
+                    return Err(fail(format!(
                     "it signs {} records but the log holds {records}: records {}..{} were removed",
                     state.size,
                     records + 1,
                     state.size
-                ))),
+                )))
+                }
             }
             if state.is_final && records > state.record_seq {
                 return Err(fail(format!(

@@ -450,3 +450,63 @@ fn a_rewritten_log_re_signed_throughout_with_another_key_is_detected() {
     );
     refused_at_start(&site);
 }
+
+#[test]
+fn an_inclusion_proof_holds_offline_and_fails_for_an_altered_record() {
+    use gatehouse_audit::proof::{self, ProofFailure};
+    let site = Site::new();
+    site.write(37);
+    let options = VerifyOptions {
+        verifier: Some(site.verifier()),
+        state: None,
+    };
+    for seq in [1, 7, 20, 37] {
+        let made = proof::prove(&site.log(), seq, &options).unwrap();
+        // Through its file form, as an examiner gets it.
+        let text = serde_json::to_string(&made).unwrap();
+        let read: proof::InclusionProof = serde_json::from_str(&text).unwrap();
+        let proven = proof::check(&read, &site.verifier()).unwrap();
+        assert_eq!(proven.record.seq, seq);
+        assert!(proven.checkpoint.size >= seq);
+    }
+    let made = proof::prove(&site.log(), 7, &options).unwrap();
+
+    let mut altered = made.clone();
+    altered.record = altered.record.replace("id = 7", "id = 8");
+    assert!(matches!(
+        proof::check(&altered, &site.verifier()),
+        Err(ProofFailure::Record(_))
+    ));
+
+    // A record re-hashed after the change has a valid hash of its own, but is not in the tree.
+    let mut rehashed = made.clone();
+    let mut original = record::decode(made.record.as_bytes()).unwrap();
+    original.event.what.statement = Some("SELECT 'harmless'".into());
+    let mut buf = Vec::new();
+    record::encode(&mut buf, original.seq, &original.prev, &original.event).unwrap();
+    rehashed.record = String::from_utf8(buf[..buf.len() - 1].to_vec()).unwrap();
+    assert!(matches!(
+        proof::check(&rehashed, &site.verifier()),
+        Err(ProofFailure::NotIncluded(_))
+    ));
+
+    let mut bent = made.clone();
+    bent.proof[0] = "00".repeat(32);
+    assert!(matches!(
+        proof::check(&bent, &site.verifier()),
+        Err(ProofFailure::NotIncluded(_))
+    ));
+
+    let other = Signer::from_seed(ORIGIN, &[9u8; 32]).unwrap().verifier();
+    assert!(matches!(
+        proof::check(&made, &other),
+        Err(ProofFailure::Signature { .. })
+    ));
+
+    // The final checkpoint record itself is covered by no checkpoint yet.
+    let last = lines(&site.log()).len() as u64;
+    assert!(matches!(
+        proof::prove(&site.log(), last, &options),
+        Err(ProofFailure::NotCovered(_))
+    ));
+}

@@ -10,6 +10,7 @@ mod notify;
 pub mod recordings;
 mod reload;
 mod run;
+pub mod signing;
 mod wiring;
 
 pub use run::{serve, Running};

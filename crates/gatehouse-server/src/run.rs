@@ -71,8 +71,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         low_space_bytes: config.audit.low_space_warning,
         ..Options::default()
     };
-    let audit = AuditLog::open(&config.audit.dir, options)
-        .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+    let (options, key_created) = with_checkpoints(options, &config.audit.checkpoints)?;
+    let audit = open_audit(&config, options)?;
     // Read before this run writes anything: what the previous run left open.
     let unclean = gatehouse_audit::unclean_stop(audit.path())
         .with_context(|| format!("reading {}", audit.path().display()))?;
@@ -81,8 +81,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "recovered_partial_record": audit.recovered_partial().map(|p| p.display().to_string()),
+        "checkpoints": checkpoint_detail(&audit, &config.audit.checkpoints),
     }));
     audit.record(start).await?;
+    if let Some(verifier) = key_created {
+        let mut created = Event::now(EventKind::AuditKeyCreated, Outcome::success());
+        created.what = What {
+            resource: Some(config.audit.checkpoints.signing_key.display().to_string()),
+            detail: Some(serde_json::json!({ "public_key": verifier.to_string() })),
+            ..What::default()
+        };
+        audit.record(created).await?;
+    }
     if let Some(unclean) = unclean {
         close_previous_run(&audit, &unclean).await?;
     }
@@ -267,6 +277,75 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Closes in the log what a run that stopped without `gateway.stop` left open: one
 /// `gateway.unclean_stop` naming the head it left, then a `session.end` for every session it
 /// left open, with the statements that never got a result.
+/// Adds checkpoint signing to the writer's options, loading (or creating) the key. Returns the
+/// public key when it was just created.
+pub(crate) fn with_checkpoints(
+    mut options: Options,
+    config: &config::CheckpointConfig,
+) -> anyhow::Result<(Options, Option<gatehouse_tlog::Verifier>)> {
+    if !config.enabled {
+        return Ok((options, None));
+    }
+    let (signer, created) = crate::signing::load_or_create(&config.signing_key, &config.origin)?;
+    let verifier = created.then(|| signer.verifier());
+    if let Some(v) = &verifier {
+        tracing::warn!(
+            key = %config.signing_key.display(),
+            public_key = %v,
+            "created the audit checkpoint signing key; give examiners its public key"
+        );
+    }
+    options.checkpoints = Some(crate::signing::options(config, signer));
+    Ok((options, verifier))
+}
+
+/// Opens the log; a log that disagrees with its last signed checkpoint stops the start.
+fn open_audit(config: &Config, options: Options) -> anyhow::Result<AuditLog> {
+    match AuditLog::open(&config.audit.dir, options) {
+        Err(e @ gatehouse_audit::AuditError::Inconsistent { .. }) => {
+            tracing::error!(
+                error = %e,
+                "REFUSING TO START: the audit log was cut or rewritten since the gateway last                  signed it; keep a copy for investigation, then acknowledge with                  `gatehouse audit acknowledge --reason TEXT`"
+            );
+            Err(anyhow::anyhow!(
+                "{e}\nrefusing to start; investigate, then run `gatehouse audit acknowledge --reason TEXT`"
+            ))
+        }
+        other => other
+            .with_context(|| format!("opening the audit log in {}", config.audit.dir.display())),
+    }
+}
+
+fn checkpoint_detail(audit: &AuditLog, config: &config::CheckpointConfig) -> serde_json::Value {
+    let Some(how) = audit.resumption() else {
+        return serde_json::json!({ "enabled": false });
+    };
+    use gatehouse_audit::checkpoint::Resumption;
+    let resumed = match how {
+        Resumption::Empty => serde_json::json!({ "from": "empty log" }),
+        Resumption::FromCheckpoint { size, rehashed } => {
+            serde_json::json!({ "from": "kept checkpoint", "size": size, "rehashed": rehashed })
+        }
+        Resumption::Rebuilt {
+            records,
+            checkpoints,
+        } => serde_json::json!({
+            "from": "whole log (no kept checkpoint)",
+            "records": records,
+            "checkpoints_checked": checkpoints,
+        }),
+        Resumption::Acknowledged { records } => {
+            serde_json::json!({ "from": "acknowledged log", "records": records })
+        }
+    };
+    serde_json::json!({
+        "enabled": true,
+        "origin": config.origin,
+        "state_file": config.state_file.display().to_string(),
+        "resumed": resumed,
+    })
+}
+
 async fn close_previous_run(
     audit: &AuditLog,
     unclean: &gatehouse_audit::UncleanStop,

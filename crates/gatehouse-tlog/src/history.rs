@@ -52,7 +52,7 @@ impl History {
             self.leaves.pop_front();
         }
         let size = self.current.size();
-        if size % STRIDE == 0 {
+        if size.is_multiple_of(STRIDE) {
             self.marks.push_back(self.current.clone());
         }
         let oldest = size - self.leaves.len() as u64;

@@ -26,6 +26,7 @@ use crate::record::HashHex;
 
 pub use check::{CheckpointFault, CheckpointSummary};
 pub use resume::Resumption;
+pub(crate) use state::parse_hash;
 pub use state::{CheckpointState, StateError};
 
 /// The most records a checkpoint record may follow the size it signs by. The writer skips a

@@ -90,6 +90,22 @@ pub struct AuditConfig {
     pub fsync_interval: Duration,
     /// Free space below which an `audit.disk_low` record and a warning are written (0: off).
     pub low_space_warning: u64,
+    /// Signed checkpoints of the log's Merkle tree (docs/audit-checkpoints.md).
+    pub checkpoints: CheckpointConfig,
+}
+
+/// Signed checkpoints: where the key and the kept checkpoint live, and how often to sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    pub enabled: bool,
+    /// The Ed25519 signing key (C2SP note key text); created with mode 0600 if absent.
+    pub signing_key: PathBuf,
+    /// The latest checkpoint, kept outside the audit directory.
+    pub state_file: PathBuf,
+    /// The checkpoints' origin line: this log's name.
+    pub origin: String,
+    pub interval: Duration,
+    pub every: u64,
 }
 
 /// Session recording (docs/recording.md).

@@ -86,6 +86,18 @@ pub(crate) struct RawAudit {
     pub fsync: Option<Fsync>,
     pub fsync_interval: Option<String>,
     pub low_space_warning: Option<ConfigSize>,
+    pub checkpoints: Option<RawCheckpoints>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckpoints {
+    pub enabled: Option<bool>,
+    pub signing_key: Option<String>,
+    pub state_file: Option<PathBuf>,
+    pub origin: Option<String>,
+    pub interval: Option<ConfigDuration>,
+    pub every: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use super::error::{ConfigError, Issue};
 use super::locate::{display_path, locate_nearest};
 use super::model::*;
 use super::raw::*;
-use super::secret::Secret;
+use super::secret::{Secret, SecretRef};
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "data";
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8080";
@@ -241,6 +241,7 @@ impl<'a> Resolver<'a> {
                 }
             },
         };
+        let checkpoints = self.checkpoints(raw.checkpoints.unwrap_or_default(), data_dir, &dir);
         AuditConfig {
             dir,
             fsync,
@@ -248,6 +249,84 @@ impl<'a> Resolver<'a> {
             low_space_warning: raw
                 .low_space_warning
                 .map_or(DEFAULT_LOW_SPACE_WARNING, |s| s.0),
+            checkpoints,
+        }
+    }
+
+    fn checkpoints(
+        &mut self,
+        raw: RawCheckpoints,
+        data_dir: &Path,
+        audit_dir: &Path,
+    ) -> CheckpointConfig {
+        const KEY: &[&str] = &["audit", "checkpoints", "signing_key"];
+        let default_key = data_dir.join("signing").join("audit.key");
+        let signing_key = match raw.signing_key.as_deref().map(SecretRef::parse) {
+            None => default_key,
+            Some(Ok(SecretRef::File(path))) => self.absolute(&path),
+            Some(Ok(SecretRef::Env(_))) => {
+                self.error(
+                    KEY,
+                    "must be ${file:PATH}: the gateway creates the key there on first start",
+                );
+                default_key
+            }
+            Some(Err(why)) => {
+                self.error(KEY, why);
+                default_key
+            }
+        };
+        let state_file = match raw.state_file {
+            Some(p) => self.dir(
+                &["audit", "checkpoints", "state_file"],
+                Some(p),
+                PathBuf::new(),
+            ),
+            None => signing_key.with_file_name("audit-checkpoint.json"),
+        };
+        for (key, path) in [
+            (KEY, &signing_key),
+            (&["audit", "checkpoints", "state_file"][..], &state_file),
+        ] {
+            if path.starts_with(audit_dir) {
+                self.error(
+                    key,
+                    "must be outside the audit directory: whoever can rewrite the log must not                      also hold what proves it was rewritten",
+                );
+            }
+        }
+        let origin = raw.origin.unwrap_or_else(default_origin);
+        if !gatehouse_tlog::note::is_valid_key_name(&origin) {
+            self.error(
+                &["audit", "checkpoints", "origin"],
+                "must be non-empty, without spaces or '+' (a C2SP key name)",
+            );
+        }
+        let interval = raw.interval.map_or(Duration::from_secs(10), |d| d.0);
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(86_400) {
+            self.error(
+                &["audit", "checkpoints", "interval"],
+                "must be between 100ms and 24h",
+            );
+        }
+        let every = raw.every.unwrap_or(10_000);
+        if every == 0 {
+            self.error(&["audit", "checkpoints", "every"], "must be at least 1");
+        }
+        let enabled = raw.enabled.unwrap_or(true);
+        if !enabled {
+            self.warn(
+                &["audit", "checkpoints", "enabled"],
+                "without signed checkpoints a cut or rewritten audit log cannot be proven",
+            );
+        }
+        CheckpointConfig {
+            enabled,
+            signing_key,
+            state_file,
+            origin,
+            interval,
+            every,
         }
     }
 
@@ -779,4 +858,14 @@ mod tests {
             DEFAULT_ADMIN_LISTEN
         );
     }
+}
+
+/// `<hostname>/gatehouse-audit`: distinct per host unless configured.
+fn default_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| gatehouse_tlog::note::is_valid_key_name(h))
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/gatehouse-audit")
 }

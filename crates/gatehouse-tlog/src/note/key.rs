@@ -240,6 +240,20 @@ impl Signer {
         Ok(signer)
     }
 
+    /// The signer-key text [`Signer::from_skey`] reads, to store the key. Wiped on drop; it
+    /// is the secret, so it must only ever be written to a protected file.
+    pub fn to_skey(&self) -> Zeroizing<String> {
+        let mut typed = Zeroizing::new([0u8; 33]);
+        typed[0] = ALG_ED25519;
+        typed[1..].copy_from_slice(self.key.as_bytes());
+        Zeroizing::new(format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            self.key_id,
+            BASE64.encode(&typed[..])
+        ))
+    }
+
     /// The key name put on signature lines.
     pub fn name(&self) -> &str {
         &self.name
@@ -291,6 +305,14 @@ impl fmt::Debug for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signer_key_text_round_trips() {
+        let signer = Signer::from_seed("example.com/log", &[3u8; 32]).unwrap();
+        let again = Signer::from_skey(&signer.to_skey()).unwrap();
+        assert_eq!(again.verifier(), signer.verifier());
+        assert_eq!(again.name(), "example.com/log");
+    }
 
     #[test]
     fn key_id_hex_is_strict() {
