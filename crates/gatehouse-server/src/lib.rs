@@ -13,4 +13,4 @@ mod run;
 pub mod signing;
 mod wiring;
 
-pub use run::{serve, Running};
+pub use run::{serve, with_checkpoints as checkpoint_options, Running};

@@ -279,7 +279,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// left open, with the statements that never got a result.
 /// Adds checkpoint signing to the writer's options, loading (or creating) the key. Returns the
 /// public key when it was just created.
-pub(crate) fn with_checkpoints(
+pub fn with_checkpoints(
     mut options: Options,
     config: &config::CheckpointConfig,
 ) -> anyhow::Result<(Options, Option<gatehouse_tlog::Verifier>)> {

@@ -1,8 +1,11 @@
-//! `gatehouse audit verify|export`: offline, straight from the data directory.
+//! `gatehouse audit verify|export|public-key|prove|verify-proof|acknowledge`: offline,
+//! straight from the data directory.
 
 use anyhow::Context;
-use gatehouse_audit::{verify_file, ExportFormat};
+use gatehouse_audit::checkpoint::CheckpointState;
+use gatehouse_audit::{verify_with, ExportFormat, VerifyOptions};
 use gatehouse_server::config::Config;
+use gatehouse_tlog::Verifier;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,9 +22,52 @@ fn log_path(config: &Config) -> std::path::PathBuf {
     config.audit.dir.join(gatehouse_audit::LOG_FILE_NAME)
 }
 
-pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
+/// A public key given as vkey text or as a file holding it.
+pub fn parse_pubkey(arg: &str) -> anyhow::Result<Verifier> {
+    let text = match std::fs::read_to_string(arg) {
+        Ok(text) => text,
+        Err(_) => arg.to_owned(),
+    };
+    Verifier::parse(text.trim()).map_err(|e| anyhow::anyhow!("--pubkey: not a public key ({e})"))
+}
+
+/// What to check the checkpoints against: the given key, else the configured key's public
+/// half; and the checkpoint kept beside the key, when there is one.
+fn verify_options(
+    config: &Config,
+    pubkey: Option<&str>,
+    state: Option<&Path>,
+) -> anyhow::Result<VerifyOptions> {
+    let ck = &config.audit.checkpoints;
+    let verifier = match pubkey {
+        Some(arg) => Some(parse_pubkey(arg)?),
+        None if ck.enabled && ck.signing_key.exists() => {
+            Some(gatehouse_server::signing::public_key(&ck.signing_key)?)
+        }
+        None => None,
+    };
+    let state_path = state
+        .map(Path::to_path_buf)
+        .or_else(|| (ck.enabled && ck.state_file.exists()).then(|| ck.state_file.clone()));
+    let state = match state_path {
+        Some(path) => {
+            let loaded = CheckpointState::load(&path)?
+                .with_context(|| format!("{} does not exist", path.display()))?;
+            Some((path, loaded))
+        }
+        None => None,
+    };
+    Ok(VerifyOptions { verifier, state })
+}
+
+pub fn verify(
+    config: &Config,
+    pubkey: Option<&str>,
+    state: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let path = log_path(config);
-    match verify_file(&path) {
+    let options = verify_options(config, pubkey, state)?;
+    match verify_with(&path, &options) {
         Ok(report) => {
             let last = report
                 .last_hash
@@ -34,6 +80,7 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
                 report.first_seq.unwrap_or(0),
                 report.last_seq.unwrap_or(0),
             );
+            print_checkpoints(&report, &options);
             if report.outcomes_unknown > 0 {
                 let examples: Vec<String> =
                     report.unknown_examples.iter().map(u64::to_string).collect();
@@ -50,6 +97,46 @@ pub fn verify(config: &Config) -> anyhow::Result<ExitCode> {
             eprintln!("{}: NOT INTACT: {failure}", path.display());
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+fn print_checkpoints(report: &gatehouse_audit::VerifyReport, options: &VerifyOptions) {
+    let cps = &report.checkpoints;
+    let records = report.records;
+    let signer = match &cps.key {
+        Some(key) => format!("signed by {key}"),
+        None => "SIGNATURES NOT CHECKED (no public key: pass --pubkey)".to_owned(),
+    };
+    match cps.last {
+        Some((seq, size)) => println!(
+            "checkpoints: {} {signer}; the last (seq {seq}) covers records 1..{size}{}",
+            cps.count,
+            if size + 1 < records {
+                format!("; records {}..{records} are not yet covered", size + 1)
+            } else {
+                String::new()
+            }
+        ),
+        None if records > 0 => {
+            println!("checkpoints: none: no signed checkpoint covers this log")
+        }
+        None => {}
+    }
+    match &options.state {
+        Some((path, state)) => println!(
+            "kept checkpoint {} (size {}) matches the log",
+            path.display(),
+            state.size
+        ),
+        None if cps.count > 0 => println!(
+            "no kept checkpoint given: a cut after the last checkpoint record cannot be ruled out"
+        ),
+        None => {}
+    }
+    for (seq, problem, reason) in &cps.acknowledged {
+        println!(
+            "WARNING: at seq {seq} an operator acknowledged that the log disagreed with its signed checkpoint: {problem} (reason: {reason})"
+        );
     }
 }
 
@@ -159,5 +246,150 @@ pub fn export(
             "warning: the log ends with an unfinished record (a crash mid-write); it was skipped"
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn public_key(config: &Config) -> anyhow::Result<ExitCode> {
+    let ck = &config.audit.checkpoints;
+    if !ck.signing_key.exists() {
+        anyhow::bail!(
+            "no checkpoint signing key at {} yet: the gateway creates it on its first start",
+            ck.signing_key.display()
+        );
+    }
+    println!(
+        "{}",
+        gatehouse_server::signing::public_key(&ck.signing_key)?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prove(config: &Config, seq: u64, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let options = verify_options(config, None, None)?;
+    let proof = gatehouse_audit::proof::prove(&log_path(config), seq, &options)?;
+    let mut text = serde_json::to_string_pretty(&proof)?;
+    text.push('\n');
+    match out {
+        Some(file) => {
+            std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!(
+                "wrote an inclusion proof of seq {seq} against the checkpoint of tree size {} to {}",
+                proof.tree_size,
+                file.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify_proof(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
+    let verifier = parse_pubkey(pubkey)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let proof: gatehouse_audit::proof::InclusionProof = match serde_json::from_str(&text) {
+        Ok(proof) => proof,
+        Err(e) => {
+            eprintln!(
+                "{}: PROOF DOES NOT HOLD: not a proof file ({e})",
+                file.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match gatehouse_audit::proof::check(&proof, &verifier) {
+        Ok(proven) => {
+            let event = &proven.record.event;
+            println!(
+                "proof holds: record seq {} ({}, {}{}) is in log {} at tree size {} (root {}), signed by {}",
+                proven.record.seq,
+                event.kind.as_str(),
+                gatehouse_audit::timefmt::Rfc3339Nanos(event.time),
+                event
+                    .session
+                    .as_deref()
+                    .map(|s| format!(", session {s}"))
+                    .unwrap_or_default(),
+                proven.checkpoint.origin,
+                proven.checkpoint.size,
+                hex::encode(proven.checkpoint.root),
+                verifier
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: PROOF DOES NOT HOLD: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Lets the gateway start again on a log that disagrees with its last signed checkpoint: the
+/// kept checkpoint is set aside (not deleted), an `audit.acknowledged` record names what was
+/// wrong and why it was accepted, and a fresh checkpoint covers the log as it now is.
+pub fn acknowledge(config: &Config, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the log is accepted as it is");
+    }
+    let ck = &config.audit.checkpoints;
+    if !ck.enabled {
+        anyhow::bail!("checkpoints are off in this configuration: nothing to acknowledge");
+    }
+    let path = log_path(config);
+    let options = verify_options(config, None, None)?;
+    let problem = match verify_with(&path, &options) {
+        Ok(_) => {
+            println!(
+                "{}: agrees with its last signed checkpoint; nothing to acknowledge",
+                path.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => e.to_string(),
+    };
+    let rejected = options.state.as_ref().map(|(state_path, state)| {
+        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let aside = state_path.with_extension(format!("rejected-{nanos}"));
+        (state_path.clone(), aside, state.clone())
+    });
+    if let Some((from, to, _)) = &rejected {
+        std::fs::rename(from, to).with_context(|| format!("moving {} aside", from.display()))?;
+    }
+    let writer = gatehouse_audit::Options {
+        acknowledge_inconsistency: true,
+        ..gatehouse_audit::Options::default()
+    };
+    let (writer, _) = gatehouse_server::checkpoint_options(writer, ck)?;
+    let log = gatehouse_audit::AuditLog::open(&config.audit.dir, writer)?;
+    let operator = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let mut event = gatehouse_audit::Event::now(
+        gatehouse_audit::EventKind::AuditAcknowledged,
+        gatehouse_audit::Outcome::success(),
+    );
+    event.who.subject = Some(operator);
+    event.who.method = Some("local".into());
+    event.what = gatehouse_audit::What {
+        resource: Some(path.display().to_string()),
+        detail: Some(serde_json::json!({
+            "problem": problem,
+            "reason": reason,
+            "rejected_checkpoint": rejected.as_ref().map(|(_, aside, state)| serde_json::json!({
+                "file": aside.display().to_string(),
+                "size": state.size,
+                "root": state.root,
+                "note": state.note,
+            })),
+        })),
+        ..gatehouse_audit::What::default()
+    };
+    log.record_blocking(event)?;
+    log.close()?;
+    println!("acknowledged: {problem}");
+    if let Some((_, aside, _)) = &rejected {
+        println!("the rejected checkpoint is kept in {}", aside.display());
+    }
+    println!("a new signed checkpoint covers the log as it is; the gateway will start");
     Ok(ExitCode::SUCCESS)
 }

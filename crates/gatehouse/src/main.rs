@@ -213,8 +213,45 @@ pub(crate) enum AccessCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain offline; exit 0 only when intact, otherwise name the first bad record
-    Verify(ConfigArg),
+    /// Check the hash chain and the signed checkpoints offline; exit 0 only when intact,
+    /// otherwise name the first bad record
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The public key checkpoints must be signed by (vkey text, or a file holding it);
+        /// default: the configured signing key's public half
+        #[arg(long)]
+        pubkey: Option<String>,
+        /// The checkpoint kept outside the audit directory (default: the configured one)
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Print the public key that signs audit checkpoints
+    PublicKey(ConfigArg),
+    /// Write an inclusion proof of one record against a signed checkpoint
+    Prove {
+        #[command(flatten)]
+        config: ConfigArg,
+        seq: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof offline
+    VerifyProof {
+        file: PathBuf,
+        /// The log's public key (vkey text, or a file holding it)
+        #[arg(long)]
+        pubkey: String,
+    },
+    /// Accept a log that disagrees with its last signed checkpoint (audited), so the gateway
+    /// starts again; run with the gateway stopped
+    Acknowledge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Why the log is accepted as it is (recorded)
+        #[arg(long)]
+        reason: String,
+    },
     /// Export audit events
     Export {
         #[command(flatten)]
@@ -290,7 +327,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => admin_client::replay(&server.server, &id, speed, no_wait, format),
         Command::Approvals(cmd) => admin_client::approvals(cmd),
         Command::Access(cmd) => admin_client::access(cmd),
-        Command::Audit(AuditCommand::Verify(arg)) => audit_cmd::verify(&load_offline(&arg.config)?),
+        Command::Audit(AuditCommand::Verify {
+            config,
+            pubkey,
+            state,
+        }) => audit_cmd::verify(
+            &load_offline(&config.config)?,
+            pubkey.as_deref(),
+            state.as_deref(),
+        ),
+        Command::Audit(AuditCommand::PublicKey(arg)) => {
+            audit_cmd::public_key(&load_offline(&arg.config)?)
+        }
+        Command::Audit(AuditCommand::Prove { config, seq, out }) => {
+            audit_cmd::prove(&load_offline(&config.config)?, seq, out.as_deref())
+        }
+        Command::Audit(AuditCommand::VerifyProof { file, pubkey }) => {
+            audit_cmd::verify_proof(&file, &pubkey)
+        }
+        Command::Audit(AuditCommand::Acknowledge { config, reason }) => {
+            audit_cmd::acknowledge(&load_offline(&config.config)?, &reason)
+        }
         Command::Audit(AuditCommand::Export {
             config,
             since,

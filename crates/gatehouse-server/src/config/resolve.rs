@@ -809,6 +809,16 @@ fn is_loopback_host(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `<hostname>/gatehouse-audit`: distinct per host unless configured.
+fn default_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| gatehouse_tlog::note::is_valid_key_name(h))
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/gatehouse-audit")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -860,12 +870,3 @@ mod tests {
     }
 }
 
-/// `<hostname>/gatehouse-audit`: distinct per host unless configured.
-fn default_origin() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| gatehouse_tlog::note::is_valid_key_name(h))
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}/gatehouse-audit")
-}
