@@ -10,6 +10,10 @@
 //!   tasks, events per batch and per fsync.
 //! * `append burst`: one thread appends as fast as it can, then waits for the last ticket:
 //!   the caller-side cost of `append` plus the writer's encode/hash/write throughput.
+//! * Each is run without and with signed checkpoints (`+ckpt`: the Merkle leaf per record,
+//!   a checkpoint every 10,000 records and every second), side by side.
+//! * `verify`: `verify_with` over a log of 1,000,000 records with checkpoints, checking
+//!   every signature: records per second.
 //!
 //! The log goes to a fresh directory under `GATEHOUSE_BENCH_DIR` (default: the system temp
 //! dir); fsync numbers are only meaningful on the disk the gateway will use.
@@ -17,7 +21,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome};
+use std::sync::Arc;
+
+use gatehouse_audit::checkpoint::CheckpointOptions;
+use gatehouse_audit::{AuditLog, Event, EventKind, FsyncMode, Options, Outcome, VerifyOptions};
+use gatehouse_tlog::Signer;
 
 fn event(i: u64) -> Event {
     let mut e = Event::now(EventKind::Statement, Outcome::success());
@@ -52,16 +60,41 @@ fn seconds() -> Duration {
     Duration::from_secs_f64(secs.unwrap_or(2.0))
 }
 
-fn options(fsync: FsyncMode) -> Options {
+fn signer() -> Arc<Signer> {
+    Arc::new(Signer::from_seed("bench/gatehouse-audit", &[1u8; 32]).expect("signer"))
+}
+
+/// The writer's options; with checkpoints, the kept checkpoint goes beside the log directory.
+fn options(fsync: FsyncMode, checkpoints: bool, dir: &std::path::Path) -> Options {
     Options {
         fsync,
+        checkpoints: checkpoints.then(|| CheckpointOptions {
+            origin: "bench/gatehouse-audit".into(),
+            signer: signer(),
+            state_path: dir.join("checkpoint.json"),
+            interval: Duration::from_secs(1),
+            every: 10_000,
+        }),
         ..Options::default()
     }
 }
 
-fn record_concurrently(rt: &tokio::runtime::Runtime, fsync: FsyncMode, tasks: u64) {
+fn label(fsync: FsyncMode, checkpoints: bool) -> String {
+    format!("{fsync:?}{}", if checkpoints { "+ckpt" } else { "" })
+}
+
+fn record_concurrently(
+    rt: &tokio::runtime::Runtime,
+    fsync: FsyncMode,
+    checkpoints: bool,
+    tasks: u64,
+) {
     let dir = bench_dir();
-    let log = AuditLog::open(dir.path(), options(fsync)).expect("open");
+    let log = AuditLog::open(
+        &dir.path().join("audit"),
+        options(fsync, checkpoints, dir.path()),
+    )
+    .expect("open");
     let budget = seconds();
     let start = Instant::now();
     rt.block_on(async {
@@ -87,9 +120,9 @@ fn record_concurrently(rt: &tokio::runtime::Runtime, fsync: FsyncMode, tasks: u6
     log.close().expect("close");
     let n = stats.events_written.max(1);
     println!(
-        "record        {:<6} {:>4} tasks {:>9} events {:>9.0} ns/event {:>9.0} events/s \
-         {:>7.1} events/batch {:>7} per fsync",
-        format!("{fsync:?}"),
+        "record        {:<11} {:>4} tasks {:>9} events {:>9.0} ns/event {:>9.0} events/s \
+         {:>7.1} events/batch {:>7} per fsync {:>4} checkpoints",
+        label(fsync, checkpoints),
         tasks,
         stats.events_written,
         elapsed.as_nanos() as f64 / n as f64,
@@ -100,12 +133,17 @@ fn record_concurrently(rt: &tokio::runtime::Runtime, fsync: FsyncMode, tasks: u6
         } else {
             format!("{:.1}", n as f64 / stats.syncs as f64)
         },
+        stats.checkpoints,
     );
 }
 
-fn append_burst(fsync: FsyncMode, count: u64) {
+fn append_burst(fsync: FsyncMode, checkpoints: bool, count: u64) {
     let dir = bench_dir();
-    let log = AuditLog::open(dir.path(), options(fsync)).expect("open");
+    let log = AuditLog::open(
+        &dir.path().join("audit"),
+        options(fsync, checkpoints, dir.path()),
+    )
+    .expect("open");
     // Build the events first so only `append` is timed on the caller side.
     let events: Vec<Event> = (0..count).map(event).collect();
     let start = Instant::now();
@@ -121,9 +159,9 @@ fn append_burst(fsync: FsyncMode, count: u64) {
     let stats = log.stats();
     log.close().expect("close");
     println!(
-        "append burst  {:<6} {count:>9} events: append {:>6.0} ns/event (caller), \
+        "append burst  {:<11} {count:>9} events: append {:>6.0} ns/event (caller), \
          writer done after {:>6.0} ns/event, {:.0} events/batch, {} fsyncs",
-        format!("{fsync:?}"),
+        label(fsync, checkpoints),
         appended.as_nanos() as f64 / count as f64,
         done.as_nanos() as f64 / count as f64,
         stats.events_written as f64 / stats.batches.max(1) as f64,
@@ -146,10 +184,49 @@ fn main() {
     );
     for fsync in [FsyncMode::Always, FsyncMode::Never] {
         for tasks in [1, 16, 256] {
-            record_concurrently(&rt, fsync, tasks);
+            for checkpoints in [false, true] {
+                record_concurrently(&rt, fsync, checkpoints, tasks);
+            }
         }
     }
     for fsync in [FsyncMode::Always, FsyncMode::Never] {
-        append_burst(fsync, 500_000);
+        for checkpoints in [false, true] {
+            append_burst(fsync, checkpoints, 500_000);
+        }
     }
+    verify(1_000_000);
+}
+
+fn verify(count: u64) {
+    let dir = bench_dir();
+    let audit = dir.path().join("audit");
+    let log = AuditLog::open(&audit, options(FsyncMode::Never, true, dir.path())).expect("open");
+    for i in 0..count {
+        log.append(event(i)).expect("append");
+    }
+    log.close().expect("close");
+    let path = audit.join(gatehouse_audit::LOG_FILE_NAME);
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let opts = VerifyOptions {
+        verifier: Some(signer().verifier()),
+        state: None,
+    };
+    let mut best = Duration::MAX;
+    let mut report = None;
+    for _ in 0..3 {
+        let start = Instant::now();
+        report = Some(gatehouse_audit::verify_with(&path, &opts).expect("verify"));
+        best = best.min(start.elapsed());
+    }
+    let report = report.expect("ran");
+    println!(
+        "verify        {} records ({:.0} MB, {} checkpoints, signatures checked): best of 3 \
+         {:.2} s, {:.0} records/s, {:.0} MB/s",
+        report.records,
+        bytes as f64 / 1e6,
+        report.checkpoints.count,
+        best.as_secs_f64(),
+        report.records as f64 / best.as_secs_f64(),
+        bytes as f64 / 1e6 / best.as_secs_f64(),
+    );
 }

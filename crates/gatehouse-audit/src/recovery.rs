@@ -79,7 +79,10 @@ pub fn unclean_stop(path: &Path) -> std::io::Result<Option<UncleanStop>> {
             }
             Role::Other => {}
         }
-        last = Some((rec.seq, rec.hash, event.time, event.kind));
+        // The final checkpoint follows `gateway.stop`; it says nothing about the run's end.
+        if event.kind != EventKind::AuditCheckpoint {
+            last = Some((rec.seq, rec.hash, event.time, event.kind));
+        }
     }
     let Some((last_seq, last_hash, last_time, kind)) = last else {
         return Ok(None);

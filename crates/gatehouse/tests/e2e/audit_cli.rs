@@ -111,7 +111,13 @@ fn audit_verify_names_the_first_tampered_record() {
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(record(l)["seq"], i as u64 + 1, "seq equals line number");
     }
-    assert_eq!(record(&lines[n - 1])["kind"], "gateway.stop");
+    assert_eq!(record(&lines[n - 2])["kind"], "gateway.stop");
+    // The final signed checkpoint covers everything before it.
+    assert_eq!(record(&lines[n - 1])["kind"], "audit.checkpoint");
+    assert_eq!(
+        record(&lines[n - 1])["what"]["detail"]["size"],
+        n as u64 - 1
+    );
     let stdout = assert_intact(&gw, n);
     let head = record(&lines[n - 1])["hash"].as_str().unwrap().to_owned();
     assert!(
@@ -207,12 +213,13 @@ fn audit_verify_names_the_first_tampered_record() {
     let report = verify_tampered(&gw, "invalid JSON", &join(&t));
     assert!(report.contains(&format!("line {}", k + 1)), "{report}");
 
-    // Whole trailing records removed: nothing is left to contradict the shorter chain, so
-    // verify passes; only the head hash it reports shows the change (compare it with the
-    // head noted earlier).
-    std::fs::write(gw.audit_path(), join(&lines[..n - 2])).unwrap();
-    let stdout = assert_intact(&gw, n - 2);
-    assert!(!stdout.contains(&head), "{stdout}");
+    // 8. Whole trailing records removed: the shorter chain is still a valid chain, but the
+    // checkpoint kept outside the audit directory signs more records than are left.
+    let report = verify_tampered(&gw, "tail cut", &join(&lines[..n - 2]));
+    assert!(
+        report.contains(&format!("records {}..{} were removed", n - 1, n - 1)),
+        "{report}"
+    );
 
     // Restored: intact again.
     std::fs::write(gw.audit_path(), &original).unwrap();
@@ -385,13 +392,19 @@ fn audit_log_holds_lifecycle_admin_and_session_events() {
         assert!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
     }
     assert_eq!(kinds[0], "gateway.start");
-    assert_eq!(kinds[1], "config.loaded");
-    assert_eq!(*kinds.last().unwrap(), "gateway.stop");
+    // On first start the checkpoint signing key is created, and that is recorded next.
+    assert_eq!(kinds[1], "audit.key_created");
+    assert_eq!(kinds[2], "config.loaded");
+    // The stop is the last event; only the final signed checkpoint follows it.
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["gateway.stop", "audit.checkpoint"]
+    );
     let first_auth = kinds.iter().position(|k| *k == "auth.success").unwrap();
     assert!(kinds.iter().position(|k| *k == "bootstrap.key").unwrap() < first_auth);
     assert!(events[0]["what"]["detail"]["pid"].is_u64(), "{}", events[0]);
     assert_eq!(
-        events[1]["what"]["resource"],
+        events[2]["what"]["resource"],
         gw.config_path.to_str().unwrap()
     );
 

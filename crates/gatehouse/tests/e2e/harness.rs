@@ -779,6 +779,27 @@ impl Gateway {
         self.wait_ready();
     }
 
+    /// Starts the gateway again and expects it to refuse: returns its log once it exited with
+    /// a failure status.
+    pub fn restart_refused(&mut self) -> String {
+        assert!(self.child.is_none(), "stop or kill the gateway first");
+        let mut child = spawn_gateway(&self.config_path, &self.log_path, &self.env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(!status.success(), "gatehouse exited with success");
+                return self.log();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "gatehouse started although it should have refused:\n{}",
+            self.log()
+        );
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

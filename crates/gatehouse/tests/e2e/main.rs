@@ -4,6 +4,7 @@ mod approvals;
 mod audit_cli;
 mod availability;
 mod bad_input;
+mod checkpoints;
 mod durability;
 mod fidelity;
 mod guardrails;
