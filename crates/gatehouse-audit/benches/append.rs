@@ -182,6 +182,10 @@ fn main() {
         "gatehouse-audit append benchmark: {threads} runtime threads, {:?} per run",
         seconds()
     );
+    if std::env::var("GATEHOUSE_BENCH_ONLY").as_deref() == Ok("verify") {
+        verify(1_000_000);
+        return;
+    }
     for fsync in [FsyncMode::Always, FsyncMode::Never] {
         for tasks in [1, 16, 256] {
             for checkpoints in [false, true] {
@@ -206,6 +210,10 @@ fn verify(count: u64) {
     }
     log.close().expect("close");
     let path = audit.join(gatehouse_audit::LOG_FILE_NAME);
+    // GATEHOUSE_BENCH_KEEP_LOG=FILE keeps a copy, to profile verification alone.
+    if let Some(keep) = std::env::var_os("GATEHOUSE_BENCH_KEEP_LOG") {
+        std::fs::copy(&path, keep).expect("keep the log");
+    }
     let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     let opts = VerifyOptions {
         verifier: Some(signer().verifier()),
@@ -213,14 +221,18 @@ fn verify(count: u64) {
     };
     let mut best = Duration::MAX;
     let mut report = None;
-    for _ in 0..3 {
+    let rounds = std::env::var("GATEHOUSE_BENCH_VERIFY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..rounds {
         let start = Instant::now();
         report = Some(gatehouse_audit::verify_with(&path, &opts).expect("verify"));
         best = best.min(start.elapsed());
     }
     let report = report.expect("ran");
     println!(
-        "verify        {} records ({:.0} MB, {} checkpoints, signatures checked): best of 3 \
+        "verify        {} records ({:.0} MB, {} checkpoints, signatures checked): best of {rounds} \
          {:.2} s, {:.0} records/s, {:.0} MB/s",
         report.records,
         bytes as f64 / 1e6,

@@ -19,6 +19,7 @@ pub mod proof;
 pub mod record;
 pub mod recordings;
 pub mod recovery;
+mod scan;
 mod tail;
 pub mod timefmt;
 pub mod verify;

@@ -34,9 +34,14 @@ pub(crate) enum Role {
 }
 
 pub(crate) fn role(event: &Event) -> Role {
-    match event.kind {
-        EventKind::Statement if event.outcome.status == Status::Pending => Role::Opens,
-        EventKind::StatementResult => match event.refers {
+    role_of(event.kind, event.outcome.status, event.refers)
+}
+
+/// [`role`] from the only fields it reads.
+pub(crate) fn role_of(kind: EventKind, status: Status, refers: Option<u64>) -> Role {
+    match kind {
+        EventKind::Statement if status == Status::Pending => Role::Opens,
+        EventKind::StatementResult => match refers {
             Some(seq) => Role::Resolves(seq),
             None => Role::Other,
         },

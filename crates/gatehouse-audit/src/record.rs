@@ -46,9 +46,12 @@ pub struct HashHex([u8; 64]);
 impl HashHex {
     /// Hex-encodes a digest.
     pub fn from_digest(digest: &[u8; 32]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
-        // Cannot fail: the output is exactly twice the input.
-        let _ = hex::encode_to_slice(digest, &mut out);
+        for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
         HashHex(out)
     }
 
@@ -72,9 +75,15 @@ impl HashHex {
 
     /// The 32-byte digest.
     pub fn digest(&self) -> [u8; 32] {
+        // Only lowercase hex digits are ever stored: '0'..='9' keep their low nibble, and
+        // 'a'..='f' (0x61..) add 9 to theirs; bit 6 tells them apart.
+        fn nibble(c: u8) -> u8 {
+            (c & 0x0f) + 9 * (c >> 6)
+        }
         let mut out = [0u8; 32];
-        // Cannot fail: only 64 hex digits are ever stored.
-        let _ = hex::decode_to_slice(self.0, &mut out);
+        for (byte, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
+            *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
         out
     }
 }
@@ -205,7 +214,10 @@ fn split(line: &[u8]) -> Result<(&[u8], HashHex), RecordError> {
 
 /// Parses a line's JSON into a record. Does not check the hash (see [`check_hash`]).
 pub fn parse(line: &[u8]) -> Result<Record, RecordError> {
-    let repr: Repr<'_> = serde_json::from_slice(line).map_err(|e| {
+    // One UTF-8 check of the whole line is cheaper than serde_json's check of each string.
+    let text =
+        std::str::from_utf8(line).map_err(|e| RecordError::NotJson(format!("not UTF-8: {e}")))?;
+    let repr: Repr<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             RecordError::NotRecord(e.to_string())
         } else {
@@ -400,6 +412,16 @@ mod tests {
         let without_hash = format!("{want_prefix}}}");
         let digest: [u8; 32] = Sha256::digest(without_hash.as_bytes()).into();
         assert_eq!(hash, HashHex::from_digest(&digest));
+    }
+
+    #[test]
+    fn hex_digests_round_trip() {
+        for seed in 0u8..=255 {
+            let digest: [u8; 32] = Sha256::digest([seed]).into();
+            let hex = HashHex::from_digest(&digest);
+            assert_eq!(hex.as_str(), hex::encode(digest));
+            assert_eq!(hex.digest(), digest);
+        }
     }
 
     #[test]

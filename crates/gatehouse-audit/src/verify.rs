@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use gatehouse_tlog::{Frontier, Verifier};
@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::check::{CheckpointFault, CheckpointSummary, Expected, Tracker};
 use crate::checkpoint::CheckpointState;
-use crate::lines::{self, Line};
 use crate::pairing::{self, Pending, Role};
-use crate::record::{self, HashHex, RecordError, GENESIS_PREV, MAX_LINE_LEN};
+use crate::record::{HashHex, RecordError, GENESIS_PREV, MAX_LINE_LEN};
+use crate::scan::{Checked, End};
 
 /// Summary of an intact log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -164,48 +164,42 @@ pub fn verify_with(
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(1024 * 1024, file);
     let mut chain = Chain::new(Tracker::new(
         Frontier::new(),
         options.verifier.clone(),
         expected,
         false,
     ));
-    scan(path, &mut reader, &mut chain)?;
+    scan(path, file, &mut chain)?;
     chain.finish(options.state.as_ref())
 }
 
-/// Checks every line of `reader` into `chain`, up to the end of the input.
+/// Checks every line of `input` into `chain`, up to the end of the input.
 pub(crate) fn scan(
     path: &Path,
-    reader: &mut impl io::BufRead,
+    input: impl io::Read + Send,
     chain: &mut Chain,
 ) -> Result<(), VerifyFailure> {
-    let io_err = |source| VerifyFailure::Io {
-        path: path.to_path_buf(),
-        source,
+    let mut lines = 0u64;
+    let end = crate::scan::scan(input, |line, checked| {
+        lines = line;
+        chain
+            .accept(checked)
+            .map_err(|(seq, reason)| VerifyFailure::BadRecord { line, seq, reason })
+    })?;
+    let bad = |seq, reason| VerifyFailure::BadRecord {
+        line: lines + 1,
+        seq,
+        reason,
     };
-    let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    loop {
-        let kind = lines::read_line(reader, &mut buf, MAX_LINE_LEN).map_err(io_err)?;
-        line_no += 1;
-        let bad = |seq, reason| VerifyFailure::BadRecord {
-            line: line_no,
-            seq,
-            reason,
-        };
-        match kind {
-            Line::Eof => return Ok(()),
-            Line::Complete => chain
-                .check(&buf)
-                .map_err(|(seq, reason)| bad(seq, reason))?,
-            Line::Partial => {
-                let seq = record::parse(&buf).ok().map(|r| r.seq);
-                return Err(bad(seq, VerifyReason::PartialLastLine));
-            }
-            Line::TooLong => return Err(bad(None, VerifyReason::LineTooLong)),
-        }
+    match end {
+        End::Eof => Ok(()),
+        End::Partial { seq } => Err(bad(seq, VerifyReason::PartialLastLine)),
+        End::TooLong => Err(bad(None, VerifyReason::LineTooLong)),
+        End::Io(source) => Err(VerifyFailure::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -263,10 +257,13 @@ impl Chain {
         chain
     }
 
-    pub(crate) fn check(&mut self, line: &[u8]) -> Result<(), (Option<u64>, VerifyReason)> {
-        let record = record::parse(line).map_err(|e| (None, e.into()))?;
+    /// Takes the next line, already checked on its own, and checks how it links to the rest.
+    fn accept(&mut self, checked: Checked) -> Result<(), (Option<u64>, VerifyReason)> {
+        let record = match checked {
+            Checked::Record(linked) => linked,
+            Checked::Bad { seq, error } => return Err((seq, error.into())),
+        };
         let seq = Some(record.seq);
-        record::check_hash(line).map_err(|e| (seq, e.into()))?;
         let (expected_seq, expected_prev) = match (self.report.last_seq, self.report.last_hash) {
             (Some(last), Some(hash)) => (last.saturating_add(1), hash),
             _ => (1, GENESIS_PREV),
@@ -282,18 +279,17 @@ impl Chain {
             return Err((seq, VerifyReason::PrevMismatch));
         }
         self.tree
-            .record(&record)
+            .record(record.full.as_deref(), record.leaf)
             .map_err(|fault| (seq, VerifyReason::Checkpoint(fault)))?;
         let role = if self.pairing {
-            pairing::role(&record.event)
+            pairing::role_of(record.kind, record.status, record.refers)
         } else {
             Role::Other
         };
         match role {
             Role::Opens => {
                 self.report.statements_forwarded += 1;
-                self.pending
-                    .open(record.seq, record.event.session.clone(), ());
+                self.pending.open(record.seq, record.session.clone(), ());
             }
             Role::Resolves(statement) => {
                 if self.pending.resolve(statement).is_none() {
@@ -301,19 +297,21 @@ impl Chain {
                 }
             }
             Role::EndsSession => {
-                let unknown = self.pending.end_session(record.event.session.as_deref());
+                let unknown = self.pending.end_session(record.session.as_deref());
                 self.unknown(unknown.into_iter().map(|(seq, ())| seq));
             }
             Role::Other => {}
         }
-        crate::recordings::collect(&record, &mut self.report);
+        if let Some(full) = &record.full {
+            crate::recordings::collect(full, &mut self.report);
+        }
         let report = &mut self.report;
         report.records += 1;
         report.first_seq.get_or_insert(record.seq);
-        report.first_time.get_or_insert(record.event.time);
+        report.first_time.get_or_insert(record.time);
         report.last_seq = Some(record.seq);
         report.last_hash = Some(record.hash);
-        report.last_time = Some(record.event.time);
+        report.last_time = Some(record.time);
         Ok(())
     }
 

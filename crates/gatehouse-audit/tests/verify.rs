@@ -254,3 +254,40 @@ fn unknown_outcomes_are_counted_and_orphan_results_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The reader hands lines to several workers in batches of about 1 MiB; a log several batches
+/// long verifies, and a change in the record that straddles a batch boundary, or in the last
+/// record of a batch, is named at its own line.
+#[test]
+fn records_across_batch_boundaries_are_checked_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 12_000);
+    let report = verify_file(&path).unwrap();
+    assert_eq!(report.records, 12_000);
+    let original = lines(&path);
+    let mut offset = 0usize;
+    let mut straddling = None;
+    for (i, line) in original.iter().enumerate() {
+        if offset / (1 << 20) != (offset + line.len() - 1) / (1 << 20) {
+            straddling = Some(i);
+            break;
+        }
+        offset += line.len();
+    }
+    let k = straddling.expect("a record across the first 1 MiB boundary");
+    for at in [k - 1, k, k + 1] {
+        let mut tampered = original.clone();
+        let mid = tampered[at].len() / 2;
+        tampered[at][mid] ^= 0x01;
+        write_lines(&path, &tampered);
+        let (line, _, _) = failure(&path);
+        assert_eq!(line, at as u64 + 1, "changed record {}", at + 1);
+    }
+    // A line over the limit after many good ones is named at its own line.
+    let mut tampered = original.clone();
+    let mut long = vec![b'x'; record::MAX_LINE_LEN + 10];
+    long.push(b'\n');
+    tampered.insert(5000, long);
+    write_lines(&path, &tampered);
+    assert_eq!(failure(&path), (5001, None, VerifyReason::LineTooLong));
+}

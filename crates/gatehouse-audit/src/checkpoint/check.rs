@@ -4,7 +4,7 @@
 
 use gatehouse_tlog::{Checkpoint, Frontier, Hash, History, Verifier};
 
-use super::{leaf_of, CheckpointDetail, MAX_GAP};
+use super::{CheckpointDetail, MAX_GAP};
 use crate::event::EventKind;
 use crate::record::Record;
 
@@ -96,8 +96,19 @@ impl Tracker {
         self.history.frontier()
     }
 
-    /// Takes the next record (in `seq` order, already checked for its hash and chain).
-    pub fn record(&mut self, record: &Record) -> Result<(), CheckpointFault> {
+    /// Takes the next record (in `seq` order, already checked for its hash and chain): its
+    /// leaf, and the whole record when it is one whose detail matters here.
+    pub fn record(&mut self, full: Option<&Record>, leaf: Hash) -> Result<(), CheckpointFault> {
+        if let Some(record) = full {
+            self.special(record)?;
+        }
+        // Cannot be full: a log holds fewer than u64::MAX records.
+        let _ = self.history.append(leaf);
+        self.check_expected();
+        Ok(())
+    }
+
+    fn special(&mut self, record: &Record) -> Result<(), CheckpointFault> {
         match record.event.kind {
             EventKind::AuditCheckpoint => {
                 let checked = self.checkpoint(record);
@@ -120,9 +131,6 @@ impl Tracker {
             }
             _ => {}
         }
-        // Cannot be full: a log holds fewer than u64::MAX records.
-        let _ = self.history.append(leaf_of(&record.hash));
-        self.check_expected();
         Ok(())
     }
 

@@ -136,8 +136,7 @@ fn rehash(path: &Path, from: u64, to: u64, mut chain: Chain) -> Result<Chain, St
     let mut file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     file.seek(SeekFrom::Start(from))
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut reader = BufReader::with_capacity(1024 * 1024, file.take(to - from));
-    verify::scan(path, &mut reader, &mut chain).map_err(|e| e.to_string())?;
+    verify::scan(path, file.take(to - from), &mut chain).map_err(|e| e.to_string())?;
     Ok(chain)
 }
 
