@@ -91,11 +91,17 @@ pub enum EventKind {
     /// Recordings past the retention age were deleted: which, with their hashes.
     #[serde(rename = "recording.pruned")]
     RecordingPruned,
+    /// A SIEM sink fell behind the log past its alarm threshold (once per crossing).
+    #[serde(rename = "sink.lagging")]
+    SinkLagging,
+    /// A SIEM sink that was lagging caught up again.
+    #[serde(rename = "sink.recovered")]
+    SinkRecovered,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 33] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -127,6 +133,8 @@ impl EventKind {
         EventKind::ApprovalExecuted,
         EventKind::RecordingReplayed,
         EventKind::RecordingPruned,
+        EventKind::SinkLagging,
+        EventKind::SinkRecovered,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -163,6 +171,8 @@ impl EventKind {
             EventKind::RecordingPruned => "recording.pruned",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
+            EventKind::SinkLagging => "sink.lagging",
+            EventKind::SinkRecovered => "sink.recovered",
         }
     }
 }
@@ -316,6 +326,33 @@ impl Event {
             who: Who::default(),
             what: What::default(),
             outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn all_kinds_serialise_as_their_names() {
+        let mut names = HashSet::new();
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            let back: EventKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, kind);
+            assert!(names.insert(kind.as_str()), "duplicate name {}", kind.as_str());
+        }
+    }
+
+    #[test]
+    fn every_kind_is_documented() {
+        let doc = include_str!("../../../docs/audit-events.md");
+        for kind in EventKind::ALL {
+            let row = format!("| `{}` |", kind.as_str());
+            assert!(doc.contains(&row), "docs/audit-events.md lacks {row}");
         }
     }
 }
