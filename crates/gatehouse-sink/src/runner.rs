@@ -183,6 +183,9 @@ struct Progress {
     /// The last read stopped at a batch limit: the batch is full.
     full: bool,
     unconfirmed: VecDeque<Unconfirmed>,
+    /// The source failed after the records before the failure were read: those are delivered
+    /// first, then the sink stops with this error.
+    failed: Option<SinkError>,
 }
 
 impl Worker {
@@ -243,6 +246,7 @@ impl Worker {
             batch_since: Instant::now(),
             full: false,
             unconfirmed: VecDeque::new(),
+            failed: None,
         };
         self.status.update(|s| {
             s.acked_seq = saved.cursor.seq;
@@ -259,8 +263,13 @@ impl Worker {
             if stopping && p.pending.is_empty() {
                 break;
             }
+            if p.pending.is_empty() && p.unconfirmed.is_empty() {
+                if let Some(e) = p.failed.take() {
+                    return Err(e);
+                }
+            }
 
-            if !stopping && !p.full && p.pending.len() < batch.max_records {
+            if !stopping && !p.full && p.failed.is_none() && p.pending.len() < batch.max_records {
                 self.read_more(&mut p, log_seq).await?;
             }
 
@@ -268,6 +277,7 @@ impl Worker {
                 && (p.full
                     || p.pending.len() >= batch.max_records
                     || stopping
+                    || p.failed.is_some()
                     || p.batch_since.elapsed() >= batch.max_wait);
             if due {
                 match self.transport.send(&p.pending).await {
@@ -338,7 +348,7 @@ impl Worker {
         }
         self.confirm(&mut p, window, true).await?;
         self.save(&p).await?;
-        Ok(())
+        p.failed.map_or(Ok(()), Err)
     }
 
     async fn open_source(&self, cursor: Cursor) -> Result<Source, SinkError> {
@@ -365,6 +375,8 @@ impl Worker {
         p.pending_bytes = 0;
         p.full = false;
         p.unconfirmed.clear();
+        // The new source reads up to the failure again and reports it there.
+        p.failed = None;
         self.status.update(|s| s.rewinds += 1);
         Ok(())
     }
@@ -498,10 +510,18 @@ impl Worker {
         })
         .await?;
         p.source = Some(source);
-        let read = result.map_err(|source| SinkError::Source {
-            name: self.name().to_owned(),
-            source,
-        })?;
+        let read = match result {
+            Ok(read) => read,
+            Err(source) => {
+                let e = SinkError::Source {
+                    name: self.name().to_owned(),
+                    source,
+                };
+                tracing::error!(error = %e, "cannot read further; delivering what was read, then stopping");
+                p.failed = Some(e);
+                return Ok(());
+            }
+        };
         if p.pending.is_empty() && !read.records.is_empty() {
             p.batch_since = Instant::now();
         }

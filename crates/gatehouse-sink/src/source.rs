@@ -206,6 +206,16 @@ impl Source {
         let mut limited = false;
         let mut bytes = 0usize;
         // `consumed` bytes of `buf` have been handed out; they start at `self.pos - consumed`.
+        // An error after good records: hand those out; the next read starts at the bad line
+        // and reports it.
+        macro_rules! fail {
+            ($e:expr) => {{
+                if out.is_empty() {
+                    return Err($e);
+                }
+                break;
+            }};
+        }
         let mut consumed = 0usize;
         loop {
             if out.len() >= max_records {
@@ -215,20 +225,22 @@ impl Source {
             let Some(nl) = memchr::memchr(b'\n', &self.buf[consumed..]) else {
                 let pending = self.buf.len() - consumed;
                 if pending > MAX_LINE_LEN {
-                    return Err(SourceError::LineTooLong {
+                    fail!(SourceError::LineTooLong {
                         path: self.path.clone(),
                         offset: self.pos,
                     });
                 }
                 self.buf.drain(..consumed);
                 consumed = 0;
-                if self.fill()? == 0 {
-                    break;
+                match self.fill() {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => fail!(e),
                 }
                 continue;
             };
             if nl > MAX_LINE_LEN {
-                return Err(SourceError::LineTooLong {
+                fail!(SourceError::LineTooLong {
                     path: self.path.clone(),
                     offset: self.pos,
                 });
@@ -239,13 +251,16 @@ impl Source {
             }
             let line = &self.buf[consumed..consumed + nl];
             let offset = self.pos;
-            let rec = record::decode(line).map_err(|reason| SourceError::BadRecord {
-                path: self.path.clone(),
-                offset,
-                reason,
-            })?;
+            let rec = match record::decode(line) {
+                Ok(rec) => rec,
+                Err(reason) => fail!(SourceError::BadRecord {
+                    path: self.path.clone(),
+                    offset,
+                    reason,
+                }),
+            };
             if rec.seq != self.next_seq || rec.prev != self.prev {
-                return Err(SourceError::Chain {
+                fail!(SourceError::Chain {
                     path: self.path.clone(),
                     offset,
                     reason: chain_reason(self.next_seq, &self.prev, rec.seq, &rec.prev),
@@ -507,18 +522,18 @@ mod tests {
         bytes[at] ^= 0x01;
         let (_dir, path) = file(&bytes);
         let mut source = Source::open(&path, &Cursor::START).unwrap();
-        // The batch stops with an error: nothing from it is handed out.
-        let err = source.read(100, usize::MAX, u64::MAX, true).unwrap_err();
-        assert!(
-            matches!(err, SourceError::BadRecord { offset, .. } if offset == cursors[2].offset),
-            "{err}"
-        );
-        let mut source = Source::open(&path, &Cursor::START).unwrap();
+        // The good records first, then the error, again and again.
         assert_eq!(
-            seqs(&source.read(2, usize::MAX, u64::MAX, true).unwrap()),
+            seqs(&source.read(100, usize::MAX, u64::MAX, true).unwrap()),
             [1, 2]
         );
-        assert!(source.read(2, usize::MAX, u64::MAX, true).is_err());
+        for _ in 0..2 {
+            let err = source.read(100, usize::MAX, u64::MAX, true).unwrap_err();
+            assert!(
+                matches!(err, SourceError::BadRecord { offset, .. } if offset == cursors[2].offset),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -530,6 +545,10 @@ mod tests {
         bytes.extend_from_slice(&b[cb[1].offset as usize..]);
         let (_dir, path) = file(&bytes);
         let mut source = Source::open(&path, &Cursor::START).unwrap();
+        assert_eq!(
+            seqs(&source.read(100, usize::MAX, u64::MAX, true).unwrap()),
+            [1]
+        );
         let err = source.read(100, usize::MAX, u64::MAX, true).unwrap_err();
         assert!(matches!(err, SourceError::Chain { .. }), "{err}");
     }

@@ -423,12 +423,17 @@ pub struct HecState {
     pub acks: bool,
     /// Echo the Authorization header in a 401 (to test that the sink never repeats it).
     pub echo_auth: bool,
+    /// Take events but never acknowledge them (an indexer that lost them).
+    pub lose_acks: bool,
     pub arrivals: Vec<Arrival>,
     pub requests: u64,
     pub refused: u64,
     next_ack: u64,
     /// ackId → times asked; indexed from the second question on.
     pending_acks: HashMap<u64, u32>,
+    /// ackIds given out while `lose_acks` was on: never indexed.
+    lost_acks: HashSet<u64>,
+    pub acks_lost: u64,
 }
 
 pub struct HecReceiver {
@@ -465,6 +470,10 @@ impl HecReceiver {
 
     pub fn set_outage(&self, on: bool) {
         self.state.lock().unwrap().outage = on;
+    }
+
+    pub fn set_lose_acks(&self, on: bool) {
+        self.state.lock().unwrap().lose_acks = on;
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -559,6 +568,10 @@ async fn hec_event(
         s.next_ack += 1;
         let id = s.next_ack;
         s.pending_acks.insert(id, 0);
+        if s.lose_acks {
+            s.lost_acks.insert(id);
+            s.acks_lost += 1;
+        }
         answer(
             200,
             serde_json::json!({"text": "Success", "code": 0, "ackId": id}),
@@ -592,7 +605,9 @@ async fn hec_ack(
     };
     let mut acks = serde_json::Map::new();
     for id in query.acks {
+        let lost = s.lost_acks.contains(&id);
         let indexed = match s.pending_acks.get_mut(&id) {
+            Some(_) if lost => false,
             Some(asked) => {
                 *asked += 1;
                 *asked >= 2
