@@ -186,6 +186,10 @@ struct Progress {
     /// The source failed after the records before the failure were read: those are delivered
     /// first, then the sink stops with this error.
     failed: Option<SinkError>,
+    /// Most records that may wait for confirmation at once (syslog). Starts at one batch on
+    /// every connection and doubles with every confirmation, so a receiver that keeps closing
+    /// connections still lets the sink make progress instead of re-sending the same backlog.
+    inflight_cap: u64,
 }
 
 impl Worker {
@@ -247,6 +251,7 @@ impl Worker {
             full: false,
             unconfirmed: VecDeque::new(),
             failed: None,
+            inflight_cap: self.config.batch.max_records as u64,
         };
         self.status.update(|s| {
             s.acked_seq = saved.cursor.seq;
@@ -273,7 +278,10 @@ impl Worker {
                 self.read_more(&mut p, log_seq).await?;
             }
 
+            let in_flight: u64 = p.unconfirmed.iter().map(|u| u.records).sum();
+            let capped = !window.is_zero() && in_flight >= p.inflight_cap && !stopping;
             let due = !p.pending.is_empty()
+                && !capped
                 && (p.full
                     || p.pending.len() >= batch.max_records
                     || stopping
@@ -332,7 +340,7 @@ impl Worker {
 
             // Nothing to send yet: wait for new records, the batch's deadline or a confirmation.
             let mut wait = self.config.poll_interval;
-            if !p.pending.is_empty() {
+            if !p.pending.is_empty() && !capped {
                 wait = wait.min(batch.max_wait.saturating_sub(p.batch_since.elapsed()));
             }
             if let Some(u) = p.unconfirmed.front() {
@@ -377,6 +385,7 @@ impl Worker {
         p.unconfirmed.clear();
         // The new source reads up to the failure again and reports it there.
         p.failed = None;
+        p.inflight_cap = self.config.batch.max_records as u64;
         self.status.update(|s| s.rewinds += 1);
         Ok(())
     }
@@ -414,6 +423,7 @@ impl Worker {
             batches += 1;
             p.unconfirmed.pop_front();
         }
+        p.inflight_cap = p.inflight_cap.saturating_mul(2);
         self.save(p).await?;
         let acked = p.acked.seq;
         self.status.update(|s| {
