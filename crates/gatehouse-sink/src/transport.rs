@@ -46,16 +46,18 @@ pub enum DeliveryError {
 
 /// One sink's connection to its receiver.
 pub(crate) enum Transport {
-    Syslog(SyslogTransport),
-    Hec(HecTransport),
+    Syslog(Box<SyslogTransport>),
+    Hec(Box<HecTransport>),
 }
 
 impl Transport {
     /// Checks the settings and prepares TLS; connects nothing yet.
     pub(crate) fn new(config: &SinkConfig, hostname: &str) -> Result<Transport, String> {
         match &config.target {
-            Target::Syslog(s) => SyslogTransport::new(s, hostname).map(Transport::Syslog),
-            Target::Hec(h) => HecTransport::new(h, hostname).map(Transport::Hec),
+            Target::Syslog(s) => {
+                SyslogTransport::new(s, hostname).map(|t| Transport::Syslog(Box::new(t)))
+            }
+            Target::Hec(h) => HecTransport::new(h, hostname).map(|t| Transport::Hec(Box::new(t))),
         }
     }
 
