@@ -343,7 +343,11 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
             let back: EventKind = serde_json::from_str(&json).unwrap();
             assert_eq!(back, kind);
-            assert!(names.insert(kind.as_str()), "duplicate name {}", kind.as_str());
+            assert!(
+                names.insert(kind.as_str()),
+                "duplicate name {}",
+                kind.as_str()
+            );
         }
     }
 
