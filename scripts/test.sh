@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh Debian machine: installs what the tests need (PostgreSQL server
 # binaries and clients, Node.js for the OIDC test issuer, OpenSSL, libclang for PostgreSQL's
-# parser), then formats, lints and runs the whole workspace test suite against real servers and
-# clients.
+# parser, rsyslog for the SIEM sink tests), then formats, lints and runs the whole workspace test
+# suite against real servers and clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,8 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# The syslog sink tests start a private rsyslogd (never the system's) on a loopback port.
+[ -x /usr/sbin/rsyslogd ] || command -v rsyslogd >/dev/null || need_apt+=(rsyslog)
 apt_install "${need_apt[@]}"
 # initdb and pg_ctl live outside PATH on Debian.
 export PATH="$(pg_bindir):$PATH"

@@ -101,11 +101,17 @@ pub enum EventKind {
     /// The gateway generated the key that signs checkpoints (its public key in the detail).
     #[serde(rename = "audit.key_created")]
     AuditKeyCreated,
+    /// A SIEM sink fell behind the log past its alarm threshold (once per crossing).
+    #[serde(rename = "sink.lagging")]
+    SinkLagging,
+    /// A SIEM sink that was lagging caught up again.
+    #[serde(rename = "sink.recovered")]
+    SinkRecovered,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -140,6 +146,8 @@ impl EventKind {
         EventKind::AuditCheckpoint,
         EventKind::AuditAcknowledged,
         EventKind::AuditKeyCreated,
+        EventKind::SinkLagging,
+        EventKind::SinkRecovered,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -179,6 +187,8 @@ impl EventKind {
             EventKind::AuditKeyCreated => "audit.key_created",
             EventKind::AuditDiskLow => "audit.disk_low",
             EventKind::AuthFailureSummary => "auth.failure.summary",
+            EventKind::SinkLagging => "sink.lagging",
+            EventKind::SinkRecovered => "sink.recovered",
         }
     }
 }
@@ -332,6 +342,37 @@ impl Event {
             who: Who::default(),
             what: What::default(),
             outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn all_kinds_serialise_as_their_names() {
+        let mut names = HashSet::new();
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            let back: EventKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, kind);
+            assert!(
+                names.insert(kind.as_str()),
+                "duplicate name {}",
+                kind.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_is_documented() {
+        let doc = include_str!("../../../docs/audit-events.md");
+        for kind in EventKind::ALL {
+            let row = format!("| `{}` |", kind.as_str());
+            assert!(doc.contains(&row), "docs/audit-events.md lacks {row}");
         }
     }
 }
