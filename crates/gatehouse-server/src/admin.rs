@@ -34,6 +34,8 @@ pub struct AdminState {
     pub admin_groups: Vec<String>,
     pub metrics_require_auth: bool,
     pub recordings: Arc<RecordingAccess>,
+    /// The SIEM sinks' live status, for `/metrics`.
+    pub sinks: Arc<Vec<Arc<gatehouse_sink::StatusCell>>>,
 }
 
 /// Where recordings are and how to open them, for replay.
@@ -181,9 +183,14 @@ async fn metrics(State(state): State<AdminState>, request: Request) -> Response 
          gatehouse_audit_available_bytes {}\n\
          # HELP gatehouse_audit_refused Records the audit log refused while failed.\n\
          # TYPE gatehouse_audit_refused counter\n\
-         gatehouse_audit_refused_total {}\n# EOF\n",
-        stats.available_bytes, stats.refused
+         gatehouse_audit_refused_total {}\n\
+         # HELP gatehouse_audit_checkpoints Signed checkpoints written since start.\n\
+         # TYPE gatehouse_audit_checkpoints counter\n\
+         gatehouse_audit_checkpoints_total {}\n",
+        stats.available_bytes, stats.refused, stats.checkpoints
     ));
+    text.push_str(&sink_metrics(&state.sinks));
+    text.push_str("# EOF\n");
     (
         [(
             header::CONTENT_TYPE,
@@ -192,6 +199,69 @@ async fn metrics(State(state): State<AdminState>, request: Request) -> Response 
         text,
     )
         .into_response()
+}
+
+/// Per-sink lag and delivery figures, in the exposition format.
+fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
+    use std::fmt::Write as _;
+    if sinks.is_empty() {
+        return String::new();
+    }
+    let statuses: Vec<gatehouse_sink::SinkStatus> = sinks.iter().map(|s| s.snapshot()).collect();
+    let mut out = String::new();
+    let mut family = |name: &str,
+                      kind: &str,
+                      help: &str,
+                      value: &dyn Fn(&gatehouse_sink::SinkStatus) -> String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        for s in &statuses {
+            let _ = writeln!(out, "{name}{suffix}{{sink=\"{}\"}} {}", s.name, value(s));
+        }
+    };
+    family(
+        "gatehouse_sink_lag_records",
+        "gauge",
+        "Durable records the receiver has not acknowledged.",
+        &|s| s.lag_records.to_string(),
+    );
+    family(
+        "gatehouse_sink_lag_seconds",
+        "gauge",
+        "Age of the oldest unacknowledged record.",
+        &|s| format!("{:.3}", s.lag_seconds),
+    );
+    family(
+        "gatehouse_sink_acked_seq",
+        "gauge",
+        "seq of the last record the receiver acknowledged.",
+        &|s| s.acked_seq.to_string(),
+    );
+    family(
+        "gatehouse_sink_connected",
+        "gauge",
+        "1 when the last attempt to reach the receiver succeeded.",
+        &|s| u8::from(s.connected).to_string(),
+    );
+    family(
+        "gatehouse_sink_running",
+        "gauge",
+        "1 while the sink runs; 0 once it stopped or failed.",
+        &|s| u8::from(s.state == gatehouse_sink::SinkState::Running).to_string(),
+    );
+    family(
+        "gatehouse_sink_delivered_records",
+        "counter",
+        "Records acknowledged by the receiver (a record sent twice counts twice).",
+        &|s| s.delivered_records.to_string(),
+    );
+    family(
+        "gatehouse_sink_failures",
+        "counter",
+        "Failed delivery attempts.",
+        &|s| s.failures.to_string(),
+    );
+    out
 }
 
 fn source_of(request: &Request) -> SocketAddr {

@@ -28,6 +28,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     pg_threads: Vec<std::thread::JoinHandle<()>>,
+    sinks: Vec<gatehouse_sink::SinkHandle>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -198,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })?;
     let (postgres_addr, pg_threads) = (listening.addr, listening.threads);
 
+    let sinks = start_sinks(&config, &audit)?;
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
@@ -209,6 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         admin_groups: config.admin.admin_groups.clone(),
         metrics_require_auth: config.admin.metrics_require_auth,
+        sinks: Arc::new(sinks.iter().map(|s| s.status_cell()).collect()),
         recordings: Arc::new(admin::RecordingAccess {
             dir: config.recording.dir.clone(),
             key: crate::recordings::key(&config.recording)?,
@@ -271,12 +274,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         tasks,
         pg_threads,
+        sinks,
     })
 }
 
-/// Closes in the log what a run that stopped without `gateway.stop` left open: one
-/// `gateway.unclean_stop` naming the head it left, then a `session.end` for every session it
-/// left open, with the statements that never got a result.
+/// Starts one task per configured SIEM sink; each reads the log from its own cursor.
+fn start_sinks(
+    config: &Config,
+    audit: &AuditLog,
+) -> anyhow::Result<Vec<gatehouse_sink::SinkHandle>> {
+    let state_dir = config.data_dir.join("sinks");
+    if !config.audit.sinks.0.is_empty() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+    }
+    config
+        .audit
+        .sinks
+        .0
+        .iter()
+        .map(|sink| {
+            gatehouse_sink::Sink::spawn(sink.clone(), audit.path(), &state_dir, audit.clone())
+                .with_context(|| format!("starting the audit sink {}", sink.name))
+        })
+        .collect()
+}
+
 /// Adds checkpoint signing to the writer's options, loading (or creating) the key. Returns the
 /// public key when it was just created.
 pub fn with_checkpoints(
@@ -346,6 +372,9 @@ fn checkpoint_detail(audit: &AuditLog, config: &config::CheckpointConfig) -> ser
     })
 }
 
+/// Closes in the log what a run that stopped without `gateway.stop` left open: one
+/// `gateway.unclean_stop` naming the head it left, then a `session.end` for every session it
+/// left open, with the statements that never got a result.
 async fn close_previous_run(
     audit: &AuditLog,
     unclean: &gatehouse_audit::UncleanStop,
@@ -408,6 +437,14 @@ impl Running {
             .record(Event::now(EventKind::GatewayStop, Outcome::success()))
             .await?;
         self.audit.shutdown().await?;
+        // Sinks stop after the log: what they have not delivered, they resume from their
+        // cursors at the next start.
+        for sink in self.sinks {
+            let name = sink.name().to_owned();
+            if let Err(e) = sink.shutdown().await {
+                tracing::warn!(sink = %name, error = %e, "audit sink stopped with an error");
+            }
+        }
         Ok(())
     }
 }

@@ -92,7 +92,21 @@ pub struct AuditConfig {
     pub low_space_warning: u64,
     /// Signed checkpoints of the log's Merkle tree (docs/audit-checkpoints.md).
     pub checkpoints: CheckpointConfig,
+    /// SIEM receivers the log is streamed to (docs/siem.md).
+    pub sinks: Sinks,
 }
+
+/// The configured sinks. Compared by their printed form, which never shows a token.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks(pub Vec<gatehouse_sink::SinkConfig>);
+
+impl PartialEq for Sinks {
+    fn eq(&self, other: &Self) -> bool {
+        format!("{:?}", self.0) == format!("{:?}", other.0)
+    }
+}
+
+impl Eq for Sinks {}
 
 /// Signed checkpoints: where the key and the kept checkpoint live, and how often to sign.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -87,6 +87,63 @@ pub(crate) struct RawAudit {
     pub fsync_interval: Option<String>,
     pub low_space_warning: Option<ConfigSize>,
     pub checkpoints: Option<RawCheckpoints>,
+    pub sinks: Option<Vec<RawSink>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSink {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    // syslog
+    pub address: Option<String>,
+    pub tls: Option<RawSinkTls>,
+    pub facility: Option<String>,
+    pub app_name: Option<String>,
+    pub confirm_window: Option<ConfigDuration>,
+    pub connect_timeout: Option<ConfigDuration>,
+    pub write_timeout: Option<ConfigDuration>,
+    // hec
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub channel: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub path: Option<String>,
+    pub ack_path: Option<String>,
+    pub index: Option<String>,
+    pub source: Option<String>,
+    pub sourcetype: Option<String>,
+    pub request_timeout: Option<ConfigDuration>,
+    pub ack_timeout: Option<ConfigDuration>,
+    // both
+    pub hostname: Option<String>,
+    pub batch: Option<RawSinkBatch>,
+    pub backoff: Option<RawSinkBackoff>,
+    pub alarm_lag: Option<u64>,
+    pub alarm_after: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSinkTls {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSinkBackoff {
+    pub initial: Option<ConfigDuration>,
+    pub max: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSinkBatch {
+    pub max_records: Option<usize>,
+    pub max_bytes: Option<ConfigSize>,
+    pub max_wait: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

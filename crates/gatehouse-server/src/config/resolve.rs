@@ -242,6 +242,22 @@ impl<'a> Resolver<'a> {
             },
         };
         let checkpoints = self.checkpoints(raw.checkpoints.unwrap_or_default(), data_dir, &dir);
+        let sinks = Sinks(
+            raw.sinks
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, sink)| self.sink(i, sink))
+                .collect(),
+        );
+        let mut names: Vec<&str> = sinks.0.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            self.error(
+                &["audit", "sinks"],
+                "sink names must be unique (they name the cursor files)",
+            );
+        }
         AuditConfig {
             dir,
             fsync,
@@ -250,7 +266,151 @@ impl<'a> Resolver<'a> {
                 .low_space_warning
                 .map_or(DEFAULT_LOW_SPACE_WARNING, |s| s.0),
             checkpoints,
+            sinks,
         }
+    }
+
+    fn sink(&mut self, index: usize, raw: RawSink) -> Option<gatehouse_sink::SinkConfig> {
+        use gatehouse_sink::{Facility, HecConfig, SinkConfig, SyslogConfig, Target, TlsConfig};
+        let at = index.to_string();
+        let key = |field: &'static str| ["audit", "sinks", "", field];
+        let fail = |this: &mut Self, field: &'static str, why: &str| {
+            let mut path = key(field);
+            path[2] = &at;
+            this.error(&path, why.to_owned());
+        };
+        let valid_name = !raw.name.is_empty()
+            && raw.name.len() <= 64
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            fail(
+                self,
+                "name",
+                "letters, digits, '-', '_' and '.', at most 64",
+            );
+        }
+        let target = match raw.kind.as_str() {
+            "syslog" => {
+                let Some(address) = raw.address.clone() else {
+                    fail(self, "address", "a syslog sink needs address: HOST:PORT");
+                    return None;
+                };
+                let mut syslog = SyslogConfig::new(address);
+                if let Some(tls) = raw.tls {
+                    syslog.tls = Some(TlsConfig {
+                        ca_file: tls.ca_file.map(|p| self.absolute(&p)),
+                        server_name: tls.server_name,
+                    });
+                }
+                if let Some(name) = &raw.facility {
+                    match Facility::from_name(name) {
+                        Some(f) => syslog.facility = f,
+                        None => fail(self, "facility", "not an RFC 5424 facility name"),
+                    }
+                }
+                if let Some(app) = raw.app_name {
+                    syslog.app_name = app;
+                }
+                if let Some(d) = raw.confirm_window {
+                    syslog.confirm_window = d.0;
+                }
+                if let Some(d) = raw.connect_timeout {
+                    syslog.connect_timeout = d.0;
+                }
+                if let Some(d) = raw.write_timeout {
+                    syslog.write_timeout = d.0;
+                }
+                Target::Syslog(syslog)
+            }
+            "hec" => {
+                let Some(url) = raw.url.clone() else {
+                    fail(self, "url", "a hec sink needs url: https://HOST:PORT");
+                    return None;
+                };
+                let mut path = key("token");
+                path[2] = &at;
+                let token = match raw.token.as_deref() {
+                    Some(reference) => gatehouse_config::Checks::secret(self, &path, reference),
+                    None => {
+                        fail(self, "token", "a hec sink needs token: ${file:PATH}");
+                        None
+                    }
+                };
+                let mut hec =
+                    HecConfig::new(url, gatehouse_sink::Secret::new(token.unwrap_or_default()));
+                hec.channel = raw.channel;
+                hec.ca_file = raw.ca_file.map(|p| self.absolute(&p));
+                if let Some(p) = raw.path {
+                    hec.path = p;
+                }
+                if let Some(p) = raw.ack_path {
+                    hec.ack_path = p;
+                }
+                hec.index = raw.index;
+                if let Some(s) = raw.source {
+                    hec.source = s;
+                }
+                if let Some(s) = raw.sourcetype {
+                    hec.sourcetype = s;
+                }
+                if let Some(d) = raw.request_timeout {
+                    hec.request_timeout = d.0;
+                }
+                if let Some(d) = raw.ack_timeout {
+                    hec.ack_timeout = d.0;
+                }
+                Target::Hec(hec)
+            }
+            _ => {
+                fail(self, "type", "must be syslog or hec");
+                return None;
+            }
+        };
+        let mut config = SinkConfig {
+            name: raw.name,
+            target,
+            hostname: raw.hostname,
+            ..SinkConfig::default()
+        };
+        if let Some(batch) = raw.batch {
+            if let Some(n) = batch.max_records {
+                config.batch.max_records = n;
+            }
+            if let Some(n) = batch.max_bytes {
+                config.batch.max_bytes = usize::try_from(n.0).unwrap_or(usize::MAX);
+            }
+            if let Some(d) = batch.max_wait {
+                config.batch.max_wait = d.0;
+            }
+            if config.batch.max_records == 0 || config.batch.max_bytes == 0 {
+                fail(self, "batch", "limits must be above zero");
+            }
+        }
+        if let Some(backoff) = raw.backoff {
+            if let Some(d) = backoff.initial {
+                config.backoff.initial = d.0;
+            }
+            if let Some(d) = backoff.max {
+                config.backoff.max = d.0;
+            }
+            if config.backoff.initial.is_zero() || config.backoff.max < config.backoff.initial {
+                fail(
+                    self,
+                    "backoff",
+                    "initial must be above zero and at most max",
+                );
+            }
+        }
+        if let Some(n) = raw.alarm_lag {
+            config.alarm.lag_records = n;
+        }
+        if let Some(d) = raw.alarm_after {
+            config.alarm.after = d.0;
+        }
+        Some(config)
     }
 
     fn checkpoints(

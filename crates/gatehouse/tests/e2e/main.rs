@@ -16,5 +16,6 @@ mod memory;
 mod proto;
 mod protocol;
 mod recording;
+mod siem;
 mod smoke;
 mod upstream_auth;
