@@ -216,9 +216,28 @@ fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         let suffix = if kind == "counter" { "_total" } else { "" };
         for s in &statuses {
-            let _ = writeln!(out, "{name}{suffix}{{sink=\"{}\"}} {}", s.name, value(s));
+            let _ = writeln!(
+                out,
+                "{name}{suffix}{{sink=\"{}\",type=\"{}\"}} {}",
+                s.name,
+                s.kind,
+                value(s)
+            );
         }
     };
+    let flag = |b: bool| u8::from(b).to_string();
+    family(
+        "gatehouse_sink_acked_seq",
+        "gauge",
+        "seq of the last record the receiver acknowledged.",
+        &|s| s.acked_seq.to_string(),
+    );
+    family(
+        "gatehouse_sink_log_seq",
+        "gauge",
+        "seq of the last durable record in the log.",
+        &|s| s.log_seq.to_string(),
+    );
     family(
         "gatehouse_sink_lag_records",
         "gauge",
@@ -232,22 +251,22 @@ fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
         &|s| format!("{:.3}", s.lag_seconds),
     );
     family(
-        "gatehouse_sink_acked_seq",
-        "gauge",
-        "seq of the last record the receiver acknowledged.",
-        &|s| s.acked_seq.to_string(),
-    );
-    family(
         "gatehouse_sink_connected",
         "gauge",
         "1 when the last attempt to reach the receiver succeeded.",
-        &|s| u8::from(s.connected).to_string(),
+        &|s| flag(s.connected),
     );
     family(
-        "gatehouse_sink_running",
+        "gatehouse_sink_lagging",
+        "gauge",
+        "1 between sink.lagging and sink.recovered.",
+        &|s| flag(s.lagging),
+    );
+    family(
+        "gatehouse_sink_up",
         "gauge",
         "1 while the sink runs; 0 once it stopped or failed.",
-        &|s| u8::from(s.state == gatehouse_sink::SinkState::Running).to_string(),
+        &|s| flag(s.state == gatehouse_sink::SinkState::Running),
     );
     family(
         "gatehouse_sink_delivered_records",
@@ -256,10 +275,22 @@ fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
         &|s| s.delivered_records.to_string(),
     );
     family(
+        "gatehouse_sink_delivered_batches",
+        "counter",
+        "Batches acknowledged by the receiver.",
+        &|s| s.delivered_batches.to_string(),
+    );
+    family(
         "gatehouse_sink_failures",
         "counter",
         "Failed delivery attempts.",
         &|s| s.failures.to_string(),
+    );
+    family(
+        "gatehouse_sink_rewinds",
+        "counter",
+        "Times the sink went back to its cursor to send again.",
+        &|s| s.rewinds.to_string(),
     );
     out
 }

@@ -120,11 +120,11 @@ fn every_record_reaches_rsyslog_across_an_outage_and_a_restart() {
     let (status, _, metrics) = gateway.http("/metrics", None);
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("gatehouse_sink_lag_records{sink=\"soc\"}"),
+        metrics.contains("gatehouse_sink_lag_records{sink=\"soc\",type=\"syslog\"}"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("gatehouse_sink_connected{sink=\"soc\"} 1"),
+        metrics.contains("gatehouse_sink_up{sink=\"soc\",type=\"syslog\"} 1"),
         "{metrics}"
     );
 
