@@ -13,6 +13,8 @@
 #                     default detector over every value (not in the default set)
 #   gateway_norecord, gateway_periodic_norecord  fsync always / periodic with session
 #                     recording off (recording is on by default; not in the default set)
+#   gateway_nockpt, gateway_periodic_nockpt  fsync always / periodic with signed audit
+#                     checkpoints off (on by default; not in the default set)
 #   pgbouncer         PgBouncer, session pooling, in front of the same database
 # at -c 1 (-j 1) and -c 8 (-j 2), in interleaved rounds, reporting medians.
 #
@@ -119,6 +121,8 @@ for t in $TARGETS; do
         gateway_periodic_masking) start_gateway gateway_periodic_masking periodic "$REPO/target/release/gatehouse" "" "$MASK_FILE" ;;
         gateway_norecord) start_gateway gateway_norecord always "$REPO/target/release/gatehouse" "" "$NORECORD_FILE" ;;
         gateway_periodic_norecord) start_gateway gateway_periodic_norecord periodic "$REPO/target/release/gatehouse" "" "$NORECORD_FILE" ;;
+        gateway_nockpt) start_gateway gateway_nockpt always "$REPO/target/release/gatehouse" "" "" "checkpoints: { enabled: false }" ;;
+        gateway_periodic_nockpt) start_gateway gateway_periodic_nockpt periodic "$REPO/target/release/gatehouse" "" "" "checkpoints: { enabled: false }" ;;
         pgbouncer) start_pgbouncer ;;
         baseline) start_gateway baseline always "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;
         baseline_periodic) start_gateway baseline_periodic periodic "${BENCH_BASELINE_BIN:?baseline needs BENCH_BASELINE_BIN}" ;;

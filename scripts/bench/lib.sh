@@ -67,10 +67,11 @@ wait_port() { # port timeout_s
     return 1
 }
 
-# start_gateway NAME FSYNC(always|periodic|never) [BINARY] -> sets GW_PID_<NAME>,
+# start_gateway NAME FSYNC(always|periodic|never) [BINARY] [WORKERS] [EXTRA_FILE] [AUDIT_KEYS]
+# -> sets GW_PID_<NAME>,
 # GW_PORT_<NAME>, GW_KEY_<NAME>. BINARY defaults to this checkout's release build.
 start_gateway() {
-    local name=$1 fsync=$2 bin=${3:-$REPO/target/release/gatehouse} workers=${4:-} policy=${5:-} dir="$WORK/$1" port
+    local name=$1 fsync=$2 bin=${3:-$REPO/target/release/gatehouse} workers=${4:-} policy=${5:-} audit_extra=${6:-} dir="$WORK/$1" port
     port=$(free_port)
     mkdir -p "$dir"
     cat >"$dir/gatehouse.yaml" <<EOF
@@ -78,7 +79,7 @@ start_gateway() {
 data_dir: ./data
 log: { level: info, format: text }
 admin: { listen: 127.0.0.1:0, admin_groups: [gatehouse-admins] }
-audit: { fsync: $fsync }
+audit: { fsync: $fsync${audit_extra:+, $audit_extra} }
 postgres: { listen: 127.0.0.1:$port, require_tls: non_loopback${workers:+, workers: $workers} }
 connections:
   bench:
