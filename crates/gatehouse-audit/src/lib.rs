@@ -10,6 +10,7 @@
 mod blocking;
 pub mod checkpoint;
 mod csv;
+pub mod durable_file;
 mod error;
 pub mod event;
 pub mod export;

@@ -7,9 +7,8 @@
 //! Stored as `<state dir>/sink-<name>.cursor`, one JSON object, replaced atomically (write a
 //! temporary file, fsync it, rename it over the old one, fsync the directory).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use gatehouse_audit::record::{HashHex, Record, GENESIS_PREV};
@@ -168,25 +167,8 @@ pub fn load(state_dir: &Path, sink: &str) -> Result<Option<Saved>, CursorFileErr
 pub fn save(state_dir: &Path, sink: &str, saved: &Saved) -> Result<(), CursorFileError> {
     let path = path(state_dir, sink);
     let tmp = state_dir.join(format!("sink-{sink}.cursor.tmp"));
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CursorFileError::Io { path, source }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(&render(saved, sink))
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(state_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(state_dir))
+    gatehouse_audit::durable_file::replace(&path, &tmp, &render(saved, sink))
+        .map_err(|source| CursorFileError::Io { path, source })
 }
 
 #[cfg(test)]

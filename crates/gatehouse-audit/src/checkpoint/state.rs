@@ -1,9 +1,6 @@
 //! The latest checkpoint, kept outside the audit directory so that cutting or rewriting the
 //! log (and its checkpoint records) is still noticed.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use gatehouse_tlog::{Checkpoint, Frontier, Hash, Verifier};
@@ -130,25 +127,13 @@ impl CheckpointState {
             path: path.to_path_buf(),
             source,
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = path.with_extension("tmp");
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| StateError::Malformed {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
         bytes.push(b'\n');
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        crate::durable_file::replace(path, &tmp, &bytes).map_err(io)
     }
 }
 
