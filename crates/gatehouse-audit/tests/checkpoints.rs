@@ -510,3 +510,44 @@ fn an_inclusion_proof_holds_offline_and_fails_for_an_altered_record() {
         Err(ProofFailure::NotCovered(_))
     ));
 }
+
+#[test]
+fn a_consistency_proof_shows_an_old_checkpoint_is_a_prefix_of_the_latest() {
+    use gatehouse_audit::proof::{self, ProofFailure};
+    let site = Site::new();
+    site.write(35);
+    let options = VerifyOptions {
+        verifier: Some(site.verifier()),
+        state: None,
+    };
+    let first = events(&site.log())
+        .iter()
+        .find(|e| e.kind == EventKind::AuditCheckpoint)
+        .map(|e| {
+            gatehouse_audit::checkpoint::CheckpointDetail::of(e)
+                .unwrap()
+                .size
+        })
+        .unwrap();
+    let made = proof::prove_consistency(&site.log(), first, &options).unwrap();
+    let (old, new) = proof::check_consistency(&made, &site.verifier()).unwrap();
+    assert_eq!(old.size, first);
+    assert!(new.size > old.size);
+
+    // Another key's checkpoints, or a bent proof, do not hold.
+    let other = Signer::from_seed(ORIGIN, &[9u8; 32]).unwrap().verifier();
+    assert!(matches!(
+        proof::check_consistency(&made, &other),
+        Err(ProofFailure::Signature { .. })
+    ));
+    let mut bent = made.clone();
+    bent.proof[0] = "11".repeat(32);
+    assert!(matches!(
+        proof::check_consistency(&bent, &site.verifier()),
+        Err(ProofFailure::Inconsistent(_))
+    ));
+    assert!(matches!(
+        proof::prove_consistency(&site.log(), first + 1, &options),
+        Err(ProofFailure::NoCheckpointOfSize(_))
+    ));
+}

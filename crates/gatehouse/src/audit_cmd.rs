@@ -264,19 +264,37 @@ pub fn public_key(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn prove(config: &Config, seq: u64, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// What `audit prove` proves.
+pub enum Prove {
+    Record(u64),
+    Consistency(u64),
+}
+
+pub fn prove(config: &Config, what: Prove, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let options = verify_options(config, None, None)?;
-    let proof = gatehouse_audit::proof::prove(&log_path(config), seq, &options)?;
-    let mut text = serde_json::to_string_pretty(&proof)?;
+    let log = log_path(config);
+    let (mut text, said) = match what {
+        Prove::Record(seq) => {
+            let proof = gatehouse_audit::proof::prove(&log, seq, &options)?;
+            let said = format!(
+                "an inclusion proof of seq {seq} against the checkpoint of tree size {}",
+                proof.tree_size
+            );
+            (serde_json::to_string_pretty(&proof)?, said)
+        }
+        Prove::Consistency(size) => {
+            let proof = gatehouse_audit::proof::prove_consistency(&log, size, &options)?;
+            let said = format!(
+                "a consistency proof from the checkpoint of tree size {size} to the latest"
+            );
+            (serde_json::to_string_pretty(&proof)?, said)
+        }
+    };
     text.push('\n');
     match out {
         Some(file) => {
             std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
-            eprintln!(
-                "wrote an inclusion proof of seq {seq} against the checkpoint of tree size {} to {}",
-                proof.tree_size,
-                file.display()
-            );
+            eprintln!("wrote {said} to {}", file.display());
         }
         None => print!("{text}"),
     }
@@ -287,6 +305,12 @@ pub fn verify_proof(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
     let verifier = parse_pubkey(pubkey)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let format = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["format"].as_str().map(str::to_owned));
+    if format.as_deref() == Some(gatehouse_audit::proof::CONSISTENCY_FORMAT) {
+        return verify_consistency_proof(file, &text, &verifier);
+    }
     let proof: gatehouse_audit::proof::InclusionProof = match serde_json::from_str(&text) {
         Ok(proof) => proof,
         Err(e) => {
@@ -313,6 +337,36 @@ pub fn verify_proof(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
                 proven.checkpoint.origin,
                 proven.checkpoint.size,
                 hex::encode(proven.checkpoint.root),
+                verifier
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: PROOF DOES NOT HOLD: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn verify_consistency_proof(
+    file: &Path,
+    text: &str,
+    verifier: &Verifier,
+) -> anyhow::Result<ExitCode> {
+    let checked = serde_json::from_str::<gatehouse_audit::proof::ConsistencyProof>(text)
+        .map_err(|e| format!("not a proof file ({e})"))
+        .and_then(|p| {
+            gatehouse_audit::proof::check_consistency(&p, verifier).map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok((old, new)) => {
+            println!(
+                "proof holds: log {} at tree size {} (root {}) is a prefix of tree size {} (root {}), both signed by {}",
+                new.origin,
+                old.size,
+                hex::encode(old.root),
+                new.size,
+                hex::encode(new.root),
                 verifier
             );
             Ok(ExitCode::SUCCESS)

@@ -228,11 +228,20 @@ enum AuditCommand {
     },
     /// Print the public key that signs audit checkpoints
     PublicKey(ConfigArg),
-    /// Write an inclusion proof of one record against a signed checkpoint
+    /// Write an inclusion proof of one record against a signed checkpoint, or (with
+    /// --consistency-from) a consistency proof from an older checkpoint to the latest
     Prove {
         #[command(flatten)]
         config: ConfigArg,
-        seq: u64,
+        /// The record's seq
+        #[arg(
+            required_unless_present = "consistency_from",
+            conflicts_with = "consistency_from"
+        )]
+        seq: Option<u64>,
+        /// The tree size of the older checkpoint
+        #[arg(long)]
+        consistency_from: Option<u64>,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -339,8 +348,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::PublicKey(arg)) => {
             audit_cmd::public_key(&load_offline(&arg.config)?)
         }
-        Command::Audit(AuditCommand::Prove { config, seq, out }) => {
-            audit_cmd::prove(&load_offline(&config.config)?, seq, out.as_deref())
+        Command::Audit(AuditCommand::Prove {
+            config,
+            seq,
+            consistency_from,
+            out,
+        }) => {
+            let what = match (seq, consistency_from) {
+                (_, Some(size)) => audit_cmd::Prove::Consistency(size),
+                (Some(seq), None) => audit_cmd::Prove::Record(seq),
+                (None, None) => anyhow::bail!("give a SEQ or --consistency-from SIZE"),
+            };
+            audit_cmd::prove(&load_offline(&config.config)?, what, out.as_deref())
         }
         Command::Audit(AuditCommand::VerifyProof { file, pubkey }) => {
             audit_cmd::verify_proof(&file, &pubkey)

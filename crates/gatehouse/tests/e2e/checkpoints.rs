@@ -115,6 +115,27 @@ fn the_gateway_signs_its_log_and_a_record_is_proven_offline() {
     );
     let out = verify_with_key(&gateway, &key);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The first run's final checkpoint is a prefix of the second run's: proven offline.
+    let first = gateway.events_of_kind("audit.checkpoint")[0]["what"]["detail"]["size"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let consistency = gateway.dir.path().join("consistency.json");
+    let out = gateway.cli(&[
+        "audit",
+        "prove",
+        "--consistency-from",
+        &first,
+        "--out",
+        consistency.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = check(&consistency);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains(&format!("at tree size {first} ")), "{said}");
+    assert!(said.contains("is a prefix of tree size"), "{said}");
 }
 
 #[test]
