@@ -12,16 +12,17 @@ const STRIDE: u64 = 256;
 
 /// A [`Frontier`] that can also answer for any size in the last `window` leaves.
 ///
-/// Keeps the last `window` leaf hashes and a frontier every [`STRIDE`] leaves, so appending
-/// costs one frontier append (plus a copy of the frontier every 256 leaves) and memory stays
-/// at about `window * 32` bytes, however long the log.
+/// Keeps a frontier every [`STRIDE`] leaves and the leaves since the oldest one it keeps, so
+/// appending costs one frontier append (plus a copy of the frontier every 256 leaves) and
+/// memory stays at about `(window + 256) * 32` bytes, however long the log.
 #[derive(Debug, Clone)]
 pub struct History {
     current: Frontier,
     window: u64,
-    /// The last `window` (or fewer) leaves, ending at `current.size()`.
+    /// The leaves from `marks[0].size()` to `current.size()`.
     leaves: VecDeque<Hash>,
-    /// Frontiers at multiples of `STRIDE`, oldest first, within the window.
+    /// Frontiers at multiples of `STRIDE` (the first may be the starting frontier), oldest
+    /// first; the oldest is at or before the window's start.
     marks: VecDeque<Frontier>,
 }
 
@@ -48,38 +49,35 @@ impl History {
     pub fn append(&mut self, leaf: Hash) -> Result<u64, TreeError> {
         let index = self.current.append(leaf)?;
         self.leaves.push_back(leaf);
-        if self.leaves.len() as u64 > self.window {
-            self.leaves.pop_front();
-        }
         let size = self.current.size();
         if size.is_multiple_of(STRIDE) {
             self.marks.push_back(self.current.clone());
         }
-        let oldest = size - self.leaves.len() as u64;
-        // Keep the newest mark at or before the oldest kept leaf; older ones can't be used.
-        while self.marks.len() > 1 && self.marks[1].size() <= oldest {
+        // Keep the newest mark at or before the window's start, and the leaves after it.
+        let floor = size.saturating_sub(self.window);
+        while self.marks.len() > 1 && self.marks[1].size() <= floor {
+            let dropped = self.marks[1].size() - self.marks[0].size();
             self.marks.pop_front();
+            self.leaves.drain(..dropped as usize);
         }
         Ok(index)
     }
 
     /// The root of the first `size` leaves, when `size` is within the window (or is the
-    /// current size); `None` when it is too old or in the future.
+    /// current size); `None` when it is older or in the future.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
-        if size == self.current.size() {
+        let current = self.current.size();
+        if size == current {
             return Some(self.current.root());
         }
-        if size > self.current.size() {
+        if size > current || size < current.saturating_sub(self.window) {
             return None;
         }
         let mark = self.marks.iter().rev().find(|m| m.size() <= size)?;
-        let first_kept = self.current.size() - self.leaves.len() as u64;
-        if mark.size() < first_kept {
-            return None;
-        }
+        let first = self.marks.front()?.size();
         let mut tree = mark.clone();
-        let from = (mark.size() - first_kept) as usize;
-        let to = (size - first_kept) as usize;
+        let from = (mark.size() - first) as usize;
+        let to = (size - first) as usize;
         for leaf in self.leaves.range(from..to) {
             tree.append(*leaf).ok()?;
         }
