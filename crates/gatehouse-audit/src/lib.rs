@@ -4,10 +4,12 @@
 //! * [`AuditLog`]: the writer, one OS thread with group commit, failing closed.
 //! * [`verify_file`]: offline verification of a log file.
 //! * [`export`](export::export): JSONL/CSV export of a time range.
+//! * [`bundle`]: the examiner's bundle of a range, provable offline with the public key.
 //!
 //! The format is documented for examiners in `docs/audit-events.md`.
 
 mod blocking;
+pub mod bundle;
 pub mod checkpoint;
 mod csv;
 pub mod durable_file;

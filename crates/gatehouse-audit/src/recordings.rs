@@ -29,7 +29,7 @@ pub struct PrunedRecording {
     pub time: time::OffsetDateTime,
 }
 
-fn audited(record: &Record) -> Option<AuditedRecording> {
+pub(crate) fn audited(record: &Record) -> Option<AuditedRecording> {
     if record.event.kind != EventKind::SessionEnd {
         return None;
     }

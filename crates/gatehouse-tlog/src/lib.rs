@@ -7,6 +7,8 @@
 //!   ([`LeafSource`]).
 //! * [`proof`]: verification of those proofs exactly as RFC 9162 §2.1.3.2 and §2.1.4.2 say,
 //!   with typed errors and no panics on hostile input.
+//! * [`range`]: range proofs, which show a run of leaves sits at exactly its positions in the
+//!   tree with O(log n) hashes (the examiner's bundle uses them).
 //! * [`note`]: C2SP `tlog-checkpoint` bodies and C2SP `signed-note` Ed25519 signatures, so a
 //!   checkpoint we sign can be checked by any standard tooling (and the other way round).
 //!
@@ -20,6 +22,7 @@ pub mod hash;
 pub mod history;
 pub mod note;
 pub mod proof;
+pub mod range;
 pub mod tree;
 
 pub use hash::{empty_root, leaf_hash, node_hash, Hash};
@@ -28,4 +31,5 @@ pub use note::{
     Checkpoint, CheckpointError, KeyId, NoteError, NoteSignature, SignedNote, Signer, Verifier,
 };
 pub use proof::{verify_consistency, verify_inclusion, ProofError};
+pub use range::{range_proof, root_from_range, verify_range, RangeError};
 pub use tree::{Frontier, LeafSource, TreeError};

@@ -34,7 +34,11 @@ fn the_gateway_signs_its_log_and_a_record_is_proven_offline() {
     let secret = std::fs::read_to_string(&key_file).unwrap();
     // `PRIVATE+KEY+<name>+<id>+<base64>`: base64 itself may hold '+', so take the whole field.
     let secret = secret.trim().splitn(5, '+').nth(4).unwrap().to_owned();
-    assert!(secret.len() >= 44, "the whole key field: {} chars", secret.len());
+    assert!(
+        secret.len() >= 44,
+        "the whole key field: {} chars",
+        secret.len()
+    );
     assert!(!std::fs::read_to_string(gateway.audit_path())
         .unwrap()
         .contains(&secret));

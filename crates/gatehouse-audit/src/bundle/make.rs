@@ -1,0 +1,279 @@
+//! Making a bundle from a verified log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+
+use gatehouse_tlog::tree::inclusion_proof;
+use gatehouse_tlog::{range_proof, Checkpoint, Hash, Verifier};
+use time::OffsetDateTime;
+
+use super::archive::{file_sha256, Writer};
+use super::summary::{scan, Scanned};
+use super::*;
+use crate::checkpoint::{leaf_of, CheckpointDetail};
+use crate::event::EventKind;
+use crate::export::{export, ExportFormat};
+use crate::lines::{self, Line};
+use crate::proof::{InclusionProof, INCLUSION_FORMAT};
+use crate::record::{self, MAX_LINE_LEN};
+use crate::timefmt::Rfc3339Nanos;
+use crate::verify::{verify_with, VerifyOptions};
+
+/// Which records go in: from the first with a time at or after `since` up to, not including,
+/// the first after it with a time at or after `until` — every record in between, so the run is
+/// contiguous and its chain checkable (one whose clock stepped outside the range is kept, not
+/// hidden).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}
+
+/// Writes the bundle of `selection` from the log at `log` to `out`; the log is verified first
+/// (with `options`, which must name the key its checkpoints are signed with).
+pub fn make(
+    log: &Path,
+    options: &VerifyOptions,
+    selection: &Selection,
+    out: &Path,
+) -> Result<Manifest, BundleError> {
+    let verifier = options.verifier.as_ref().ok_or_else(|| {
+        BundleError::Malformed("no public key to check the log's checkpoints with".into())
+    })?;
+    verify_with(log, options).map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
+    let located = locate(log, selection, verifier)?;
+    let anchor = located.anchor;
+    let (first, last) = (located.first, located.last);
+
+    let dir = tempfile::tempdir().map_err(|e| BundleError::io("a temporary directory", e))?;
+    let records_path = dir.path().join(RECORDS);
+    let before = copy_range(log, first, last, &located.policy_seqs, &records_path)?;
+    let scanned = scan(&records_path, verifier)?;
+    if (scanned.summary.first_seq, scanned.summary.last_seq) != (first, last) {
+        return Err(BundleError::LogNotIntact(
+            "the log changed while the bundle was made".into(),
+        ));
+    }
+    let csv_path = dir.path().join(RECORDS_CSV);
+    write_csv(&records_path, &csv_path)?;
+
+    let size = anchor.size;
+    let leaves = &located.leaves;
+    let tree_err = |e: gatehouse_tlog::TreeError| BundleError::LogNotIntact(e.to_string());
+    let range = range_proof(leaves, first - 1, last, size).map_err(tree_err)?;
+    let prove = |seq: u64, line: &str| -> Result<Vec<u8>, BundleError> {
+        let path = inclusion_proof(leaves, seq - 1, size).map_err(tree_err)?;
+        let proof = InclusionProof {
+            format: INCLUSION_FORMAT.into(),
+            record: line.to_owned(),
+            seq,
+            tree_size: size,
+            proof: path.iter().map(hex::encode).collect(),
+            checkpoint: anchor.note.clone(),
+        };
+        serde_json::to_vec_pretty(&proof).map_err(|e| BundleError::io("a proof", e))
+    };
+    // Proofs of the policies the range's statements name, loaded before it.
+    let named: BTreeSet<&str> = scanned
+        .summary
+        .policies
+        .iter()
+        .map(|p| p.sha256.as_str())
+        .collect();
+    let mut policy_proofs = Vec::new();
+    for (sha256, seq) in &located.policies_before {
+        if named.contains(sha256.as_str()) {
+            if let Some(line) = before.get(seq) {
+                policy_proofs.push((policy_proof_name(*seq), prove(*seq, line)?));
+            }
+        }
+    }
+
+    let created = OffsetDateTime::now_utc();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        created: Rfc3339Nanos(created).to_string(),
+        since: selection.since.map(|t| Rfc3339Nanos(t).to_string()),
+        until: selection.until.map(|t| Rfc3339Nanos(t).to_string()),
+        origin: anchor.origin.clone(),
+        tree: Tree {
+            size,
+            root: anchor.root.clone(),
+            range_proof: range.iter().map(hex::encode).collect(),
+        },
+        summary: scanned.summary.clone(),
+        files: Files {
+            records_jsonl_sha256: file_sha256(&records_path)?,
+            records_csv_sha256: file_sha256(&csv_path)?,
+            policy_proofs: policy_proofs.iter().map(|(n, _)| n.clone()).collect(),
+        },
+    };
+    let manifest_json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::io("the manifest", e))?;
+
+    let mut writer = Writer::create(out, created.unix_timestamp().max(0) as u64)?;
+    writer.add_bytes(README, readme::render(&manifest).as_bytes())?;
+    writer.add_bytes(MANIFEST, &manifest_json)?;
+    writer.add_bytes(PUBLIC_KEY, format!("{}\n", verifier.to_vkey()).as_bytes())?;
+    writer.add_bytes(CHECKPOINT, anchor.note.as_bytes())?;
+    let Scanned {
+        first_line,
+        last_line,
+        ..
+    } = &scanned;
+    writer.add_bytes(FIRST_PROOF, &prove(first, first_line)?)?;
+    writer.add_bytes(LAST_PROOF, &prove(last, last_line)?)?;
+    for (name, bytes) in &policy_proofs {
+        writer.add_bytes(name, bytes)?;
+    }
+    writer.add_file(RECORDS, &records_path)?;
+    writer.add_file(RECORDS_CSV, &csv_path)?;
+    writer.finish()?;
+    Ok(manifest)
+}
+
+/// The latest checkpoint: the tree every bundle record is proven in.
+struct Anchor {
+    size: u64,
+    root: String,
+    note: String,
+    origin: String,
+}
+
+/// What a first pass over the log finds.
+struct Located {
+    leaves: Vec<Hash>,
+    anchor: Anchor,
+    first: u64,
+    last: u64,
+    /// Per policy hash, its last `policy.loaded` record before the range.
+    policies_before: BTreeMap<String, u64>,
+    policy_seqs: BTreeSet<u64>,
+}
+
+fn locate(log: &Path, selection: &Selection, verifier: &Verifier) -> Result<Located, BundleError> {
+    let file = File::open(log).map_err(|e| BundleError::io(log.display(), e))?;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let mut line = Vec::new();
+    let mut leaves = Vec::new();
+    let mut anchor = None;
+    let (mut first, mut last) = (None::<u64>, None::<u64>);
+    let mut ended = false;
+    let mut policies_before = BTreeMap::new();
+    let io = |e: std::io::Error| BundleError::io(log.display(), e);
+    while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
+        // The log was verified just before: every line decodes.
+        let record = record::decode(&line).map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
+        leaves.push(leaf_of(&record.hash));
+        let event = &record.event;
+        let after_since = selection.since.is_none_or(|s| event.time >= s);
+        let before_until = selection.until.is_none_or(|u| event.time < u);
+        if first.is_none() && after_since {
+            first = Some(record.seq);
+        }
+        if first.is_some() && !ended {
+            if before_until {
+                last = Some(record.seq);
+            } else {
+                ended = true;
+            }
+        }
+        match event.kind {
+            EventKind::PolicyLoaded if first.is_none() => {
+                if let Some(sha) = event
+                    .what
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.get("sha256"))
+                    .and_then(|v| v.as_str())
+                {
+                    policies_before.insert(sha.to_owned(), record.seq);
+                }
+            }
+            EventKind::AuditCheckpoint => {
+                let detail = CheckpointDetail::of(event).map_err(BundleError::LogNotIntact)?;
+                let signed = Checkpoint::open(&detail.note, verifier)
+                    .map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
+                anchor = Some(Anchor {
+                    size: detail.size,
+                    root: detail.root,
+                    note: detail.note,
+                    origin: signed.origin,
+                });
+            }
+            _ => {}
+        }
+    }
+    let anchor = anchor.ok_or(BundleError::NoCheckpoint)?;
+    let (Some(first), Some(mut last)) = (first, last) else {
+        return Err(BundleError::Empty);
+    };
+    if last > anchor.size {
+        if selection.until.is_some() {
+            return Err(BundleError::NotCovered {
+                last,
+                covered: anchor.size,
+            });
+        }
+        last = anchor.size;
+    }
+    if last < first {
+        return Err(BundleError::NotCovered {
+            last: first,
+            covered: anchor.size,
+        });
+    }
+    let policy_seqs = policies_before.values().copied().collect();
+    Ok(Located {
+        leaves,
+        anchor,
+        first,
+        last,
+        policies_before,
+        policy_seqs,
+    })
+}
+
+/// Copies records `first..=last` to `to`, and returns the lines of `wanted` records before
+/// them.
+fn copy_range(
+    log: &Path,
+    first: u64,
+    last: u64,
+    wanted: &BTreeSet<u64>,
+    to: &Path,
+) -> Result<BTreeMap<u64, String>, BundleError> {
+    let file = File::open(log).map_err(|e| BundleError::io(log.display(), e))?;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let out = File::create(to).map_err(|e| BundleError::io(to.display(), e))?;
+    let mut out = BufWriter::with_capacity(1024 * 1024, out);
+    let mut found = BTreeMap::new();
+    let mut line = Vec::new();
+    let io = |e: std::io::Error| BundleError::io(log.display(), e);
+    let mut seq = 0u64;
+    while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
+        // Records are numbered from 1 with no gaps: the log verified.
+        seq += 1;
+        if seq > last {
+            break;
+        }
+        if seq >= first {
+            out.write_all(&line)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| BundleError::io(to.display(), e))?;
+        } else if wanted.contains(&seq) {
+            found.insert(seq, String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+    out.flush().map_err(|e| BundleError::io(to.display(), e))?;
+    Ok(found)
+}
+
+fn write_csv(records: &Path, to: &Path) -> Result<(), BundleError> {
+    let mut out = File::create(to).map_err(|e| BundleError::io(to.display(), e))?;
+    export(records, None, None, ExportFormat::Csv, &mut out)
+        .map_err(|e| BundleError::io(to.display(), e))?;
+    Ok(())
+}
