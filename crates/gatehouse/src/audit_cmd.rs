@@ -18,7 +18,7 @@ pub enum Format {
     Csv,
 }
 
-fn log_path(config: &Config) -> std::path::PathBuf {
+pub(crate) fn log_path(config: &Config) -> std::path::PathBuf {
     config.audit.dir.join(gatehouse_audit::LOG_FILE_NAME)
 }
 
@@ -33,7 +33,7 @@ pub fn parse_pubkey(arg: &str) -> anyhow::Result<Verifier> {
 
 /// What to check the checkpoints against: the given key, else the configured key's public
 /// half; and the checkpoint kept beside the key, when there is one.
-fn verify_options(
+pub(crate) fn verify_options(
     config: &Config,
     pubkey: Option<&str>,
     state: Option<&Path>,
@@ -190,7 +190,10 @@ fn check_recordings(config: &Config, report: &gatehouse_audit::VerifyReport) -> 
     }
 }
 
-fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDateTime>> {
+pub(crate) fn parse_time(
+    flag: &str,
+    value: Option<&str>,
+) -> anyhow::Result<Option<OffsetDateTime>> {
     value
         .map(|v| {
             OffsetDateTime::parse(v, &Rfc3339)

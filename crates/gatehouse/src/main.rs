@@ -2,6 +2,7 @@
 
 mod admin_client;
 mod audit_cmd;
+mod bundle_cmd;
 mod replay;
 
 use anyhow::Context;
@@ -261,6 +262,30 @@ enum AuditCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Write the examiner's bundle of a time range: the records (JSONL and CSV), the signed
+    /// checkpoint, proofs that they are exactly the log's records, and a README mapping them to
+    /// PCI DSS and FFIEC
+    Bundle {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// From the first record at or after this time (RFC 3339); default: the log's start
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to the first record at or after this time (RFC 3339); default: the latest
+        /// signed checkpoint
+        #[arg(long)]
+        until: Option<String>,
+        /// The archive to write (a tar file)
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an examiner's bundle with nothing but the file and the log's public key
+    VerifyBundle {
+        file: PathBuf,
+        /// The log's public key (vkey text, or a file holding it)
+        #[arg(long)]
+        pubkey: String,
+    },
     /// Export audit events
     Export {
         #[command(flatten)]
@@ -366,6 +391,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Acknowledge { config, reason }) => {
             audit_cmd::acknowledge(&load_offline(&config.config)?, &reason)
+        }
+        Command::Audit(AuditCommand::Bundle {
+            config,
+            since,
+            until,
+            out,
+        }) => bundle_cmd::make(
+            &load_offline(&config.config)?,
+            since.as_deref(),
+            until.as_deref(),
+            &out,
+        ),
+        Command::Audit(AuditCommand::VerifyBundle { file, pubkey }) => {
+            bundle_cmd::verify(&file, &pubkey)
         }
         Command::Audit(AuditCommand::Export {
             config,

@@ -6,7 +6,7 @@ use crate::harness::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 
-fn public_key(gateway: &Gateway) -> String {
+pub(crate) fn public_key(gateway: &Gateway) -> String {
     let out = gateway.cli(&["audit", "public-key"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_owned()

@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real clients, the real `gatehouse` binary.
 
 mod approvals;
+mod audit_bundle;
 mod audit_cli;
 mod availability;
 mod bad_input;
