@@ -14,7 +14,6 @@ use gatehouse_sink::{
 };
 use support::*;
 
-const RECORDS: u64 = 20_000;
 const PER_SEC: u64 = 2_000;
 const TOKEN: &str = "9c1b7f2e-5d4a-4e11-8a3c-hec-test-token";
 
@@ -51,6 +50,7 @@ fn config(url: &str, acks: bool) -> SinkConfig {
 
 async fn hec_outage(acks: bool) {
     let outage = outage();
+    let records = records_for(outage, PER_SEC);
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = tmp.path().join("state");
     let receiver = HecReceiver::start(TOKEN, acks).await;
@@ -58,7 +58,7 @@ async fn hec_outage(acks: bool) {
     let config = config(&receiver.url(), acks);
 
     let sink = Sink::spawn(config.clone(), log.path(), &state_dir, log.clone()).unwrap();
-    let writer = write_paced(log.clone(), RECORDS, PER_SEC);
+    let writer = write_paced(log.clone(), records, PER_SEC);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = sink.status();
@@ -105,7 +105,7 @@ async fn hec_outage(acks: bool) {
     let written = tokio::task::spawn_blocking(move || writer.join().unwrap())
         .await
         .unwrap();
-    assert!(written > RECORDS, "{written}");
+    assert!(written > records, "{written}");
     wait_caught_up(&sink, &log, Duration::from_secs(60)).await;
     sink.shutdown().await.unwrap();
     log.shutdown().await.unwrap();

@@ -11,7 +11,6 @@ use gatehouse_audit::EventKind;
 use gatehouse_sink::{AlarmConfig, BackoffConfig, BatchConfig, Sink, SinkConfig, SyslogConfig};
 use support::*;
 
-const RECORDS: u64 = 20_000;
 const PER_SEC: u64 = 2_000;
 
 fn config(port: u16) -> SinkConfig {
@@ -49,6 +48,7 @@ async fn rsyslog_outage_loses_nothing() {
         return;
     };
     let outage = outage();
+    let records = records_for(outage, PER_SEC);
     let tmp = tempfile::tempdir().unwrap();
     let audit_dir = tmp.path().join("audit");
     let state_dir = tmp.path().join("state");
@@ -57,7 +57,7 @@ async fn rsyslog_outage_loses_nothing() {
     let config = config(rsyslog.port);
 
     let sink = Sink::spawn(config.clone(), log.path(), &state_dir, log.clone()).unwrap();
-    let writer = write_paced(log.clone(), RECORDS, PER_SEC);
+    let writer = write_paced(log.clone(), records, PER_SEC);
     let started = Instant::now();
 
     // Running normally for a while.
@@ -91,7 +91,7 @@ async fn rsyslog_outage_loses_nothing() {
         .await
         .unwrap();
     // The sink's own sink.lagging (and perhaps sink.recovered) records are in the log too.
-    assert!(written > RECORDS, "{written}");
+    assert!(written > records, "{written}");
     let status = wait_caught_up(&sink, &log, Duration::from_secs(60)).await;
     sink.shutdown().await.unwrap();
     log.shutdown().await.unwrap();
@@ -127,7 +127,7 @@ async fn rsyslog_outage_loses_nothing() {
     eprintln!(
         "rsyslog: {} records ({} written at {}/s), outage {:.1} s with a sink restart, {} messages received, {} duplicates, {} rewinds after the restart, {:.1} s in all",
         delivery.records,
-        RECORDS,
+        records,
         PER_SEC,
         outage_secs,
         delivery.arrivals,

@@ -43,13 +43,11 @@ pub fn make(
         BundleError::Malformed("no public key to check the log's checkpoints with".into())
     })?;
     verify_with(log, options).map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
-    let located = locate(log, selection, verifier)?;
-    let anchor = located.anchor;
-    let (first, last) = (located.first, located.last);
-
     let dir = tempfile::tempdir().map_err(|e| BundleError::io("a temporary directory", e))?;
     let records_path = dir.path().join(RECORDS);
-    let before = copy_range(log, first, last, &located.policy_seqs, &records_path)?;
+    let located = locate(log, selection, verifier, &records_path)?;
+    let anchor = located.anchor;
+    let (first, last) = (located.first, located.last);
     let scanned = scan(&records_path, verifier)?;
     if (scanned.summary.first_seq, scanned.summary.last_seq) != (first, last) {
         return Err(BundleError::LogNotIntact(
@@ -83,11 +81,9 @@ pub fn make(
         .map(|p| p.sha256.as_str())
         .collect();
     let mut policy_proofs = Vec::new();
-    for (sha256, seq) in &located.policies_before {
+    for (sha256, (seq, line)) in &located.policies_before {
         if named.contains(sha256.as_str()) {
-            if let Some(line) = before.get(seq) {
-                policy_proofs.push((policy_proof_name(*seq), prove(*seq, line)?));
-            }
+            policy_proofs.push((policy_proof_name(*seq), prove(*seq, line)?));
         }
     }
 
@@ -142,20 +138,33 @@ struct Anchor {
     origin: String,
 }
 
-/// What a first pass over the log finds.
+/// What the one pass over the log finds.
 struct Located {
     leaves: Vec<Hash>,
     anchor: Anchor,
     first: u64,
     last: u64,
-    /// Per policy hash, its last `policy.loaded` record before the range.
-    policies_before: BTreeMap<String, u64>,
-    policy_seqs: BTreeSet<u64>,
+    /// Per policy hash, its last `policy.loaded` record before the range: (seq, line).
+    policies_before: BTreeMap<String, (u64, String)>,
 }
 
-fn locate(log: &Path, selection: &Selection, verifier: &Verifier) -> Result<Located, BundleError> {
+/// Reads the log once: its leaves, the latest checkpoint, the range's bounds and the policies
+/// loaded before it, copying the range's records to `to` on the way (cut back to the range's
+/// last record once that is known).
+fn locate(
+    log: &Path,
+    selection: &Selection,
+    verifier: &Verifier,
+    to: &Path,
+) -> Result<Located, BundleError> {
     let file = File::open(log).map_err(|e| BundleError::io(log.display(), e))?;
     let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let out = File::create(to).map_err(|e| BundleError::io(to.display(), e))?;
+    let mut out = BufWriter::with_capacity(1024 * 1024, out);
+    let write_err = |e: std::io::Error| BundleError::io(to.display(), e);
+    // The end offset in `to` of each record copied, to cut the copy back.
+    let mut ends: Vec<u64> = Vec::new();
+    let mut copied = 0u64;
     let mut line = Vec::new();
     let mut leaves = Vec::new();
     let mut anchor = None;
@@ -164,18 +173,21 @@ fn locate(log: &Path, selection: &Selection, verifier: &Verifier) -> Result<Loca
     let mut policies_before = BTreeMap::new();
     let io = |e: std::io::Error| BundleError::io(log.display(), e);
     while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
-        // The log was verified just before: every line decodes.
-        let record = record::decode(&line).map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
+        // The log was verified just before, hashes included: parsing is enough.
+        let record = record::parse(&line).map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
         leaves.push(leaf_of(&record.hash));
         let event = &record.event;
-        let after_since = selection.since.is_none_or(|s| event.time >= s);
-        let before_until = selection.until.is_none_or(|u| event.time < u);
-        if first.is_none() && after_since {
+        if first.is_none() && selection.since.is_none_or(|s| event.time >= s) {
             first = Some(record.seq);
         }
         if first.is_some() && !ended {
-            if before_until {
+            if selection.until.is_none_or(|u| event.time < u) {
                 last = Some(record.seq);
+                out.write_all(&line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(write_err)?;
+                copied += line.len() as u64 + 1;
+                ends.push(copied);
             } else {
                 ended = true;
             }
@@ -189,7 +201,8 @@ fn locate(log: &Path, selection: &Selection, verifier: &Verifier) -> Result<Loca
                     .and_then(|d| d.get("sha256"))
                     .and_then(|v| v.as_str())
                 {
-                    policies_before.insert(sha.to_owned(), record.seq);
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    policies_before.insert(sha.to_owned(), (record.seq, text));
                 }
             }
             EventKind::AuditCheckpoint => {
@@ -225,50 +238,19 @@ fn locate(log: &Path, selection: &Selection, verifier: &Verifier) -> Result<Loca
             covered: anchor.size,
         });
     }
-    let policy_seqs = policies_before.values().copied().collect();
+    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let keep = ends
+        .get((last - first) as usize)
+        .copied()
+        .ok_or_else(|| BundleError::LogNotIntact("seq does not count records".into()))?;
+    file.set_len(keep).map_err(write_err)?;
     Ok(Located {
         leaves,
         anchor,
         first,
         last,
         policies_before,
-        policy_seqs,
     })
-}
-
-/// Copies records `first..=last` to `to`, and returns the lines of `wanted` records before
-/// them.
-fn copy_range(
-    log: &Path,
-    first: u64,
-    last: u64,
-    wanted: &BTreeSet<u64>,
-    to: &Path,
-) -> Result<BTreeMap<u64, String>, BundleError> {
-    let file = File::open(log).map_err(|e| BundleError::io(log.display(), e))?;
-    let mut reader = BufReader::with_capacity(1024 * 1024, file);
-    let out = File::create(to).map_err(|e| BundleError::io(to.display(), e))?;
-    let mut out = BufWriter::with_capacity(1024 * 1024, out);
-    let mut found = BTreeMap::new();
-    let mut line = Vec::new();
-    let io = |e: std::io::Error| BundleError::io(log.display(), e);
-    let mut seq = 0u64;
-    while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
-        // Records are numbered from 1 with no gaps: the log verified.
-        seq += 1;
-        if seq > last {
-            break;
-        }
-        if seq >= first {
-            out.write_all(&line)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| BundleError::io(to.display(), e))?;
-        } else if wanted.contains(&seq) {
-            found.insert(seq, String::from_utf8_lossy(&line).into_owned());
-        }
-    }
-    out.flush().map_err(|e| BundleError::io(to.display(), e))?;
-    Ok(found)
 }
 
 fn write_csv(records: &Path, to: &Path) -> Result<(), BundleError> {

@@ -15,14 +15,20 @@ use gatehouse_audit::{record, AuditLog, Event, EventKind, Outcome, What};
 use gatehouse_sink::{SinkHandle, SinkStatus};
 
 /// How long the receiver stays down in the outage tests, in seconds:
-/// `GATEHOUSE_SINK_OUTAGE_SECS` (default 5, at most 25).
+/// `GATEHOUSE_SINK_OUTAGE_SECS` (default 60, a minute under load; 0.5 to 120).
 pub fn outage() -> Duration {
     let secs = std::env::var("GATEHOUSE_SINK_OUTAGE_SECS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(5.0)
-        .clamp(0.5, 25.0);
+        .unwrap_or(60.0)
+        .clamp(0.5, 120.0);
     Duration::from_secs_f64(secs)
+}
+
+/// How many records an outage test writes at `per_sec`: enough to keep writing through two
+/// seconds before the outage, the outage itself and three seconds after it.
+pub fn records_for(outage: Duration, per_sec: u64) -> u64 {
+    ((outage.as_secs_f64() + 5.0) * per_sec as f64) as u64
 }
 
 /// A port that was free a moment ago.
