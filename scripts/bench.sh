@@ -270,7 +270,8 @@ for t in "${TARGET_LIST[@]}"; do
 done
 
 # --- summary -------------------------------------------------------------------------------
-awk -f "$REPO/scripts/bench/summarize.awk" -v out_tsv="$OUT/summary.tsv" "$OUT/runs.tsv" >"$OUT/summary.md"
+# mawk has crashed in this step ("double free"); gawk, where installed, has not.
+"$(command -v gawk || command -v awk)" -f "$REPO/scripts/bench/summarize.awk" -v out_tsv="$OUT/summary.tsv" "$OUT/runs.tsv" >"$OUT/summary.md"
 cat "$OUT/summary.md"
 echo
 echo "machine: $(sed -n 2p "$OUT/machine.txt")"

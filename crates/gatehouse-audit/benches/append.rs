@@ -253,7 +253,7 @@ fn bundle(log: &std::path::Path, opts: &VerifyOptions, dir: &std::path::Path) {
     let manifest = bundle::make(log, opts, &bundle::Selection::default(), &out).expect("bundle");
     let made = start.elapsed();
     let start = Instant::now();
-    bundle::check(&out, &signer().verifier()).expect("verify-bundle");
+    bundle::check(&out, &signer().verifier(), &[]).expect("verify-bundle");
     let checked = start.elapsed();
     let records = manifest.summary.records as f64;
     println!(

@@ -107,11 +107,17 @@ pub enum EventKind {
     /// A SIEM sink that was lagging caught up again.
     #[serde(rename = "sink.recovered")]
     SinkRecovered,
+    /// A witness cosigned a checkpoint: its cosignature line, which the bundle carries.
+    #[serde(rename = "audit.witnessed")]
+    AuditWitnessed,
+    /// A witness did not cosign a checkpoint: unreachable, or it refused (why, in the detail).
+    #[serde(rename = "audit.witness_failed")]
+    AuditWitnessFailed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (for docs, tests and exhaustive tables).
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 38] = [
         EventKind::GatewayStart,
         EventKind::GatewayStop,
         EventKind::ConfigLoaded,
@@ -148,6 +154,8 @@ impl EventKind {
         EventKind::AuditKeyCreated,
         EventKind::SinkLagging,
         EventKind::SinkRecovered,
+        EventKind::AuditWitnessed,
+        EventKind::AuditWitnessFailed,
     ];
 
     /// The serialised name, e.g. `session.start`.
@@ -189,6 +197,8 @@ impl EventKind {
             EventKind::AuthFailureSummary => "auth.failure.summary",
             EventKind::SinkLagging => "sink.lagging",
             EventKind::SinkRecovered => "sink.recovered",
+            EventKind::AuditWitnessed => "audit.witnessed",
+            EventKind::AuditWitnessFailed => "audit.witness_failed",
         }
     }
 }

@@ -209,6 +209,10 @@ struct CheckpointControl {
     answered: u64,
     /// `seq` of the last checkpoint record: records after it are not yet covered.
     last_record_seq: u64,
+    /// Records after the last checkpoint up to here are only witnesses' answers about it:
+    /// they wait for the next checkpoint rather than call for one (else an idle log would
+    /// checkpoint and be witnessed every interval, forever).
+    quiet_upto: u64,
     /// Write a final checkpoint and stop.
     finish: bool,
 }
@@ -493,6 +497,32 @@ impl AuditLog {
         self.inner.shared.checkpointed.borrow().latest.clone()
     }
 
+    /// Whether this log signs checkpoints.
+    pub fn signs_checkpoints(&self) -> bool {
+        lock(&self.inner.checkpointer).is_some()
+    }
+
+    /// Waits for a kept checkpoint carried by a record after `after_record_seq` and returns
+    /// it; `None` once the log stops checkpointing (shut down, or checkpoints off).
+    pub async fn next_checkpoint(&self, after_record_seq: u64) -> Option<CheckpointState> {
+        let mut rx = self.inner.shared.checkpointed.subscribe();
+        let newer = |c: &Checkpointed| {
+            c.latest
+                .as_ref()
+                .is_some_and(|l| l.record_seq > after_record_seq)
+        };
+        let seen = rx
+            .wait_for(|c| c.finished || newer(c))
+            .await
+            .ok()
+            .map(|c| c.clone())?;
+        if newer(&seen) && !seen.finished {
+            seen.latest
+        } else {
+            None
+        }
+    }
+
     /// Signs a checkpoint of everything written so far (if anything was written since the
     /// last one), and returns the latest checkpoint once it is durable.
     pub async fn checkpoint(&self) -> Result<CheckpointState, AuditError> {
@@ -649,6 +679,13 @@ impl Shared {
         if let Some(tree) = &mut q.tree {
             // Cannot be full: a log holds fewer than u64::MAX records.
             let _ = tree.append(checkpoint::leaf_of(&hash));
+            let answers_a_checkpoint = matches!(
+                event.kind,
+                EventKind::AuditWitnessed | EventKind::AuditWitnessFailed
+            );
+            if answers_a_checkpoint && q.written <= q.ck.last_record_seq.max(q.ck.quiet_upto) {
+                q.ck.quiet_upto = seq;
+            }
             if seq >= q.ck.due_seq {
                 q.ck.due_seq = u64::MAX;
                 self.checkpoint_wake.notify_one();
@@ -941,8 +978,9 @@ impl Checkpointer {
                 return;
             }
             let uncovered = q.written > q.ck.last_record_seq;
+            let pending = q.written > q.ck.last_record_seq.max(q.ck.quiet_upto);
             let requested = q.ck.requested > q.ck.answered;
-            let due = uncovered && (q.ck.due_seq == u64::MAX || last.elapsed() >= interval);
+            let due = pending && (q.ck.due_seq == u64::MAX || last.elapsed() >= interval);
             if requested || due {
                 let answering = q.ck.requested;
                 drop(q);

@@ -250,7 +250,7 @@ fn a_bundle_of_a_time_range_is_proven_with_only_the_key() {
     let examiner = tempfile::tempdir().unwrap();
     let copy = examiner.path().join("evidence.tar");
     std::fs::copy(&path, &copy).unwrap();
-    let verified = bundle::check(&copy, &site.verifier()).unwrap();
+    let verified = bundle::check(&copy, &site.verifier(), &[]).unwrap();
     assert_eq!(verified.manifest, manifest);
     assert_eq!(verified.policies_loaded_before, [(1, POLICY_A.to_owned())]);
 
@@ -282,7 +282,7 @@ fn without_until_the_bundle_ends_at_the_latest_checkpoint() {
     let (manifest, path) = site.bundle(Selection::default()).unwrap();
     assert_eq!(manifest.summary.first_seq, 1);
     assert_eq!(manifest.summary.last_seq, manifest.tree.size);
-    bundle::check(&path, &site.verifier()).unwrap();
+    bundle::check(&path, &site.verifier(), &[]).unwrap();
 }
 
 #[test]
@@ -352,7 +352,7 @@ fn every_alteration_of_a_bundle_is_refused_and_named() {
         .unwrap();
     let s = manifest.summary.clone();
     let key = site.verifier();
-    let refused = |altered: &Path| bundle::check(altered, &key).unwrap_err().to_string();
+    let refused = |altered: &Path| bundle::check(altered, &key, &[]).unwrap_err().to_string();
 
     // A record's text changed in place: its own hash no longer holds.
     let why = refused(&altered(&path, |all| {
@@ -446,7 +446,7 @@ fn every_alteration_of_a_bundle_is_refused_and_named() {
     assert!(why.contains("not signed by"), "{why}");
 
     // The whole bundle checked with another key (the examiner's key is not the log's).
-    let why = bundle::check(&path, &other.verifier())
+    let why = bundle::check(&path, &other.verifier(), &[])
         .unwrap_err()
         .to_string();
     assert!(why.contains("public-key.txt"), "{why}");
@@ -454,5 +454,5 @@ fn every_alteration_of_a_bundle_is_refused_and_named() {
     // Not a tar file at all.
     let junk = site.tmp.path().join("junk.tar");
     std::fs::write(&junk, b"not an archive").unwrap();
-    assert!(bundle::check(&junk, &key).is_err());
+    assert!(bundle::check(&junk, &key, &[]).is_err());
 }

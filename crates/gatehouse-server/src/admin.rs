@@ -58,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/whoami", get(whoami))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{name}/revoke", post(revoke_key))
+        .route("/audit/checkpoint", post(checkpoint_now))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
         .route("/sessions/{id}/recording", get(replay_session))
@@ -643,6 +644,31 @@ async fn list_sessions(
         })
         .collect();
     Ok(Json(serde_json::Value::Array(list)))
+}
+
+/// Signs a checkpoint of everything recorded so far, to admins: a bundle or proof made right
+/// after covers up to this moment. Returns once the checkpoint is durable in the log.
+async fn checkpoint_now(
+    State(state): State<AdminState>,
+    Extension(authed): Extension<Authed>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&authed)?;
+    if !state.audit.signs_checkpoints() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "checkpoints_off",
+            "audit.checkpoints.enabled is false: this gateway signs no checkpoints",
+        ));
+    }
+    match state.audit.checkpoint().await {
+        Ok(c) => Ok(Json(serde_json::json!({
+            "size": c.size,
+            "root": c.root,
+            "record_seq": c.record_seq,
+            "note": c.note,
+        }))),
+        Err(_) => Err(ApiError::audit_unavailable()),
+    }
 }
 
 async fn kill_session(

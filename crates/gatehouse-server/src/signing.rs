@@ -1,13 +1,11 @@
 //! The key that signs audit checkpoints: loaded from its file, or created there on first start.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use gatehouse_audit::checkpoint::CheckpointOptions;
+use gatehouse_audit::durable_file::{create_secret, read_secret};
 use gatehouse_tlog::{Signer, Verifier};
 use rand::RngCore as _;
 use zeroize::Zeroizing;
@@ -16,18 +14,8 @@ use crate::config::CheckpointConfig;
 
 /// Reads the signing key. Errors name the file, never its contents.
 pub fn load(path: &Path) -> anyhow::Result<Signer> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading the checkpoint signing key {}", path.display()))?,
-    );
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "the checkpoint signing key {} is readable by others (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        );
-    }
+    let text = read_secret(path)
+        .with_context(|| format!("reading the checkpoint signing key {}", path.display()))?;
     Signer::from_skey(text.trim_end())
         .map_err(|e| anyhow::anyhow!("{} is not a checkpoint signing key: {e}", path.display()))
 }
@@ -43,31 +31,14 @@ pub fn load_or_create(path: &Path, name: &str) -> anyhow::Result<(Signer, bool)>
     if path.exists() {
         return Ok((load(path)?, false));
     }
-    if let Some(dir) = path.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(&mut seed[..]);
     let signer = Signer::from_seed(name, &seed)
         .map_err(|e| anyhow::anyhow!("cannot make a signing key named {name:?}: {e}"))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating the checkpoint signing key {}", path.display()))?;
     let mut text = signer.to_skey();
     text.push('\n');
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
+    create_secret(path, text.as_bytes())
+        .with_context(|| format!("creating the checkpoint signing key {}", path.display()))?;
     Ok((signer, true))
 }
 
@@ -85,6 +56,7 @@ pub fn options(config: &CheckpointConfig, signer: Signer) -> CheckpointOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_created_key_is_private_and_loads_again() {
@@ -98,7 +70,7 @@ mod tests {
         assert!(!created);
         assert_eq!(again.verifier(), signer.verifier());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load(&path).unwrap_err().to_string();
+        let err = format!("{:#}", load(&path).unwrap_err());
         assert!(err.contains("readable by others"), "{err}");
         assert!(!err.contains("PRIVATE"), "{err}");
     }

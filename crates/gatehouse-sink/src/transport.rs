@@ -232,14 +232,7 @@ impl SyslogTransport {
 
 /// A rustls connector (ring provider) trusting the configured CAs or the system's.
 fn tls_connector(address: &str, tls: &TlsConfig) -> Result<Tls, String> {
-    let roots = roots(tls.ca_file.as_deref())?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = client_tls(tls.ca_file.as_deref())?;
     let name = match &tls.server_name {
         Some(name) => name.clone(),
         None => host_of(address).to_owned(),
@@ -250,6 +243,18 @@ fn tls_connector(address: &str, tls: &TlsConfig) -> Result<Tls, String> {
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         server_name,
     })
+}
+
+/// A TLS client configuration (ring provider, safe protocol versions) trusting the CAs in
+/// `ca_file`, or the system's; for every outbound HTTPS or TLS connection the gateway makes.
+pub fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_root_certificates(roots(ca_file)?)
+    .with_no_client_auth())
 }
 
 fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
@@ -363,13 +368,7 @@ impl HecTransport {
             .map(reqwest::header::HeaderValue::from_str)
             .transpose()
             .map_err(|_| "HEC channel is not a valid header value".to_owned())?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots(config.ca_file.as_deref())?)
-        .with_no_client_auth();
+        let tls = client_tls(config.ca_file.as_deref())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(config.request_timeout)

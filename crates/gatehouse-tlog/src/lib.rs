@@ -28,8 +28,9 @@ pub mod tree;
 pub use hash::{empty_root, leaf_hash, node_hash, Hash};
 pub use history::History;
 pub use note::{
-    Checkpoint, CheckpointError, KeyId, NoteError, NoteSignature, SignedNote, Signer, Verifier,
+    Checkpoint, CheckpointError, CosignatureVerifier, Cosigned, Cosigner, KeyId, NoteError,
+    NoteSignature, SignedNote, Signer, Verifier,
 };
 pub use proof::{verify_consistency, verify_inclusion, ProofError};
 pub use range::{range_proof, root_from_range, verify_range, RangeError};
-pub use tree::{Frontier, LeafSource, TreeError};
+pub use tree::{consistency_proof_from_frontier, Frontier, LeafSource, TreeError};

@@ -290,36 +290,101 @@ pub fn consistency_proof<S: LeafSource + ?Sized>(
     }
     let mut proof = Vec::new();
     if old_size > 0 && old_size < new_size {
-        subproof(leaves, old_size, 0, new_size, true, &mut proof);
+        let mut node = |start, end| Some(range_root(leaves, start, end));
+        // Every node comes from the leaves, so none is ever missing.
+        let _ = subproof(&mut node, old_size, 0, new_size, true, &mut proof);
     }
     Ok(proof)
 }
 
+/// `PROOF(m, D[0:m + new_leaves.len()])` where `old` is the frontier at `m`: a consistency
+/// proof made without the first `m` leaves.
+///
+/// Every node such a proof needs below `m` is a run of `old`'s perfect subtrees (the proof
+/// splits where the old tree's frontier does), and every node above `m` lies wholly within
+/// the new leaves. So a log only has to keep the frontier of the last checkpoint a witness
+/// accepted, and read the records since.
+pub fn consistency_proof_from_frontier(
+    old: &Frontier,
+    new_leaves: &[Hash],
+) -> Result<Vec<Hash>, TreeError> {
+    let m = old.size();
+    let new_size = m
+        .checked_add(new_leaves.len() as u64)
+        .ok_or(TreeError::Full)?;
+    let mut proof = Vec::new();
+    if m == 0 || new_leaves.is_empty() {
+        return Ok(proof);
+    }
+    let mut node = |start: u64, end: u64| -> Option<Hash> {
+        if start >= m {
+            Some(range_root(&new_leaves, start - m, end - m))
+        } else if end <= m {
+            frontier_run(old, start, end)
+        } else {
+            None
+        }
+    };
+    subproof(&mut node, m, 0, new_size, true, &mut proof)
+        .ok_or(TreeError::InvalidRange { start: 0, end: m })?;
+    Ok(proof)
+}
+
+/// `MTH(D[start:end])` for a range that is exactly a run of the frontier's perfect subtrees.
+fn frontier_run(frontier: &Frontier, start: u64, end: u64) -> Option<Hash> {
+    let mut offset = 0u64;
+    let mut run = Vec::new();
+    for (i, node) in frontier.nodes().iter().enumerate() {
+        // Node i covers the i-th set bit of the size, from the highest.
+        let width = 1u64 << (63 - nth_set_bit_from_top(frontier.size(), i)?);
+        if offset >= start && offset + width <= end {
+            run.push(*node);
+        } else if offset < end && offset + width > start {
+            return None; // the range cuts a perfect subtree: not a run of whole nodes
+        }
+        offset += width;
+    }
+    let mut nodes = run.iter().rev();
+    let last = *nodes.next()?;
+    Some(nodes.fold(last, |acc, left| node_hash(left, &acc)))
+}
+
+/// The bit position, counted from the top (0 = bit 63), of the `n`-th set bit of `x`.
+fn nth_set_bit_from_top(x: u64, n: usize) -> Option<u32> {
+    let mut rest = x;
+    for _ in 0..n {
+        rest &= !(1u64 << (63 - rest.leading_zeros()));
+    }
+    (rest != 0).then(|| rest.leading_zeros())
+}
+
 /// `SUBPROOF(m, D[start:end], complete)`; `complete` says whether `D[start:start+m]` is the
-/// whole old tree (whose root the verifier already has) rather than a piece of it.
-fn subproof<S: LeafSource + ?Sized>(
-    leaves: &S,
+/// whole old tree (whose root the verifier already has) rather than a piece of it. `node`
+/// gives `MTH(D[a:b])`; `None` from it aborts the proof.
+fn subproof(
+    node: &mut dyn FnMut(u64, u64) -> Option<Hash>,
     m: u64,
     start: u64,
     end: u64,
     complete: bool,
     out: &mut Vec<Hash>,
-) {
+) -> Option<()> {
     let n = end - start;
     if m == n {
         if !complete {
-            out.push(range_root(leaves, start, end));
+            out.push(node(start, end)?);
         }
-        return;
+        return Some(());
     }
     let k = split_point(n);
     if m <= k {
-        subproof(leaves, m, start, start + k, complete, out);
-        out.push(range_root(leaves, start + k, end));
+        subproof(node, m, start, start + k, complete, out)?;
+        out.push(node(start + k, end)?);
     } else {
-        subproof(leaves, m - k, start + k, end, false, out);
-        out.push(range_root(leaves, start, start + k));
+        subproof(node, m - k, start + k, end, false, out)?;
+        out.push(node(start, start + k)?);
     }
+    Some(())
 }
 
 #[cfg(test)]
@@ -437,6 +502,22 @@ mod tests {
                 assert_eq!(
                     subtree_root(&all, start, end).unwrap(),
                     mth(&all[start as usize..end as usize])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_proofs_from_a_frontier_match_the_full_tree() {
+        let all = leaves(70);
+        for m in 0..=70u64 {
+            let old = Frontier::from_leaves(&all, m).unwrap();
+            for n in m..=70u64 {
+                let tail = &all[m as usize..n as usize];
+                assert_eq!(
+                    consistency_proof_from_frontier(&old, tail).unwrap(),
+                    consistency_proof(&all, m, n).unwrap(),
+                    "{m} -> {n}"
                 );
             }
         }

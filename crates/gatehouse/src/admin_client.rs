@@ -119,6 +119,18 @@ pub fn sessions(server: &str, limit: u32, open: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Asks the running gateway to sign a checkpoint now.
+pub fn checkpoint(server: &str) -> anyhow::Result<ExitCode> {
+    let signed = request(reqwest::Method::POST, server, "/audit/checkpoint", None)?;
+    println!(
+        "signed checkpoint of records 1..{} (root {}), in the log at seq {}",
+        signed["size"],
+        signed["root"].as_str().unwrap_or("-"),
+        signed["record_seq"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn kill_session(server: &str, id: &str) -> anyhow::Result<ExitCode> {
     let path = format!("/sessions/{}/kill", encode_segment(id));
     request(reqwest::Method::POST, server, &path, None)?;

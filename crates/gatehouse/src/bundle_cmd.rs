@@ -36,11 +36,26 @@ pub fn make(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
+pub fn verify(file: &Path, pubkey: &str, witness_keys: &[String]) -> anyhow::Result<ExitCode> {
     let verifier = parse_pubkey(pubkey)?;
-    match bundle::check(file, &verifier) {
+    let witnesses = witness_keys
+        .iter()
+        .map(|k| parse_witness_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match bundle::check(file, &verifier, &witnesses) {
         Ok(verified) => {
             print!("{}", report(&verified));
+            let unwitnessed = verified
+                .witnessed
+                .as_ref()
+                .map_or(!witnesses.is_empty(), |w| !w.missing.is_empty());
+            if unwitnessed {
+                eprintln!(
+                    "{}: NOT WITNESSED by every witness key given (see above)",
+                    file.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -48,6 +63,48 @@ pub fn verify(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A witness's public key given as vkey text (type 0x04) or as a file holding it.
+fn parse_witness_key(arg: &str) -> anyhow::Result<gatehouse_tlog::CosignatureVerifier> {
+    let text = std::fs::read_to_string(arg).unwrap_or_else(|_| arg.to_owned());
+    gatehouse_tlog::CosignatureVerifier::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("--witness-key: not a witness key ({e})"))
+}
+
+/// Who witnessed what, in plain words.
+fn witnessed_report(v: &Verified) -> String {
+    let Some(w) = &v.witnessed else {
+        return "  Witnessed by: nobody (the bundle carries no witness cosignatures).\n".into();
+    };
+    let covered = v.manifest.summary.last_seq.min(w.size);
+    let mut out = String::new();
+    for (name, at) in &w.verified {
+        let when = time::OffsetDateTime::from_unix_timestamp(*at as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| at.to_string());
+        out += &format!(
+            "  Witnessed by {name} at {when}: the log's tree of {} records, which the signed tree extends (proven); records up to seq {covered} were fixed by then.\n",
+            w.size
+        );
+    }
+    for (key, why) in &w.missing {
+        out += &format!("  NOT witnessed by {key}: {why}.\n");
+    }
+    if !w.unchecked.is_empty() {
+        out += &format!(
+            "  Also cosigned by {} (not checked: pass --witness-key with their public keys).\n",
+            w.unchecked.join(", ")
+        );
+    }
+    if w.verified.is_empty() && w.missing.is_empty() && w.unchecked.is_empty() {
+        out += "  Witnessed by: nobody.\n";
+    }
+    out
 }
 
 /// What was proven, in plain words.
@@ -63,7 +120,7 @@ fn report(v: &Verified) -> String {
         s.first_seq, s.last_seq, m.origin, m.tree.size, m.tree.root, v.key
     );
     out += "  Every record's own hash and the chain between them hold; records.csv, the summary and the README are what the records say.\n";
-    out += "  Witnessed by: nobody (the bundle carries no witness cosignatures).\n";
+    out += &witnessed_report(v);
     out += &format!(
         "  Inside: {} session(s), {} principal(s), {} failure outcome(s), {} signed checkpoint(s), {} recording hash(es).\n",
         s.sessions,

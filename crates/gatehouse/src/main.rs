@@ -4,6 +4,7 @@ mod admin_client;
 mod audit_cmd;
 mod bundle_cmd;
 mod replay;
+mod witness_cmd;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -66,6 +67,38 @@ enum Command {
     /// Verify and export the audit log (reads the data directory; works with the gateway stopped)
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a witness that cosigns other logs' checkpoints (C2SP tlog-witness)
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Serve POST /add-checkpoint: cosign each checkpoint proven consistent with the last
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: std::net::SocketAddr,
+        /// The witness's name (a schema-less URL, e.g. witness.example.com/w1)
+        #[arg(long)]
+        name: String,
+        /// The cosigning key; created (mode 0600) if absent
+        #[arg(long)]
+        key: PathBuf,
+        /// Where the latest cosigned checkpoint of each log is kept
+        #[arg(long)]
+        state: PathBuf,
+        /// A log to witness: its public key (vkey text, or a file holding it); repeatable
+        #[arg(long = "log", required = true)]
+        logs: Vec<String>,
+    },
+    /// Print the witness's public key (vkey text, type 0x04), creating the key if absent
+    PublicKey {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -229,6 +262,12 @@ enum AuditCommand {
     },
     /// Print the public key that signs audit checkpoints
     PublicKey(ConfigArg),
+    /// Ask the running gateway to sign a checkpoint now (admin), so a bundle or proof made
+    /// next covers everything recorded so far
+    Checkpoint {
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Write an inclusion proof of one record against a signed checkpoint, or (with
     /// --consistency-from) a consistency proof from an older checkpoint to the latest
     Prove {
@@ -285,6 +324,9 @@ enum AuditCommand {
         /// The log's public key (vkey text, or a file holding it)
         #[arg(long)]
         pubkey: String,
+        /// A witness whose cosignature to check (vkey text or file); repeatable
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
     },
     /// Export audit events
     Export {
@@ -370,6 +412,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pubkey.as_deref(),
             state.as_deref(),
         ),
+        Command::Audit(AuditCommand::Checkpoint { server }) => {
+            admin_client::checkpoint(&server.server)
+        }
         Command::Audit(AuditCommand::PublicKey(arg)) => {
             audit_cmd::public_key(&load_offline(&arg.config)?)
         }
@@ -403,8 +448,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             until.as_deref(),
             &out,
         ),
-        Command::Audit(AuditCommand::VerifyBundle { file, pubkey }) => {
-            bundle_cmd::verify(&file, &pubkey)
+        Command::Audit(AuditCommand::VerifyBundle {
+            file,
+            pubkey,
+            witness_keys,
+        }) => bundle_cmd::verify(&file, &pubkey, &witness_keys),
+        Command::Witness(WitnessCommand::Serve {
+            listen,
+            name,
+            key,
+            state,
+            logs,
+        }) => witness_cmd::serve(listen, &name, &key, &state, &logs),
+        Command::Witness(WitnessCommand::PublicKey { name, key }) => {
+            witness_cmd::public_key(&name, &key)
         }
         Command::Audit(AuditCommand::Export {
             config,

@@ -95,6 +95,7 @@ fn expected(name: &str) -> bool {
         MANIFEST,
         PUBLIC_KEY,
         CHECKPOINT,
+        WITNESSED,
         FIRST_PROOF,
         LAST_PROOF,
     ]

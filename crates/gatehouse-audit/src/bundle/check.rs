@@ -3,7 +3,9 @@
 use std::io::{self, BufWriter};
 use std::path::Path;
 
-use gatehouse_tlog::{verify_range, Checkpoint, Hash, Verifier};
+use gatehouse_tlog::{
+    verify_consistency, verify_range, Checkpoint, CosignatureVerifier, Hash, SignedNote, Verifier,
+};
 
 use super::archive::{self, HashingWriter};
 use super::summary::scan;
@@ -20,12 +22,31 @@ pub struct Verified {
     pub key: String,
     /// `policy.loaded` records before the range, proven in the tree: (seq, sha256).
     pub policies_loaded_before: Vec<(u64, String)>,
+    /// The witnessed checkpoint, proven to be a prefix of the bundle's tree, if there is one.
+    pub witnessed: Option<WitnessedCheck>,
+}
+
+/// What `witnessed.txt` was shown to hold.
+#[derive(Debug, Clone)]
+pub struct WitnessedCheck {
+    /// Records `1..size` were fixed when the witnesses cosigned.
+    pub size: u64,
+    /// Cosignatures that verify under a witness key given: (name, POSIX time).
+    pub verified: Vec<(String, u64)>,
+    /// Witness keys given whose cosignature is not there (or does not verify), with why.
+    pub missing: Vec<(String, String)>,
+    /// Cosignature lines by keys not given (not checked).
+    pub unchecked: Vec<String>,
 }
 
 /// Checks every file of the bundle at `bundle` against `verifier`: the signed checkpoint, the
 /// records' hashes and chain, the range proof that they are exactly the log's records at those
 /// positions, every proof file, the CSV, the summary and the README.
-pub fn check(bundle: &Path, verifier: &Verifier) -> Result<Verified, BundleError> {
+pub fn check(
+    bundle: &Path,
+    verifier: &Verifier,
+    witnesses: &[CosignatureVerifier],
+) -> Result<Verified, BundleError> {
     let contents = archive::read(bundle)?;
     let small = |name: &str| -> Result<&[u8], BundleError> {
         contents
@@ -71,6 +92,21 @@ pub fn check(bundle: &Path, verifier: &Verifier) -> Result<Verified, BundleError
             "its origin, tree size or root is not the signed checkpoint's".into(),
         ));
     }
+
+    let witnessed = match &manifest.witnessed {
+        None if contents.small.contains_key(WITNESSED) => {
+            return Err(mismatch(WITNESSED, "the manifest does not list it".into()))
+        }
+        None => None,
+        Some(w) => Some(check_witnessed(
+            text(WITNESSED)?,
+            w,
+            &manifest,
+            &signed,
+            verifier,
+            witnesses,
+        )?),
+    };
 
     // The records: intact one by one and as a chain, and at their positions in the tree.
     let scanned = scan(&contents.records, verifier)?;
@@ -180,7 +216,71 @@ pub fn check(bundle: &Path, verifier: &Verifier) -> Result<Verified, BundleError
         manifest,
         key,
         policies_loaded_before,
+        witnessed,
     })
+}
+
+/// `witnessed.txt`: signed by the log, a prefix of the bundle's tree, and cosigned.
+fn check_witnessed(
+    text: &str,
+    listed: &Witnessed,
+    manifest: &Manifest,
+    tree: &Checkpoint,
+    verifier: &Verifier,
+    witnesses: &[CosignatureVerifier],
+) -> Result<WitnessedCheck, BundleError> {
+    let cosigned = Checkpoint::open(text, verifier).map_err(|e| BundleError::Signature {
+        key: verifier.to_vkey(),
+        why: format!("{WITNESSED}: {e}"),
+    })?;
+    if cosigned.origin != manifest.origin
+        || cosigned.size != listed.size
+        || hex::encode(cosigned.root) != listed.root
+    {
+        return Err(mismatch(
+            WITNESSED,
+            "its origin, size or root is not the manifest's".into(),
+        ));
+    }
+    let proof = parse_hashes(&listed.consistency_proof)?;
+    verify_consistency(cosigned.size, tree.size, &cosigned.root, &tree.root, &proof).map_err(
+        |e| {
+            mismatch(
+                WITNESSED,
+                format!("the bundle's tree does not extend the witnessed one: {e}"),
+            )
+        },
+    )?;
+    let note = SignedNote::parse(text).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let names: Vec<String> = note
+        .signatures()
+        .iter()
+        .filter(|s| s.name() != verifier.name() || s.key_id() != verifier.key_id())
+        .map(|s| s.name().to_owned())
+        .collect();
+    if names != listed.cosigners {
+        return Err(mismatch(
+            MANIFEST,
+            "its cosigners are not the ones in witnessed.txt".into(),
+        ));
+    }
+    let mut check = WitnessedCheck {
+        size: cosigned.size,
+        verified: Vec::new(),
+        missing: Vec::new(),
+        unchecked: Vec::new(),
+    };
+    for witness in witnesses {
+        match witness.verify(&note) {
+            Ok(c) => check.verified.push((c.name, c.timestamp)),
+            Err(e) => check.missing.push((witness.to_string(), e.to_string())),
+        }
+    }
+    check.unchecked = names
+        .into_iter()
+        .filter(|n| !witnesses.iter().any(|w| w.name() == n))
+        .collect();
+    Ok(check)
 }
 
 fn mismatch(what: &'static str, why: String) -> BundleError {

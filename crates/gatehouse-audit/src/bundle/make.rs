@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
-use gatehouse_tlog::tree::inclusion_proof;
-use gatehouse_tlog::{range_proof, Checkpoint, Hash, Verifier};
+use gatehouse_tlog::tree::{consistency_proof, inclusion_proof};
+use gatehouse_tlog::{range_proof, Checkpoint, Hash, NoteSignature, SignedNote, Verifier};
 use time::OffsetDateTime;
 
 use super::archive::{file_sha256, Writer};
@@ -87,6 +87,12 @@ pub fn make(
         }
     }
 
+    let witnessed = located
+        .witnessed
+        .as_ref()
+        .map(|w| witnessed_entry(w, leaves, size))
+        .transpose()?;
+
     let created = OffsetDateTime::now_utc();
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -99,6 +105,7 @@ pub fn make(
             root: anchor.root.clone(),
             range_proof: range.iter().map(hex::encode).collect(),
         },
+        witnessed: witnessed.as_ref().map(|(_, w)| w.clone()),
         summary: scanned.summary.clone(),
         files: Files {
             records_jsonl_sha256: file_sha256(&records_path)?,
@@ -114,6 +121,9 @@ pub fn make(
     writer.add_bytes(MANIFEST, &manifest_json)?;
     writer.add_bytes(PUBLIC_KEY, format!("{}\n", verifier.to_vkey()).as_bytes())?;
     writer.add_bytes(CHECKPOINT, anchor.note.as_bytes())?;
+    if let Some((text, _)) = &witnessed {
+        writer.add_bytes(WITNESSED, text.as_bytes())?;
+    }
     let Scanned {
         first_line,
         last_line,
@@ -130,7 +140,8 @@ pub fn make(
     Ok(manifest)
 }
 
-/// The latest checkpoint: the tree every bundle record is proven in.
+/// A checkpoint found in the log (the latest one is the tree every bundle record is proven in).
+#[derive(Clone)]
 struct Anchor {
     size: u64,
     root: String,
@@ -146,6 +157,8 @@ struct Located {
     last: u64,
     /// Per policy hash, its last `policy.loaded` record before the range: (seq, line).
     policies_before: BTreeMap<String, (u64, String)>,
+    /// The latest checkpoint witnesses cosigned, with their cosignature lines.
+    witnessed: Option<(Anchor, Vec<String>)>,
 }
 
 /// Reads the log once: its leaves, the latest checkpoint, the range's bounds and the policies
@@ -171,6 +184,9 @@ fn locate(
     let (mut first, mut last) = (None::<u64>, None::<u64>);
     let mut ended = false;
     let mut policies_before = BTreeMap::new();
+    // Every checkpoint by (size, root), and the cosignature lines recorded for each.
+    let mut checkpoints: BTreeMap<(u64, String), Anchor> = BTreeMap::new();
+    let mut cosigned: BTreeMap<(u64, String), Vec<String>> = BTreeMap::new();
     let io = |e: std::io::Error| BundleError::io(log.display(), e);
     while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
         // The log was verified just before, hashes included: parsing is enough.
@@ -209,17 +225,32 @@ fn locate(
                 let detail = CheckpointDetail::of(event).map_err(BundleError::LogNotIntact)?;
                 let signed = Checkpoint::open(&detail.note, verifier)
                     .map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
-                anchor = Some(Anchor {
+                let found = Anchor {
                     size: detail.size,
                     root: detail.root,
                     note: detail.note,
                     origin: signed.origin,
-                });
+                };
+                checkpoints.insert((found.size, found.root.clone()), found.clone());
+                anchor = Some(found);
+            }
+            EventKind::AuditWitnessed => {
+                if let Some((size, root, line)) = cosignature_of(event) {
+                    let lines = cosigned.entry((size, root)).or_default();
+                    if !lines.contains(&line) {
+                        lines.push(line);
+                    }
+                }
             }
             _ => {}
         }
     }
     let anchor = anchor.ok_or(BundleError::NoCheckpoint)?;
+    let witnessed = cosigned
+        .into_iter()
+        .rev()
+        .filter(|((size, _), _)| *size <= anchor.size)
+        .find_map(|(key, lines)| checkpoints.remove(&key).map(|c| (c, lines)));
     let (Some(first), Some(mut last)) = (first, last) else {
         return Err(BundleError::Empty);
     };
@@ -250,7 +281,51 @@ fn locate(
         first,
         last,
         policies_before,
+        witnessed,
     })
+}
+
+/// `(size, root, cosignature line)` from an `audit.witnessed` record.
+fn cosignature_of(event: &crate::event::Event) -> Option<(u64, String, String)> {
+    let detail = event.what.detail.as_ref()?;
+    let size = detail.get("size")?.as_u64()?;
+    let root = detail.get("root")?.as_str()?.to_owned();
+    let line = detail.get("cosignature")?.as_str()?.trim_end().to_owned();
+    // Only well-formed lines; whether they verify is for the examiner's witness keys.
+    NoteSignature::parse(&line).ok()?;
+    Some((size, root, line))
+}
+
+/// `witnessed.txt` (the note with its cosignature lines) and the manifest's entry for it.
+fn witnessed_entry(
+    witnessed: &(Anchor, Vec<String>),
+    leaves: &[Hash],
+    size: u64,
+) -> Result<(String, Witnessed), BundleError> {
+    let (checkpoint, lines) = witnessed;
+    let mut text = checkpoint.note.clone();
+    for line in lines {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    let note = SignedNote::parse(&text)
+        .map_err(|e| BundleError::LogNotIntact(format!("a recorded cosignature: {e}")))?;
+    let proof = consistency_proof(leaves, checkpoint.size, size)
+        .map_err(|e| BundleError::LogNotIntact(e.to_string()))?;
+    let own = note.signatures().len() - lines.len();
+    let cosigners = note.signatures()[own..]
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    Ok((
+        text,
+        Witnessed {
+            size: checkpoint.size,
+            root: checkpoint.root.clone(),
+            consistency_proof: proof.iter().map(hex::encode).collect(),
+            cosigners,
+        },
+    ))
 }
 
 fn write_csv(records: &Path, to: &Path) -> Result<(), BundleError> {

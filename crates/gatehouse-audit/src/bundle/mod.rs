@@ -10,6 +10,7 @@
 //! | `manifest.json` | [`Manifest`]: the range, the signed tree, the range proof, and a [`Summary`] of the records |
 //! | `public-key.txt` | the verifier key the checkpoint claims to be signed with (for reference: trust the key you were given) |
 //! | `checkpoint.txt` | the signed checkpoint (C2SP signed note) of the tree the records are in |
+//! | `witnessed.txt` | if witnesses cosigned: the latest witnessed checkpoint, with the witnesses' cosignature lines (C2SP `tlog-cosignature`); the manifest proves `checkpoint.txt`'s tree extends it |
 //! | `proofs/first.json`, `proofs/last.json` | inclusion proofs of the range's first and last records, checkable alone with `audit verify-proof` |
 //! | `proofs/policy-<seq>.json` | inclusion proofs of the `policy.loaded` records, before the range, of the policies its statements name |
 //! | `records.jsonl` | the records, byte for byte as stored |
@@ -27,7 +28,7 @@ mod summary;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::{check, Verified};
+pub use check::{check, Verified, WitnessedCheck};
 pub use make::{make, Selection};
 pub use summary::{PolicyUse, Summary};
 
@@ -38,6 +39,7 @@ pub(crate) const README: &str = "README.md";
 pub(crate) const MANIFEST: &str = "manifest.json";
 pub(crate) const PUBLIC_KEY: &str = "public-key.txt";
 pub(crate) const CHECKPOINT: &str = "checkpoint.txt";
+pub(crate) const WITNESSED: &str = "witnessed.txt";
 pub(crate) const FIRST_PROOF: &str = "proofs/first.json";
 pub(crate) const LAST_PROOF: &str = "proofs/last.json";
 pub(crate) const RECORDS: &str = "records.jsonl";
@@ -62,6 +64,9 @@ pub struct Manifest {
     pub origin: String,
     /// The signed tree the records are proven in.
     pub tree: Tree,
+    /// The latest checkpoint witnesses cosigned, at or below `tree` (`witnessed.txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnessed: Option<Witnessed>,
     pub summary: Summary,
     pub files: Files,
 }
@@ -79,6 +84,21 @@ pub struct Tree {
     pub range_proof: Vec<String>,
 }
 
+/// A witnessed checkpoint, and the proof that the bundle's tree extends it: records
+/// `1..size` were fixed when the witnesses cosigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Witnessed {
+    pub size: u64,
+    /// Hex.
+    pub root: String,
+    /// RFC 9162 consistency proof (hex) from this tree to the bundle's tree.
+    pub consistency_proof: Vec<String>,
+    /// The witnesses' names, as their cosignature lines give them (checked only against keys
+    /// the examiner supplies).
+    pub cosigners: Vec<String>,
+}
+
 /// SHA-256 digests of the files that are not small enough to compare whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,11 +114,11 @@ pub struct Files {
 pub enum BundleError {
     #[error("the log does not verify, so no bundle is made from it: {0}")]
     LogNotIntact(String),
-    #[error("no signed checkpoint in the log: a bundle needs audit.checkpoints enabled")]
+    #[error("no signed checkpoint in the log yet: a bundle needs audit.checkpoints enabled; the first comes within its interval, or ask for one now with `gatehouse audit checkpoint`")]
     NoCheckpoint,
     #[error("no record in the log falls in the range asked for")]
     Empty,
-    #[error("records up to seq {last} fall in the range, but the latest signed checkpoint covers only 1..{covered}; the next checkpoint will cover them (or leave --until out to end the bundle at the latest checkpoint)")]
+    #[error("records up to seq {last} fall in the range, but the latest signed checkpoint covers only 1..{covered}; the next checkpoint will cover them (ask for one now with `gatehouse audit checkpoint`, or leave --until out to end the bundle at the latest checkpoint)")]
     NotCovered { last: u64, covered: u64 },
     #[error("{0}")]
     Io(String),

@@ -76,6 +76,17 @@ pub(crate) fn render(m: &Manifest) -> String {
         m.tree.size,
         m.tree.root
     );
+    if let Some(w) = &m.witnessed {
+        let _ = writeln!(
+            out,
+            "Witnessed: the log's tree of {} records (root `{}`) was cosigned by {}; `witnessed.txt` holds it with their cosignature lines, and the manifest's consistency proof shows the tree above extends it.\n",
+            w.size,
+            w.root,
+            w.cosigners.join(", ")
+        );
+    } else {
+        out.push_str("Witnessed: no witness cosignature was recorded for a checkpoint covering these records.\n\n");
+    }
     out.push_str(HOW_TO_VERIFY);
     out.push_str("\n## Where each requirement is answered\n\n| requirement | records and fields |\n|---|---|\n");
     for (requirement, answer) in MAPPING {
@@ -147,6 +158,11 @@ It checks, with nothing but this file and the key:
    `gatehouse audit verify-proof FILE --pubkey KEY` checks each on its own.
 5. `records.csv` is exactly the CSV rendering of `records.jsonl`; the summary in
    `manifest.json` and this README are exactly what the records say.
+6. If `witnessed.txt` is present: it is signed by the key, the bundle's tree extends it
+   (consistency proof in `manifest.json`), and, for each `--witness-key 'WITNESS KEY'` you
+   give (obtained from the witness's operator), its C2SP cosignature verifies: that witness saw
+   the log at that size, at the time it states, so the records up to there cannot have been
+   rewritten later without the witness noticing.
 
 By hand: a record's hash and the leaf hashing (`SHA-256(0x00 || record hash)`, RFC 9162) are
 described in the gateway's `docs/audit-events.md` and `docs/audit-checkpoints.md`; the

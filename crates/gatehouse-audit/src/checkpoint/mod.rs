@@ -11,6 +11,7 @@
 //!   start and reported by verify, even when the checkpoint records themselves were removed.
 
 pub mod check;
+pub mod leaves;
 pub(crate) mod resume;
 mod state;
 
@@ -25,6 +26,7 @@ use crate::event::{Event, EventKind, Outcome, What};
 use crate::record::HashHex;
 
 pub use check::{CheckpointFault, CheckpointSummary};
+pub use leaves::{read_leaves, TreePosition};
 pub use resume::Resumption;
 pub(crate) use state::parse_hash;
 pub use state::{CheckpointState, StateError};

@@ -88,6 +88,16 @@ pub(crate) struct RawAudit {
     pub low_space_warning: Option<ConfigSize>,
     pub checkpoints: Option<RawCheckpoints>,
     pub sinks: Option<Vec<RawSink>>,
+    pub witnesses: Option<Vec<RawWitness>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWitness {
+    pub url: String,
+    pub key: String,
+    pub timeout: Option<ConfigDuration>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

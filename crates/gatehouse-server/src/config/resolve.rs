@@ -258,7 +258,29 @@ impl<'a> Resolver<'a> {
                 "sink names must be unique (they name the cursor files)",
             );
         }
+        let witnesses: Vec<WitnessConfig> = raw
+            .witnesses
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, w)| self.witness(i, w))
+            .collect();
+        let mut witness_names: Vec<&str> = witnesses.iter().map(|w| w.key.name()).collect();
+        witness_names.sort_unstable();
+        if witness_names.windows(2).any(|w| w[0] == w[1]) {
+            self.error(
+                &["audit", "witnesses"],
+                "each witness key may be listed once",
+            );
+        }
+        if !witnesses.is_empty() && !checkpoints.enabled {
+            self.error(
+                &["audit", "witnesses"],
+                "witnesses cosign checkpoints: turn audit.checkpoints on",
+            );
+        }
         AuditConfig {
+            witnesses,
             dir,
             fsync,
             fsync_interval,
@@ -268,6 +290,51 @@ impl<'a> Resolver<'a> {
             checkpoints,
             sinks,
         }
+    }
+
+    fn witness(&mut self, index: usize, raw: RawWitness) -> Option<WitnessConfig> {
+        let at = index.to_string();
+        let path = |field: &'static str| ["audit", "witnesses", "", field];
+        let mut ok = true;
+        let key = match gatehouse_tlog::CosignatureVerifier::parse(raw.key.trim()) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let mut p = path("key");
+                p[2] = &at;
+                self.error(
+                    &p,
+                    format!("not a witness key (NAME+KEYID+BASE64, type 0x04): {e}"),
+                );
+                None
+            }
+        };
+        let url = raw.url.trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.contains(char::is_whitespace)
+        {
+            let mut p = path("url");
+            p[2] = &at;
+            self.error(
+                &p,
+                "must be an http:// or https:// URL (the submission prefix)",
+            );
+            ok = false;
+        }
+        let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
+        if timeout.is_zero() || timeout > Duration::from_secs(300) {
+            let mut p = path("timeout");
+            p[2] = &at;
+            self.error(&p, "must be between 1ms and 5m");
+            ok = false;
+        }
+        let ca_file = raw.ca_file.map(|p| self.absolute(&p));
+        let key = key?;
+        ok.then_some(WitnessConfig {
+            url,
+            key,
+            timeout,
+            ca_file,
+        })
     }
 
     fn sink(&mut self, index: usize, raw: RawSink) -> Option<gatehouse_sink::SinkConfig> {

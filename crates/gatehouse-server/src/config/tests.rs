@@ -491,3 +491,49 @@ fn webhooks_are_checked() {
         "{errors}"
     );
 }
+
+#[test]
+fn witnesses_are_checked() {
+    let key = gatehouse_tlog::Cosigner::from_seed("w.example/1", &[5u8; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let log_key = gatehouse_tlog::Signer::from_seed("w.example/2", &[5u8; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let good = format!(
+        "{MINIMAL}audit:\n  witnesses:\n    - url: http://127.0.0.1:7380/\n      key: {key}\n"
+    );
+    let config = parse_at(&good, Path::new("/etc/gatehouse/gatehouse.yaml")).unwrap();
+    let witness = &config.audit.witnesses[0];
+    assert_eq!(witness.url, "http://127.0.0.1:7380");
+    assert_eq!(witness.key.name(), "w.example/1");
+    assert_eq!(witness.timeout, Duration::from_secs(10));
+
+    let bad = format!(
+        "{MINIMAL}audit:\n  checkpoints:\n    enabled: false\n  witnesses:\n    - url: ftp://x\n      key: {key}\n    - url: http://y\n      key: {log_key}\n      timeout: 0s\n    - url: http://z\n      key: {key}\n    - url: https://z2\n      key: {key}\n"
+    );
+    let errors = error_of(&bad);
+    assert!(
+        errors.contains("audit.witnesses.0.url: must be an http:// or https:// URL"),
+        "{errors}"
+    );
+    // A log's key (type 0x01) is not a witness's.
+    assert!(
+        errors.contains("audit.witnesses.1.key: not a witness key"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("audit.witnesses.1.timeout: must be between"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("each witness key may be listed once"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("witnesses cosign checkpoints: turn audit.checkpoints on"),
+        "{errors}"
+    );
+}

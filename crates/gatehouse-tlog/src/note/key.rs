@@ -67,17 +67,17 @@ pub fn key_id(name: &str, public_key: &[u8; 32]) -> KeyId {
 }
 
 /// Splits at the first `+`; key names cannot contain one, base64 keys can.
-fn split_plus(text: &str) -> Option<(&str, &str)> {
+pub(super) fn split_plus(text: &str) -> Option<(&str, &str)> {
     text.split_once('+')
 }
 
-/// Decodes `base64(0x01 || 32 bytes)`, keeping the decoded bytes out of reach afterwards
+/// Decodes `base64(alg || 32 bytes)`, keeping the decoded bytes out of reach afterwards
 /// (they are a private seed when called for a signer key).
-fn decode_typed_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyTextError> {
+pub(super) fn decode_typed_key(text: &str, alg: u8) -> Result<Zeroizing<[u8; 32]>, KeyTextError> {
     let decoded = Zeroizing::new(BASE64.decode(text).map_err(|_| KeyTextError::Base64)?);
     match decoded.first() {
         None => Err(KeyTextError::Length),
-        Some(&ALG_ED25519) => {
+        Some(&first) if first == alg => {
             let key: [u8; 32] = decoded[1..].try_into().map_err(|_| KeyTextError::Length)?;
             Ok(Zeroizing::new(key))
         }
@@ -85,10 +85,22 @@ fn decode_typed_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyTextError> {
     }
 }
 
-enum KeyTextError {
+pub(super) enum KeyTextError {
     Base64,
     Length,
     Algorithm(u8),
+}
+
+impl KeyTextError {
+    /// The note error for a key of the given kind (`MalformedVerifierKey` or
+    /// `MalformedSignerKey`).
+    pub(super) fn into_note_error(self, malformed: fn(&'static str) -> NoteError) -> NoteError {
+        match self {
+            KeyTextError::Base64 => malformed("key is not canonical base64"),
+            KeyTextError::Length => malformed("key is not 33 bytes"),
+            KeyTextError::Algorithm(alg) => NoteError::UnknownAlgorithm(alg),
+        }
+    }
 }
 
 /// Checks signatures by one Ed25519 key, known by its name and key ID.
@@ -127,11 +139,8 @@ impl Verifier {
         check_key_name(name)?;
         let written =
             KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let public_key = decode_typed_key(key64).map_err(|e| match e {
-            KeyTextError::Base64 => malformed("key is not canonical base64"),
-            KeyTextError::Length => malformed("key is not 33 bytes"),
-            KeyTextError::Algorithm(alg) => NoteError::UnknownAlgorithm(alg),
-        })?;
+        let public_key =
+            decode_typed_key(key64, ALG_ED25519).map_err(|e| e.into_note_error(malformed))?;
         let verifier = Self::new(name, &public_key)?;
         if verifier.key_id != written {
             return Err(NoteError::KeyIdMismatch {
@@ -225,11 +234,8 @@ impl Signer {
         check_key_name(name)?;
         let written =
             KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let seed = decode_typed_key(key64).map_err(|e| match e {
-            KeyTextError::Base64 => malformed("key is not canonical base64"),
-            KeyTextError::Length => malformed("key is not 33 bytes"),
-            KeyTextError::Algorithm(alg) => NoteError::UnknownAlgorithm(alg),
-        })?;
+        let seed =
+            decode_typed_key(key64, ALG_ED25519).map_err(|e| e.into_note_error(malformed))?;
         let signer = Self::from_seed(name, &seed)?;
         if signer.key_id != written {
             return Err(NoteError::KeyIdMismatch {

@@ -49,6 +49,23 @@ impl NoteSignature {
         &self.signature
     }
 
+    /// Parses one signature line (`— <name> <base64>`, with or without its newline), as a
+    /// witness returns them. Well formed only; nothing is verified.
+    pub fn parse(line: &str) -> Result<Self, NoteError> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        if line.contains('\n') {
+            return Err(NoteError::MalformedSignatureLine { line: 1 });
+        }
+        Self::parse_line(line).ok_or(NoteError::MalformedSignatureLine { line: 1 })
+    }
+
+    /// The line as it is written in a note, newline included.
+    pub fn to_line(&self) -> String {
+        let mut out = String::with_capacity(110);
+        self.write_line(&mut out);
+        out
+    }
+
     /// Parses `— <name> <base64(key id || signature)>` without the newline.
     fn parse_line(line: &str) -> Option<Self> {
         let rest = line.strip_prefix(SIGNATURE_PREFIX)?;

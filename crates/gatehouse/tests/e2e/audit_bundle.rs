@@ -140,3 +140,69 @@ fn an_examiner_proves_a_range_of_records_from_the_bundle_alone() {
         "{said}"
     );
 }
+
+#[test]
+fn an_admin_checkpoint_lets_a_bundle_cover_a_running_gateways_latest_records() {
+    let (_cluster, gateway) = cluster_and_gateway();
+    let key = public_key(&gateway);
+    let since = now();
+    gateway.psql("main", "SELECT 'just now'");
+    let until = now();
+    let bundle = gateway.dir.path().join("now.tar");
+    let make = || {
+        gateway.cli(&[
+            "audit",
+            "bundle",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--out",
+            bundle.to_str().unwrap(),
+        ])
+    };
+    // Nothing has signed the statement yet (checkpoints come every 10 s): refused, saying
+    // how to get one now.
+    let out = make();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ask for one now with `gatehouse audit checkpoint`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Only an admin may ask for a checkpoint; the refusal is audited.
+    let user = gateway.create_key("auditor", &["readers"]);
+    let out = gateway.cli_as(&user, &["audit", "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("admin"), "{}", text(&out.stderr));
+    let refused = gateway.wait_for_event("admin.request", |e| {
+        e["what"]["resource"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/audit/checkpoint"))
+            && e["outcome"]["status"] == "failure"
+    });
+    assert_eq!(refused["who"]["subject"], "key:auditor");
+
+    let out = gateway.cli(&["audit", "checkpoint"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("signed checkpoint of records 1.."),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = make();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = examiner(
+        gateway.dir.path(),
+        &["audit", "verify-bundle", "now.tar", "--pubkey", &key],
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.starts_with("PROVEN: "), "{said}");
+    let files = gateway.dir.path().join("now");
+    std::fs::create_dir(&files).unwrap();
+    tar(&files, &["-xf", "../now.tar"]);
+    let records = std::fs::read_to_string(files.join("records.jsonl")).unwrap();
+    assert!(records.contains("just now"));
+}

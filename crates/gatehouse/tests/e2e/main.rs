@@ -20,3 +20,4 @@ mod recording;
 mod siem;
 mod smoke;
 mod upstream_auth;
+mod witness;

@@ -1,0 +1,383 @@
+//! Submitting the gateway's own checkpoints to witnesses, and keeping their cosignatures in the
+//! audit log.
+//!
+//! One task per witness waits for each new checkpoint, proves it consistent with the last one
+//! that witness cosigned, and records the answer: `audit.witnessed` with the cosignature line,
+//! or `audit.witness_failed` with why. Nothing here is on the data path; a witness that is down
+//! or slow only delays its own records.
+//!
+//! Only the frontier at the witness's size is kept in memory; the proof is made from it and
+//! the records since, read from the log (and checked) at submission. After a restart, or when a
+//! witness answers with a size we do not hold, the frontier at that size is rebuilt by reading
+//! the log from the start once.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gatehouse_audit::checkpoint::{read_leaves, CheckpointState, TreePosition};
+use gatehouse_audit::event::{Event, EventKind, Outcome, What};
+use gatehouse_audit::AuditLog;
+use gatehouse_tlog::{consistency_proof_from_frontier, CosignatureVerifier, SignedNote};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::request::{parse_size_body, AddCheckpoint, SIZE_CONTENT_TYPE};
+
+/// One configured witness.
+#[derive(Debug, Clone)]
+pub struct WitnessTarget {
+    /// The submission prefix: requests go to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's cosigning key (vkey type `0x04`); its name names the witness.
+    pub key: CosignatureVerifier,
+    /// Per request.
+    pub timeout: Duration,
+    /// CA certificates for an `https://` witness (default: the system's).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What an `audit.witnessed` record's detail holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessedDetail {
+    /// The witness's vkey.
+    pub witness: String,
+    /// The checkpoint cosigned: its size and root (hex).
+    pub size: u64,
+    pub root: String,
+    /// The cosignature line, to append to the checkpoint's note.
+    pub cosignature: String,
+    /// When the witness says it cosigned (POSIX seconds).
+    pub timestamp: u64,
+}
+
+/// Attempts per checkpoint before its failure is recorded (connection errors and size
+/// corrections only; a refusal is recorded at once).
+const ATTEMPTS: u32 = 3;
+
+/// Starts one task per witness; they end when `shutdown` turns true or the log stops.
+pub fn spawn(
+    log: AuditLog,
+    targets: Vec<WitnessTarget>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    for target in targets {
+        let tls = gatehouse_sink::client_tls(target.ca_file.as_deref())?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(target.timeout)
+            .connect_timeout(target.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client for witness {}: {e}", target.key.name()))?;
+        let submitter = Submitter {
+            log: log.clone(),
+            path: log.path().to_path_buf(),
+            target,
+            client,
+            held: None,
+        };
+        let span = tracing::info_span!("witness", witness = %submitter.target.key.name());
+        tasks.push(tokio::spawn(tracing::Instrument::instrument(
+            submitter.run(shutdown.clone()),
+            span,
+        )));
+    }
+    Ok(tasks)
+}
+
+struct Submitter {
+    log: AuditLog,
+    path: PathBuf,
+    target: WitnessTarget,
+    client: reqwest::Client,
+    /// The tree at the size this witness last cosigned, if we know it.
+    held: Option<TreePosition>,
+}
+
+/// Why one submission did not end in a cosignature.
+struct Failed {
+    status: Option<u16>,
+    reason: String,
+    /// Worth another attempt (the witness was unreachable, or corrected our old size).
+    retry: bool,
+}
+
+impl Failed {
+    fn final_(status: Option<u16>, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            retry: false,
+        }
+    }
+}
+
+impl Submitter {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut after = 0u64;
+        let mut next = self.log.latest_checkpoint();
+        loop {
+            let checkpoint = match next.take() {
+                Some(c) => c,
+                None => tokio::select! {
+                    c = self.log.next_checkpoint(after) => match c {
+                        Some(c) => c,
+                        None => return,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                },
+            };
+            after = checkpoint.record_seq;
+            tokio::select! {
+                () = self.submit(&checkpoint) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Tries to have the witness cosign `checkpoint`, and records the outcome.
+    async fn submit(&mut self, checkpoint: &CheckpointState) {
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match self.try_once(checkpoint).await {
+                Ok(detail) => break Ok(detail),
+                Err(failed) if failed.retry && attempt < ATTEMPTS => {
+                    if failed.status.is_none() {
+                        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    }
+                }
+                Err(failed) => break Err(failed),
+            }
+        };
+        let event = match outcome {
+            Ok(detail) => {
+                tracing::debug!(size = detail.size, "checkpoint cosigned");
+                let mut event = Event::now(EventKind::AuditWitnessed, Outcome::success());
+                event.what = What {
+                    resource: Some(self.target.key.name().to_owned()),
+                    detail: serde_json::to_value(&detail).ok(),
+                    ..What::default()
+                };
+                event
+            }
+            Err(failed) => {
+                tracing::warn!(size = checkpoint.size, reason = %failed.reason, "witness did not cosign");
+                let mut event = Event::now(
+                    EventKind::AuditWitnessFailed,
+                    Outcome::failure(&failed.reason),
+                );
+                event.what = What {
+                    resource: Some(self.target.key.name().to_owned()),
+                    detail: Some(serde_json::json!({
+                        "witness": self.target.key.to_string(),
+                        "url": self.target.url,
+                        "size": checkpoint.size,
+                        "root": checkpoint.root,
+                        "status": failed.status,
+                    })),
+                    ..What::default()
+                };
+                event
+            }
+        };
+        if let Err(e) = self.log.append(event) {
+            tracing::warn!(error = %e, "could not record the witness's answer");
+        }
+    }
+
+    async fn try_once(&mut self, checkpoint: &CheckpointState) -> Result<WitnessedDetail, Failed> {
+        let (old_size, proof) = self.proof_to(checkpoint).await?;
+        let request = AddCheckpoint {
+            old_size,
+            proof,
+            checkpoint: checkpoint.note.clone(),
+        };
+        let url = format!("{}/add-checkpoint", self.target.url.trim_end_matches('/'));
+        let response = self
+            .client
+            .post(&url)
+            .body(request.to_body())
+            .send()
+            .await
+            .map_err(|e| Failed {
+                status: None,
+                reason: format!("cannot reach the witness: {}", without_url(&e)),
+                retry: true,
+            })?;
+        let status = response.status().as_u16();
+        let is_size = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(SIZE_CONTENT_TYPE));
+        let body = read_bounded(response).await.map_err(|e| Failed {
+            status: Some(status),
+            reason: format!("cannot read the witness's answer: {e}"),
+            retry: true,
+        })?;
+        match status {
+            200 => self.accept(checkpoint, &body),
+            409 if is_size => {
+                let size = parse_size_body(&body).ok_or_else(|| {
+                    Failed::final_(Some(409), "the witness's size answer is malformed")
+                })?;
+                if size > checkpoint.size {
+                    return Err(Failed::final_(
+                        Some(409),
+                        format!(
+                            "the witness cosigned size {size}, beyond this checkpoint's {}: \
+                             the log was cut or rolled back since",
+                            checkpoint.size
+                        ),
+                    ));
+                }
+                self.held = Some(self.position_at(size).await?);
+                Err(Failed {
+                    status: Some(409),
+                    reason: format!("the witness holds size {size}, not {old_size}"),
+                    retry: true,
+                })
+            }
+            _ => Err(Failed::final_(
+                Some(status),
+                format!("the witness refused: {}", first_line(&body)),
+            )),
+        }
+    }
+
+    /// The old size to send and the consistency proof from it to `checkpoint`.
+    async fn proof_to(
+        &mut self,
+        checkpoint: &CheckpointState,
+    ) -> Result<(u64, Vec<gatehouse_tlog::Hash>), Failed> {
+        let Some(held) = self.held.clone() else {
+            // Ask: the witness answers with its size if it has one.
+            return Ok((0, Vec::new()));
+        };
+        if held.size() == 0 || held.size() == checkpoint.size {
+            return Ok((held.size(), Vec::new()));
+        }
+        if held.size() > checkpoint.size {
+            return Err(Failed::final_(
+                None,
+                format!(
+                    "the witness cosigned size {}, beyond this checkpoint's {}",
+                    held.size(),
+                    checkpoint.size
+                ),
+            ));
+        }
+        let path = self.path.clone();
+        let to = checkpoint.size;
+        let root = checkpoint.root.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let (leaves, end) = read_leaves(&path, &held, to)?;
+            if hex::encode(end.frontier.root()) != root {
+                return Err(format!(
+                    "the log's records 1..{to} do not hash to the checkpoint's root"
+                ));
+            }
+            let proof = consistency_proof_from_frontier(&held.frontier, &leaves)
+                .map_err(|e| e.to_string())?;
+            Ok((held.size(), proof))
+        })
+        .await
+        .map_err(|e| Failed::final_(None, e.to_string()))?;
+        read.map_err(|why| Failed::final_(None, format!("cannot make the proof: {why}")))
+    }
+
+    /// The tree at `size`, read from the start of the log.
+    async fn position_at(&self, size: u64) -> Result<TreePosition, Failed> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || read_leaves(&path, &TreePosition::start(), size))
+            .await
+            .map_err(|e| Failed::final_(None, e.to_string()))?
+            .map(|(_, position)| position)
+            .map_err(|why| Failed::final_(None, format!("cannot read the log: {why}")))
+    }
+
+    /// Checks the cosignature lines against our checkpoint and the witness's key.
+    fn accept(
+        &mut self,
+        checkpoint: &CheckpointState,
+        body: &str,
+    ) -> Result<WitnessedDetail, Failed> {
+        let bad = |why: String| Failed::final_(Some(200), why);
+        let mut text = checkpoint.note.clone();
+        text.push_str(body);
+        let note = SignedNote::parse(&text)
+            .map_err(|e| bad(format!("the witness's answer is not signature lines: {e}")))?;
+        let cosigned = self
+            .target
+            .key
+            .verify(&note)
+            .map_err(|e| bad(format!("no valid cosignature by the configured key: {e}")))?;
+        let line = note
+            .signatures()
+            .iter()
+            .filter(|s| {
+                s.name() == self.target.key.name() && s.key_id() == self.target.key.key_id()
+            })
+            .find(|s| {
+                self.target
+                    .key
+                    .verify_signature(note.body(), s)
+                    .is_ok_and(|c| c.timestamp == cosigned.timestamp)
+            })
+            .map(|s| s.to_line())
+            .ok_or_else(|| bad("the cosignature vanished".into()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if cosigned.timestamp > now + 600 {
+            return Err(bad(format!(
+                "the cosignature is dated {} s in the future",
+                cosigned.timestamp - now
+            )));
+        }
+        self.held = Some(TreePosition::of(checkpoint).map_err(|e| Failed::final_(None, e))?);
+        Ok(WitnessedDetail {
+            witness: self.target.key.to_string(),
+            size: checkpoint.size,
+            root: checkpoint.root.clone(),
+            cosignature: line.trim_end().to_owned(),
+            timestamp: cosigned.timestamp,
+        })
+    }
+}
+
+/// A witness's answer, at most 64 KiB of it.
+async fn read_bounded(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| without_url(&e))? {
+        if body.len() + chunk.len() > 64 * 1024 {
+            return Err("longer than 64 KiB".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "not UTF-8".into())
+}
+
+/// The first line of a refusal, short and printable, for the record.
+fn first_line(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    let mut out: String = line.chars().filter(|c| !c.is_control()).take(200).collect();
+    if out.is_empty() {
+        out.push_str("(no reason given)");
+    }
+    out
+}
+
+/// reqwest errors name the URL; the record already does.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut e = e.to_string();
+    if let Some(i) = e.find(" for url (") {
+        e.truncate(i);
+    }
+    e
+}
