@@ -203,6 +203,36 @@ fn restarts_continue_the_tree_and_every_checkpoint_stays_consistent() {
 }
 
 #[test]
+fn a_kept_checkpoint_that_cannot_be_written_fails_that_checkpoint_only() {
+    let site = Site::new();
+    let log = site.open().unwrap();
+    for i in 1..=3 {
+        log.append(statement(i)).unwrap();
+    }
+    log.checkpoint_blocking().unwrap();
+    // The state file's volume goes away (its directory removed).
+    let keys = site.state.parent().unwrap().to_path_buf();
+    std::fs::remove_dir_all(&keys).unwrap();
+    log.append(statement(4)).unwrap();
+    let err = log.checkpoint_blocking().unwrap_err().to_string();
+    assert!(err.contains("checkpoint.json"), "{err}");
+    // Records still go in: the chain and the tree do not depend on the kept copy.
+    log.append(statement(5)).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    log.append(statement(6)).unwrap();
+    let state = log.checkpoint_blocking().unwrap();
+    // Signed over everything so far, the failed checkpoint's record included.
+    assert_eq!(state.size, state.record_seq - 1);
+    assert!(state.size >= 8, "{state:?}");
+    log.close().unwrap();
+    let report = site.verify().unwrap();
+    assert!(report.checkpoints.count >= 3, "{:?}", report.checkpoints);
+    // And the next start continues from the kept checkpoint.
+    let again = site.open().unwrap();
+    again.close().unwrap();
+}
+
+#[test]
 fn a_checkpoint_on_demand_covers_what_was_written() {
     let site = Site::new();
     let log = site.open().unwrap();

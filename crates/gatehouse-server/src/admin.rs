@@ -36,6 +36,7 @@ pub struct AdminState {
     pub recordings: Arc<RecordingAccess>,
     /// The SIEM sinks' live status, for `/metrics`.
     pub sinks: Arc<Vec<Arc<gatehouse_sink::StatusCell>>>,
+    pub witnesses: Arc<Vec<Arc<gatehouse_witness::StatusCell>>>,
 }
 
 /// Where recordings are and how to open them, for replay.
@@ -191,6 +192,7 @@ async fn metrics(State(state): State<AdminState>, request: Request) -> Response 
         stats.available_bytes, stats.refused, stats.checkpoints
     ));
     text.push_str(&sink_metrics(&state.sinks));
+    text.push_str(&witness_metrics(&state.witnesses));
     text.push_str("# EOF\n");
     (
         [(
@@ -292,6 +294,54 @@ fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
         "counter",
         "Times the sink went back to its cursor to send again.",
         &|s| s.rewinds.to_string(),
+    );
+    out
+}
+
+/// Per-witness figures: what it last cosigned, and how often it did not.
+fn witness_metrics(witnesses: &[Arc<gatehouse_witness::StatusCell>]) -> String {
+    use std::fmt::Write as _;
+    let statuses: Vec<gatehouse_witness::WitnessStatus> =
+        witnesses.iter().map(|w| w.snapshot()).collect();
+    let mut out = String::new();
+    if statuses.is_empty() {
+        return out;
+    }
+    let mut family =
+        |name: &str,
+         kind: &str,
+         help: &str,
+         value: &dyn Fn(&gatehouse_witness::WitnessStatus) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            for s in &statuses {
+                let label = s.name.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(out, "{name}{suffix}{{witness=\"{label}\"}} {}", value(s));
+            }
+        };
+    family(
+        "gatehouse_witness_cosigned_size",
+        "gauge",
+        "Tree size of the latest checkpoint the witness cosigned (0: none yet).",
+        &|s| s.cosigned_size,
+    );
+    family(
+        "gatehouse_witness_cosigned_timestamp_seconds",
+        "gauge",
+        "When the witness says it cosigned it (POSIX seconds).",
+        &|s| s.cosigned_at,
+    );
+    family(
+        "gatehouse_witness_ok",
+        "gauge",
+        "1 when the latest submission was cosigned.",
+        &|s| u64::from(s.ok),
+    );
+    family(
+        "gatehouse_witness_failures",
+        "counter",
+        "Submissions recorded as audit.witness_failed.",
+        &|s| s.failures,
     );
     out
 }

@@ -211,10 +211,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ca_file: w.ca_file.clone(),
         })
         .collect();
-    tasks.extend(
-        gatehouse_witness::client::spawn(audit.clone(), witnesses, shutdown_rx.clone())
-            .map_err(|e| anyhow::anyhow!("starting the witness clients: {e}"))?,
-    );
+    let witnesses = gatehouse_witness::client::spawn(audit.clone(), witnesses, shutdown_rx.clone())
+        .map_err(|e| anyhow::anyhow!("starting the witness clients: {e}"))?;
+    tasks.extend(witnesses.tasks);
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
@@ -227,6 +226,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_groups: config.admin.admin_groups.clone(),
         metrics_require_auth: config.admin.metrics_require_auth,
         sinks: Arc::new(sinks.iter().map(|s| s.status_cell()).collect()),
+        witnesses: Arc::new(witnesses.status),
         recordings: Arc::new(admin::RecordingAccess {
             dir: config.recording.dir.clone(),
             key: crate::recordings::key(&config.recording)?,

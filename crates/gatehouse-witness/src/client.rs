@@ -12,6 +12,7 @@
 //! the log from the start once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gatehouse_audit::checkpoint::{read_leaves, CheckpointState, TreePosition};
@@ -52,6 +53,49 @@ pub struct WitnessedDetail {
     pub timestamp: u64,
 }
 
+/// What `/metrics` shows of one witness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WitnessStatus {
+    /// The witness's name (from its key).
+    pub name: String,
+    /// The size of the latest checkpoint it cosigned for this log (0: none yet).
+    pub cosigned_size: u64,
+    /// When, by the witness's clock (POSIX seconds; 0: none yet).
+    pub cosigned_at: u64,
+    /// Submissions that ended in `audit.witness_failed`.
+    pub failures: u64,
+    /// Whether the latest submission was cosigned.
+    pub ok: bool,
+}
+
+/// A witness's status, shared with the admin API.
+#[derive(Debug, Default)]
+pub struct StatusCell(std::sync::Mutex<WitnessStatus>);
+
+impl StatusCell {
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> WitnessStatus {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut WitnessStatus)) {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+/// The running witness clients.
+pub struct Clients {
+    /// End when the shutdown flag turns true or the log stops checkpointing.
+    pub tasks: Vec<JoinHandle<()>>,
+    pub status: Vec<Arc<StatusCell>>,
+}
+
 /// Attempts per checkpoint before its failure is recorded (connection errors and size
 /// corrections only; a refusal is recorded at once).
 const ATTEMPTS: u32 = 3;
@@ -61,8 +105,9 @@ pub fn spawn(
     log: AuditLog,
     targets: Vec<WitnessTarget>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, String> {
+) -> Result<Clients, String> {
     let mut tasks = Vec::new();
+    let mut cells = Vec::new();
     for target in targets {
         let tls = gatehouse_sink::client_tls(target.ca_file.as_deref())?;
         let client = reqwest::Client::builder()
@@ -73,12 +118,16 @@ pub fn spawn(
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("HTTP client for witness {}: {e}", target.key.name()))?;
+        let status = Arc::new(StatusCell::default());
+        status.update(|s| s.name = target.key.name().to_owned());
+        cells.push(Arc::clone(&status));
         let submitter = Submitter {
             log: log.clone(),
             path: log.path().to_path_buf(),
             target,
             client,
             held: None,
+            status,
         };
         let span = tracing::info_span!("witness", witness = %submitter.target.key.name());
         tasks.push(tokio::spawn(tracing::Instrument::instrument(
@@ -86,7 +135,10 @@ pub fn spawn(
             span,
         )));
     }
-    Ok(tasks)
+    Ok(Clients {
+        tasks,
+        status: cells,
+    })
 }
 
 struct Submitter {
@@ -96,6 +148,7 @@ struct Submitter {
     client: reqwest::Client,
     /// The tree at the size this witness last cosigned, if we know it.
     held: Option<TreePosition>,
+    status: Arc<StatusCell>,
 }
 
 /// Why one submission did not end in a cosignature.
@@ -157,6 +210,11 @@ impl Submitter {
         let event = match outcome {
             Ok(detail) => {
                 tracing::debug!(size = detail.size, "checkpoint cosigned");
+                self.status.update(|s| {
+                    s.cosigned_size = detail.size;
+                    s.cosigned_at = detail.timestamp;
+                    s.ok = true;
+                });
                 let mut event = Event::now(EventKind::AuditWitnessed, Outcome::success());
                 event.what = What {
                     resource: Some(self.target.key.name().to_owned()),
@@ -167,6 +225,10 @@ impl Submitter {
             }
             Err(failed) => {
                 tracing::warn!(size = checkpoint.size, reason = %failed.reason, "witness did not cosign");
+                self.status.update(|s| {
+                    s.failures += 1;
+                    s.ok = false;
+                });
                 let mut event = Event::now(
                     EventKind::AuditWitnessFailed,
                     Outcome::failure(&failed.reason),

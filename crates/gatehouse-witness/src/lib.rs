@@ -16,5 +16,5 @@ pub mod request;
 pub mod server;
 mod witness;
 
-pub use client::{WitnessTarget, WitnessedDetail};
+pub use client::{Clients, StatusCell, WitnessStatus, WitnessTarget, WitnessedDetail};
 pub use witness::{Answer, Seen, Witness, WitnessError};

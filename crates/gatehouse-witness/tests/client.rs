@@ -104,7 +104,7 @@ async fn every_checkpoint_is_cosigned_and_the_cosignature_is_kept_in_the_log() {
     let (url, _server) = serve_witness(&dir.path().join("witness.json")).await;
     let log = open_log(dir.path());
     let (stop, stopped) = watch::channel(false);
-    let tasks = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
+    let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
 
     for round in 1..=3usize {
         append(&log, 50 * round);
@@ -122,6 +122,10 @@ async fn every_checkpoint_is_cosigned_and_the_cosignature_is_kept_in_the_log() {
         assert_eq!(cosigned.timestamp, detail.timestamp);
     }
     assert!(of_kind(&log, "audit.witness_failed").is_empty());
+    let status = clients.status[0].snapshot();
+    assert!(status.ok && status.failures == 0, "{status:?}");
+    assert_eq!(status.name, "witness.example/w1");
+    assert_eq!(status.cosigned_size, log.latest_checkpoint().unwrap().size);
 
     // Idle: the witness's answers alone do not call for more checkpoints.
     let before = of_kind(&log, "audit.checkpoint").len();
@@ -129,7 +133,7 @@ async fn every_checkpoint_is_cosigned_and_the_cosignature_is_kept_in_the_log() {
     assert_eq!(of_kind(&log, "audit.checkpoint").len(), before);
 
     let _ = stop.send(true);
-    for t in tasks {
+    for t in clients.tasks {
         t.await.unwrap();
     }
     log.shutdown().await.unwrap();
@@ -144,7 +148,7 @@ async fn a_witness_that_is_down_is_recorded_and_catches_up_with_one_proof_later(
     drop(closed);
     let log = open_log(dir.path());
     let (stop, stopped) = watch::channel(false);
-    let tasks = client::spawn(log.clone(), vec![target(&dead)], stopped).unwrap();
+    let clients = client::spawn(log.clone(), vec![target(&dead)], stopped).unwrap();
     append(&log, 20);
     let checkpoint = log.checkpoint().await.unwrap();
     let failed = wait_for(&log, "audit.witness_failed", 1).await;
@@ -158,15 +162,17 @@ async fn a_witness_that_is_down_is_recorded_and_catches_up_with_one_proof_later(
             .contains("cannot reach the witness"),
         "{failure}"
     );
+    let status = clients.status[0].snapshot();
+    assert!(!status.ok && status.failures >= 1, "{status:?}");
     let _ = stop.send(true);
-    for t in tasks {
+    for t in clients.tasks {
         t.await.unwrap();
     }
 
     // The witness comes up; a restarted client learns its size (0) and submits the latest.
     let (url, _server) = serve_witness(&dir.path().join("witness.json")).await;
     let (stop, stopped) = watch::channel(false);
-    let tasks = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
+    let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
     append(&log, 5);
     let latest = log.checkpoint().await.unwrap();
     // The one it found at start (size 20, from nothing), then the new one by a proof 20 -> 27.
@@ -177,7 +183,7 @@ async fn a_witness_that_is_down_is_recorded_and_catches_up_with_one_proof_later(
         .collect();
     assert_eq!(sizes, vec![checkpoint.size, latest.size]);
     let _ = stop.send(true);
-    for t in tasks {
+    for t in clients.tasks {
         t.await.unwrap();
     }
     log.shutdown().await.unwrap();
@@ -190,12 +196,12 @@ async fn a_log_cut_below_what_the_witness_cosigned_is_named_as_rolled_back() {
     let (url, _server) = serve_witness(&state).await;
     let log = open_log(dir.path());
     let (stop, stopped) = watch::channel(false);
-    let tasks = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
+    let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
     append(&log, 100);
     let big = log.checkpoint().await.unwrap();
     wait_for(&log, "audit.witnessed", 1).await;
     let _ = stop.send(true);
-    for t in tasks {
+    for t in clients.tasks {
         t.await.unwrap();
     }
     log.shutdown().await.unwrap();
@@ -207,7 +213,7 @@ async fn a_log_cut_below_what_the_witness_cosigned_is_named_as_rolled_back() {
     append(&forged, 10);
     forged.checkpoint().await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let tasks = client::spawn(forged.clone(), vec![target(&url)], stopped).unwrap();
+    let clients = client::spawn(forged.clone(), vec![target(&url)], stopped).unwrap();
     let failed = wait_for(&forged, "audit.witness_failed", 1).await;
     let reason = failed[0]["outcome"]["reason"].as_str().unwrap();
     assert!(
@@ -217,7 +223,7 @@ async fn a_log_cut_below_what_the_witness_cosigned_is_named_as_rolled_back() {
     );
     assert!(of_kind(&forged, "audit.witnessed").is_empty());
     let _ = stop.send(true);
-    for t in tasks {
+    for t in clients.tasks {
         t.await.unwrap();
     }
     forged.shutdown().await.unwrap();

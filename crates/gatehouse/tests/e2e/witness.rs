@@ -145,6 +145,23 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
         assert_eq!(at_a["what"]["detail"]["witness"], wb_key.as_str());
         assert_eq!(at_b["what"]["detail"]["witness"], wa_key.as_str());
     }
+    // An operator sees each witness's progress in /metrics.
+    let (status, _, metrics) = a.http("/metrics", None);
+    assert_eq!(status, 200);
+    let cosigned = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "gatehouse_witness_cosigned_size{{witness=\"{wb_name}\"}} "
+            ))
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let size: u64 = cosigned.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(size > 0, "{cosigned}");
+    assert!(
+        metrics.contains(&format!("gatehouse_witness_ok{{witness=\"{wb_name}\"}} 1")),
+        "{metrics}"
+    );
     a.stop();
     b.stop();
     // The witness records are ordinary records: both logs still verify.
