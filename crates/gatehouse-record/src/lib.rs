@@ -16,4 +16,4 @@ mod writer;
 pub use format::{Frame, FrameKind, Header, FILE_EXTENSION, MAGIC};
 pub use reader::{file_sha256, ReadError, Reader};
 pub use seal::{Key, KeyError};
-pub use writer::{Recorder, RecorderLimits, RecordingError, Summary, MIN_MAX_BYTES};
+pub use writer::{Recorder, RecorderLimits, RecordingError, Summary, FLUSH_EVERY, MIN_MAX_BYTES};

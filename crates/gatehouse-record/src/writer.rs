@@ -13,13 +13,16 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Chunks handed to the writer task once the buffer holds this much.
 const SPILL_AT: usize = 256 * 1024;
+/// And at least this often while frames wait, so a crash loses at most this much of a
+/// session's recent frames (the audit log has every statement regardless).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Room kept under the size cap for the truncation marker and the end frame.
 const RESERVE: u64 = 4 * 1024;
 /// Smallest size cap accepted.
@@ -74,7 +77,7 @@ struct State {
 
 /// One session's recording.
 pub struct Recorder {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     tx: mpsc::Sender<Vec<u8>>,
     task: JoinHandle<Result<(String, u64), String>>,
     failed: Arc<Mutex<Option<String>>>,
@@ -137,14 +140,16 @@ impl Recorder {
             seal,
             failed.clone(),
         ));
+        let state = Arc::new(Mutex::new(State {
+            buf: Vec::new(),
+            kept: head.len() as u64,
+            truncated: false,
+            dropped_frames: 0,
+            dropped_bytes: 0,
+        }));
+        tokio::spawn(flush_periodically(Arc::downgrade(&state), tx.downgrade()));
         Ok(Recorder {
-            state: Mutex::new(State {
-                buf: Vec::new(),
-                kept: head.len() as u64,
-                truncated: false,
-                dropped_frames: 0,
-                dropped_bytes: 0,
-            }),
+            state,
             tx,
             task,
             failed,
@@ -284,6 +289,34 @@ impl Recorder {
             dropped_bytes,
             encrypted: self.encrypted,
         })
+    }
+}
+
+/// Hands what is buffered to the writer every [`FLUSH_EVERY`], until the recorder is gone.
+///
+/// It sends under the state lock, as [`Recorder::frame`] does, so chunks reach the writer in
+/// the order their frames were appended; it holds no sender between ticks, so it never keeps
+/// the writer from finishing.
+async fn flush_periodically(state: std::sync::Weak<Mutex<State>>, tx: mpsc::WeakSender<Vec<u8>>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (Some(state), Some(tx)) = (state.upgrade(), tx.upgrade()) else {
+            return;
+        };
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.buf.is_empty() {
+            continue;
+        }
+        let chunk = std::mem::take(&mut state.buf);
+        match tx.try_send(chunk) {
+            Ok(()) => {}
+            // The writer is behind: the next spill or tick takes it.
+            Err(mpsc::error::TrySendError::Full(chunk)) => state.buf = chunk,
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
     }
 }
 

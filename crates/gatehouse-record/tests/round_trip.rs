@@ -152,3 +152,30 @@ fn hostile_files_are_refused_without_panicking() {
         assert!(read_all(&path, None).is_err(), "{case:?}");
     }
 }
+
+#[tokio::test]
+async fn frames_reach_the_file_within_a_second_without_a_flush_or_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::from_secret(&[9u8; 32]).unwrap();
+    for key in [None, Some(&key)] {
+        let session = if key.is_some() { "s1" } else { "s0" };
+        let recorder =
+            Recorder::create(dir.path(), &header(session), key, RecorderLimits::default()).unwrap();
+        recorder.json(
+            FrameKind::Statement,
+            &serde_json::json!({ "text": "UPDATE t" }),
+        );
+        // What a crash leaves: the file as it is, no end frame.
+        tokio::time::sleep(gatehouse_record::FLUSH_EVERY * 2).await;
+        let path = dir.path().join(format!("{session}.ghrec"));
+        let mut reader = Reader::new(File::open(&path).unwrap(), key).unwrap();
+        let frame = reader.next_frame().unwrap().expect("the statement frame");
+        assert_eq!(frame.json().unwrap()["text"], "UPDATE t");
+        assert!(reader.next_frame().unwrap().is_none());
+        let summary = recorder
+            .finish(&serde_json::json!({ "cause": "client_terminated" }))
+            .await
+            .unwrap();
+        assert_eq!(file_sha256(&path).unwrap(), summary.sha256);
+    }
+}

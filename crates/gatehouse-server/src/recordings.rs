@@ -4,7 +4,9 @@
 
 use crate::config::{Config, RecordingConfig};
 use gatehouse_audit::{AuditLog, Event, EventKind, Outcome, What};
-use gatehouse_core::record::{file_sha256, Header, Key, Reader, RecorderLimits, FILE_EXTENSION};
+use gatehouse_core::record::{
+    file_sha256, Header, Key, ReadError, Reader, RecorderLimits, FILE_EXTENSION,
+};
 use gatehouse_core::Recordings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +78,40 @@ pub struct Replay {
     pub events: Vec<serde_json::Value>,
 }
 
+/// Session ids are made by the gateway from these characters only; anything else never names
+/// a file.
+fn is_session_id(session: &str) -> bool {
+    !session.is_empty()
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The recording a session left when the gateway stopped without ending it: its file as it is
+/// now (the last chunk may be cut short), for that session's `session.end`. `None` when the
+/// session was not recorded; a file that cannot be read is named with the error.
+pub(crate) fn left_by_crash(dir: &Path, session: &str) -> Option<serde_json::Value> {
+    if !is_session_id(session) {
+        return None;
+    }
+    let name = format!("{session}.{FILE_EXTENSION}");
+    let path = dir.join(&name);
+    let bytes = match std::fs::metadata(&path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(serde_json::json!({ "file": name, "error": e.to_string() })),
+    };
+    Some(match file_sha256(&path) {
+        Ok(sha256) => serde_json::json!({
+            "file": name,
+            "sha256": sha256,
+            "bytes": bytes,
+            "unfinished": true,
+        }),
+        Err(e) => serde_json::json!({ "file": name, "error": e.to_string() }),
+    })
+}
+
 /// Reads a session's recording for replay. A file that differs from what the audit log
 /// vouches for is refused, not shown.
 pub fn load(
@@ -84,11 +120,7 @@ pub fn load(
     session: &str,
     key: Option<&Key>,
 ) -> Result<Replay, ReplayError> {
-    let safe = !session.is_empty()
-        && session
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !safe {
+    if !is_session_id(session) {
         return Err(ReplayError::NotFound(session.to_owned()));
     }
     let path = dir.join(format!("{session}.{FILE_EXTENSION}"));
@@ -121,8 +153,10 @@ pub fn load(
         match reader.next_frame() {
             Ok(Some(frame)) => events.push(gatehouse_postgres::replay::event(&frame)),
             Ok(None) => break,
-            // An open session's last chunk may be mid-write; what came before stands.
-            Err(e) if integrity == Integrity::Unaudited => {
+            // An open session's last chunk may be mid-write, and a session a crash ended may
+            // have lost its last one (its audited hash is of the file as the crash left it):
+            // what came before stands.
+            Err(e) if integrity == Integrity::Unaudited || matches!(e, ReadError::Truncated(_)) => {
                 events.push(serde_json::json!({ "type": "unreadable", "reason": e.to_string() }));
                 break;
             }

@@ -95,7 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         audit.record(created).await?;
     }
     if let Some(unclean) = unclean {
-        close_previous_run(&audit, &unclean).await?;
+        close_previous_run(&audit, &unclean, &config.recording.dir).await?;
     }
     let config_bytes = std::fs::read(&config.source).unwrap_or_default();
     let mut loaded = Event::now(EventKind::ConfigLoaded, Outcome::success());
@@ -389,10 +389,12 @@ fn checkpoint_detail(audit: &AuditLog, config: &config::CheckpointConfig) -> ser
 
 /// Closes in the log what a run that stopped without `gateway.stop` left open: one
 /// `gateway.unclean_stop` naming the head it left, then a `session.end` for every session it
-/// left open, with the statements that never got a result.
+/// left open, with the statements that never got a result and, when the session was recorded,
+/// the SHA-256 of its recording as the crash left it (so the chain covers it from here on).
 async fn close_previous_run(
     audit: &AuditLog,
     unclean: &gatehouse_audit::UncleanStop,
+    recordings: &std::path::Path,
 ) -> anyhow::Result<()> {
     let head = serde_json::json!({
         "seq": unclean.last_seq,
@@ -419,11 +421,15 @@ async fn close_previous_run(
             Outcome::failure("the gateway stopped without closing the session (unclean stop)"),
         );
         end.session = Some(session.id.clone());
-        end.what.detail = Some(serde_json::json!({
+        let mut detail = serde_json::json!({
             "cause": "unclean_stop",
             "previous_head": head,
             "unfinished_statements": session.unfinished_statements,
-        }));
+        });
+        if let Some(recording) = crate::recordings::left_by_crash(recordings, &session.id) {
+            detail["recording"] = recording;
+        }
+        end.what.detail = Some(detail);
         last = audit.append(end)?;
     }
     audit.durable(last).await?;
