@@ -209,7 +209,7 @@ struct CheckpointControl {
     answered: u64,
     /// `seq` of the last checkpoint record: records after it are not yet covered.
     last_record_seq: u64,
-    /// Records after the last checkpoint up to here are only witnesses' answers about it:
+    /// Records after the last checkpoint up to here are only witnesses' cosignatures of it:
     /// they wait for the next checkpoint rather than call for one (else an idle log would
     /// checkpoint and be witnessed every interval, forever).
     quiet_upto: u64,
@@ -679,10 +679,10 @@ impl Shared {
         if let Some(tree) = &mut q.tree {
             // Cannot be full: a log holds fewer than u64::MAX records.
             let _ = tree.append(checkpoint::leaf_of(&hash));
-            let answers_a_checkpoint = matches!(
-                event.kind,
-                EventKind::AuditWitnessed | EventKind::AuditWitnessFailed
-            );
+            // Only cosignatures: a witness's refusal may be evidence of a fork or a cut, so it
+            // is covered by a checkpoint of its own (the client records a repeated refusal at
+            // most once an hour, so this cannot loop).
+            let answers_a_checkpoint = event.kind == EventKind::AuditWitnessed;
             if answers_a_checkpoint && q.written <= q.ck.last_record_seq.max(q.ck.quiet_upto) {
                 q.ck.quiet_upto = seq;
             }

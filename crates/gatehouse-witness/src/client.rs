@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_audit::checkpoint::{read_leaves, CheckpointState, TreePosition};
+use gatehouse_audit::checkpoint::{
+    advance, each_of_kind, read_leaves, CheckpointState, TreePosition,
+};
 use gatehouse_audit::event::{Event, EventKind, Outcome, What};
 use gatehouse_audit::AuditLog;
 use gatehouse_tlog::{consistency_proof_from_frontier, CosignatureVerifier, SignedNote};
@@ -100,6 +102,10 @@ pub struct Clients {
 /// corrections only; a refusal is recorded at once).
 const ATTEMPTS: u32 = 3;
 
+/// A failure like the last one recorded (same HTTP status, or unreachable again) is recorded
+/// again only after this long; the ones in between are counted into the next record.
+const REPEAT_EVERY: Duration = Duration::from_secs(3600);
+
 /// Starts one task per witness; they end when `shutdown` turns true or the log stops.
 pub fn spawn(
     log: AuditLog,
@@ -127,6 +133,9 @@ pub fn spawn(
             target,
             client,
             held: None,
+            floor: None,
+            last_failure: None,
+            repeated: 0,
             status,
         };
         let span = tracing::info_span!("witness", witness = %submitter.target.key.name());
@@ -148,6 +157,12 @@ struct Submitter {
     client: reqwest::Client,
     /// The tree at the size this witness last cosigned, if we know it.
     held: Option<TreePosition>,
+    /// The largest size this witness cosigned for this log, by the log's own records (read
+    /// once at start): a witness answering with less has lost or rolled back its state.
+    floor: Option<u64>,
+    /// The last failure recorded (its status) and when; failures like it are counted.
+    last_failure: Option<(Option<u16>, std::time::Instant)>,
+    repeated: u64,
     status: Arc<StatusCell>,
 }
 
@@ -171,6 +186,7 @@ impl Failed {
 
 impl Submitter {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.floor = Some(self.cosigned_before().await);
         let mut after = 0u64;
         let mut next = self.log.latest_checkpoint();
         loop {
@@ -192,6 +208,38 @@ impl Submitter {
         }
     }
 
+    /// The largest size this witness's key cosigned according to the log's `audit.witnessed`
+    /// records (0 when there are none, or the log cannot be read).
+    async fn cosigned_before(&self) -> u64 {
+        let (path, key) = (self.path.clone(), self.target.key.to_string());
+        let scan = tokio::task::spawn_blocking(move || {
+            let mut floor = 0u64;
+            each_of_kind(&path, EventKind::AuditWitnessed, |rec| {
+                let detail = rec.event.what.detail.as_ref();
+                if detail
+                    .and_then(|d| d.get("witness"))
+                    .and_then(|w| w.as_str())
+                    == Some(&key)
+                {
+                    if let Some(size) = detail.and_then(|d| d.get("size")).and_then(|s| s.as_u64())
+                    {
+                        floor = floor.max(size);
+                    }
+                }
+            })
+            .map(|()| floor)
+        })
+        .await;
+        match scan {
+            Ok(Ok(floor)) => floor,
+            Ok(Err(why)) => {
+                tracing::warn!(error = %why, "could not read what the witness cosigned before");
+                0
+            }
+            Err(_) => 0,
+        }
+    }
+
     /// Tries to have the witness cosign `checkpoint`, and records the outcome.
     async fn submit(&mut self, checkpoint: &CheckpointState) {
         let mut attempt = 0;
@@ -210,6 +258,9 @@ impl Submitter {
         let event = match outcome {
             Ok(detail) => {
                 tracing::debug!(size = detail.size, "checkpoint cosigned");
+                self.floor = Some(self.floor.unwrap_or(0).max(detail.size));
+                self.last_failure = None;
+                self.repeated = 0;
                 self.status.update(|s| {
                     s.cosigned_size = detail.size;
                     s.cosigned_at = detail.timestamp;
@@ -229,6 +280,16 @@ impl Submitter {
                     s.failures += 1;
                     s.ok = false;
                 });
+                let now = std::time::Instant::now();
+                let like_last = self.last_failure.is_some_and(|(status, at)| {
+                    status == failed.status && now.duration_since(at) < REPEAT_EVERY
+                });
+                if like_last {
+                    self.repeated += 1;
+                    return;
+                }
+                let repeated = std::mem::take(&mut self.repeated);
+                self.last_failure = Some((failed.status, now));
                 let mut event = Event::now(
                     EventKind::AuditWitnessFailed,
                     Outcome::failure(&failed.reason),
@@ -241,6 +302,7 @@ impl Submitter {
                         "size": checkpoint.size,
                         "root": checkpoint.root,
                         "status": failed.status,
+                        "repeated_since_last_record": repeated,
                     })),
                     ..What::default()
                 };
@@ -298,7 +360,17 @@ impl Submitter {
                         ),
                     ));
                 }
-                self.held = Some(self.position_at(size).await?);
+                let floor = self.floor.unwrap_or(0);
+                if size < floor {
+                    return Err(Failed::final_(
+                        Some(409),
+                        format!(
+                            "the witness says it holds size {size}, but it cosigned size {floor} \
+                             of this log before: it lost or rolled back its state"
+                        ),
+                    ));
+                }
+                self.held = Some(self.position_at(size, checkpoint).await?);
                 Err(Failed {
                     status: Some(409),
                     reason: format!("the witness holds size {size}, not {old_size}"),
@@ -317,6 +389,22 @@ impl Submitter {
         &mut self,
         checkpoint: &CheckpointState,
     ) -> Result<(u64, Vec<gatehouse_tlog::Hash>), Failed> {
+        let floor = self.floor.unwrap_or(0);
+        if self.held.is_none() && floor > 0 {
+            if floor > checkpoint.size {
+                return Err(Failed::final_(
+                    None,
+                    format!(
+                        "the log's records say the witness cosigned size {floor}, beyond this \
+                         checkpoint's {}: the log was cut or rolled back since",
+                        checkpoint.size
+                    ),
+                ));
+            }
+            // Start from what it cosigned before, never from nothing: a witness that lost its
+            // state then answers with a smaller size, which is recorded as such.
+            self.held = Some(self.position_at(floor, checkpoint).await?);
+        }
         let Some(held) = self.held.clone() else {
             // Ask: the witness answers with its size if it has one.
             return Ok((0, Vec::new()));
@@ -353,13 +441,20 @@ impl Submitter {
         read.map_err(|why| Failed::final_(None, format!("cannot make the proof: {why}")))
     }
 
-    /// The tree at `size`, read from the start of the log.
-    async fn position_at(&self, size: u64) -> Result<TreePosition, Failed> {
+    /// The tree at `size`: the checkpoint's own when it is that size, else read from the
+    /// start of the log (keeping only the frontier).
+    async fn position_at(
+        &self,
+        size: u64,
+        checkpoint: &CheckpointState,
+    ) -> Result<TreePosition, Failed> {
+        if size == checkpoint.size {
+            return TreePosition::of(checkpoint).map_err(|e| Failed::final_(None, e));
+        }
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || read_leaves(&path, &TreePosition::start(), size))
+        tokio::task::spawn_blocking(move || advance(&path, &TreePosition::start(), size))
             .await
             .map_err(|e| Failed::final_(None, e.to_string()))?
-            .map(|(_, position)| position)
             .map_err(|why| Failed::final_(None, format!("cannot read the log: {why}")))
     }
 

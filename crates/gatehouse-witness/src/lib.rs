@@ -17,4 +17,4 @@ pub mod server;
 mod witness;
 
 pub use client::{Clients, StatusCell, WitnessStatus, WitnessTarget, WitnessedDetail};
-pub use witness::{Answer, Seen, Witness, WitnessError};
+pub use witness::{Answer, Init, Seen, Witness, WitnessError};

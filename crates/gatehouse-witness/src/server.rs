@@ -1,15 +1,15 @@
 //! The witness's HTTP face: `POST /add-checkpoint`, as C2SP `tlog-witness` defines it.
 //!
 //! Requests are unauthenticated (only the checkpoint's signature matters), so refusals that
-//! anybody can provoke are counted and logged at most once a minute; a refusal that needs the
-//! log's valid signature (an inconsistent or forked checkpoint: evidence the log misbehaved) is
-//! logged every time.
+//! anybody can provoke — including a 422, whose proof is the requester's own — are counted and
+//! logged at most once a minute; a fork (a validly signed checkpoint of a size already
+//! cosigned, with another root: evidence the log misbehaved) is logged every time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,7 +41,29 @@ pub fn router(witness: Arc<Witness>) -> Router {
         .with_state(served)
 }
 
-async fn add_checkpoint(State(served): State<Arc<Served>>, body: Bytes) -> Response {
+/// The longest a request's body may take to arrive: the server's header timeout does not
+/// cover it, and a client that stalls mid-body must not hold a connection slot.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn add_checkpoint(State(served): State<Arc<Served>>, body: Body) -> Response {
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY} bytes\n"),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n",
+            )
+                .into_response()
+        }
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -90,11 +112,13 @@ impl Served {
             Answer::RootMismatch => {
                 tracing::warn!("a validly signed checkpoint forks the log: same size, another root")
             }
-            Answer::Inconsistent(why) => {
-                tracing::warn!(reason = %why, "a validly signed checkpoint is not consistent with the one cosigned before")
-            }
             Answer::Unavailable(why) => tracing::error!(error = %why, "witness state not kept"),
-            Answer::BadRequest(_) | Answer::Forbidden | Answer::UnknownOrigin => {
+            // A 422 needs a validly signed checkpoint, but the proof is the requester's own:
+            // anyone holding a newer checkpoint can provoke it, so it is summarised too.
+            Answer::Inconsistent(_)
+            | Answer::BadRequest(_)
+            | Answer::Forbidden
+            | Answer::UnknownOrigin => {
                 let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut last = self
                     .last_summary
@@ -102,10 +126,15 @@ impl Served {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if last.is_none_or(|t| t.elapsed() >= SUMMARY_EVERY) {
                     *last = Some(Instant::now());
+                    let latest = match answer {
+                        Answer::Inconsistent(why) => why.clone(),
+                        _ => String::new(),
+                    };
                     tracing::warn!(
                         refused_total = refused,
                         status = answer.status(),
-                        "witness refused requests (bad, unsigned or for an unknown log)"
+                        latest = %latest,
+                        "witness refused requests (bad, unsigned, for an unknown log, or not consistent with what it cosigned)"
                     );
                 }
             }

@@ -73,10 +73,25 @@ impl Answer {
 pub enum WitnessError {
     #[error("cannot read the witness state {}: {why}", path.display())]
     State { path: PathBuf, why: String },
+    #[error("the witness state {} does not exist: a witness that forgot what it cosigned would cosign a rolled-back log; restore it, or start with --init for a new witness", path.display())]
+    Missing { path: PathBuf },
+    #[error("the witness state {} is in use by another witness process", path.display())]
+    Locked { path: PathBuf },
+}
+
+/// Whether a missing state file may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// The state must exist (the normal start).
+    Existing,
+    /// A new witness: create an empty state if there is none.
+    CreateIfMissing,
 }
 
 /// A witness for a fixed set of logs.
 pub struct Witness {
+    /// Held for the witness's life: one process per state file.
+    _lock: std::fs::File,
     cosigner: Cosigner,
     /// Origin → keys trusted to sign its checkpoints. A log's key name is its origin.
     logs: HashMap<String, Vec<Verifier>>,
@@ -91,19 +106,41 @@ impl Witness {
         cosigner: Cosigner,
         logs: Vec<Verifier>,
         state_path: &Path,
+        init: Init,
     ) -> Result<Self, WitnessError> {
+        let failed = |e: std::io::Error| WitnessError::State {
+            path: state_path.to_path_buf(),
+            why: e.to_string(),
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(sibling(state_path, ".lock"))
+            .map_err(failed)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(WitnessError::Locked {
+                    path: state_path.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
         let state = match std::fs::read(state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| WitnessError::State {
                 path: state_path.to_path_buf(),
                 why: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => {
-                return Err(WitnessError::State {
-                    path: state_path.to_path_buf(),
-                    why: e.to_string(),
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match init {
+                Init::CreateIfMissing => State::default(),
+                Init::Existing => {
+                    return Err(WitnessError::Missing {
+                        path: state_path.to_path_buf(),
+                    })
+                }
+            },
+            Err(e) => return Err(failed(e)),
         };
         let mut by_origin: HashMap<String, Vec<Verifier>> = HashMap::new();
         for key in logs {
@@ -112,12 +149,23 @@ impl Witness {
                 .or_default()
                 .push(key);
         }
-        Ok(Self {
+        let witness = Self {
+            _lock: lock,
             cosigner,
             logs: by_origin,
             state_path: state_path.to_path_buf(),
             state: Mutex::new(state),
-        })
+        };
+        // A new witness writes its (empty) state now, so the next start finds it.
+        if init == Init::CreateIfMissing && !state_path.exists() {
+            witness
+                .store(&witness.lock().clone())
+                .map_err(|why| WitnessError::State {
+                    path: state_path.to_path_buf(),
+                    why,
+                })?;
+        }
+        Ok(witness)
     }
 
     /// The witness's public key.
@@ -162,7 +210,10 @@ impl Witness {
                 request.old_size, checkpoint.size
             ));
         }
-        if request.old_size == 0 && !request.proof.is_empty() {
+        // Nothing to prove from an empty tree, or between equal sizes: a proof must be empty.
+        if (request.old_size == 0 || request.old_size == checkpoint.size)
+            && !request.proof.is_empty()
+        {
             return Answer::BadRequest(RequestError::ProofLine(1).to_string());
         }
         let mut state = self.lock();
@@ -196,6 +247,11 @@ impl Witness {
             Ok(line) => line.to_line(),
             Err(e) => return Answer::Unavailable(format!("cannot cosign: {e}")),
         };
+        // The same tree again: cosigned afresh, but nothing new to keep (and no fsync for
+        // anyone who replays the public latest checkpoint).
+        if current.is_some_and(|seen| seen.size == checkpoint.size && seen.root == new_root) {
+            return Answer::Cosigned(line);
+        }
         let mut next = state.clone();
         next.logs.insert(
             checkpoint.origin.clone(),
@@ -215,10 +271,17 @@ impl Witness {
     fn store(&self, state: &State) -> Result<(), String> {
         let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
         bytes.push(b'\n');
-        let tmp = self.state_path.with_extension("tmp");
+        let tmp = sibling(&self.state_path, ".tmp");
         gatehouse_audit::durable_file::replace(&self.state_path, &tmp, &bytes)
             .map_err(|e| format!("cannot keep the witness state: {e}"))
     }
+}
+
+/// `path` with `suffix` added to its file name (`state.json` → `state.json.tmp`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 fn parse_root(text: &str) -> Option<gatehouse_tlog::Hash> {

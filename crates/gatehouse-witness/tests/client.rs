@@ -11,7 +11,7 @@ use gatehouse_audit::checkpoint::CheckpointOptions;
 use gatehouse_audit::event::{Event, EventKind, Outcome};
 use gatehouse_audit::{AuditLog, FsyncMode, Options};
 use gatehouse_tlog::{Cosigner, SignedNote, Signer};
-use gatehouse_witness::{client, server, Witness, WitnessTarget, WitnessedDetail};
+use gatehouse_witness::{client, server, Init, Witness, WitnessTarget, WitnessedDetail};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -44,7 +44,15 @@ fn open_log(dir: &Path) -> AuditLog {
 
 /// Serves a witness on a free loopback port until the returned sender is dropped.
 async fn serve_witness(state: &Path) -> (String, tokio::task::JoinHandle<()>) {
-    let witness = Arc::new(Witness::open(cosigner(), vec![log_key().verifier()], state).unwrap());
+    let witness = Arc::new(
+        Witness::open(
+            cosigner(),
+            vec![log_key().verifier()],
+            state,
+            Init::CreateIfMissing,
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -175,13 +183,16 @@ async fn a_witness_that_is_down_is_recorded_and_catches_up_with_one_proof_later(
     let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
     append(&log, 5);
     let latest = log.checkpoint().await.unwrap();
-    // The one it found at start (size 20, from nothing), then the new one by a proof 20 -> 27.
+    // The latest it found at start (from nothing; it covers the failure record, which is
+    // evidence and so got a checkpoint of its own), then the new one by a proof from there.
     let witnessed = wait_for(&log, "audit.witnessed", 2).await;
     let sizes: Vec<u64> = witnessed
         .iter()
         .map(|w| w["what"]["detail"]["size"].as_u64().unwrap())
         .collect();
-    assert_eq!(sizes, vec![checkpoint.size, latest.size]);
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(sizes[0] > checkpoint.size, "{sizes:?}");
+    assert_eq!(sizes[1], latest.size);
     let _ = stop.send(true);
     for t in clients.tasks {
         t.await.unwrap();
@@ -227,4 +238,41 @@ async fn a_log_cut_below_what_the_witness_cosigned_is_named_as_rolled_back() {
         t.await.unwrap();
     }
     forged.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_that_lost_its_state_is_named_not_trusted_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("witness.json");
+    let log = open_log(dir.path());
+    {
+        let (url, server) = serve_witness(&state).await;
+        let (stop, stopped) = watch::channel(false);
+        let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
+        append(&log, 30);
+        log.checkpoint().await.unwrap();
+        wait_for(&log, "audit.witnessed", 1).await;
+        let _ = stop.send(true);
+        for t in clients.tasks {
+            t.await.unwrap();
+        }
+        server.abort();
+        let _ = server.await;
+    }
+    // The witness's state is gone and it is started as new: it would accept anything now.
+    std::fs::remove_file(&state).unwrap();
+    let (url, _server) = serve_witness(&state).await;
+    let (stop, stopped) = watch::channel(false);
+    let clients = client::spawn(log.clone(), vec![target(&url)], stopped).unwrap();
+    append(&log, 5);
+    log.checkpoint().await.unwrap();
+    let failed = wait_for(&log, "audit.witness_failed", 1).await;
+    let reason = failed[0]["outcome"]["reason"].as_str().unwrap();
+    assert!(reason.contains("lost or rolled back its state"), "{reason}");
+    assert_eq!(of_kind(&log, "audit.witnessed").len(), 1);
+    let _ = stop.send(true);
+    for t in clients.tasks {
+        t.await.unwrap();
+    }
+    log.shutdown().await.unwrap();
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_tlog::{leaf_hash, Checkpoint, Cosigner, Hash, Signer};
 use gatehouse_witness::request::AddCheckpoint;
-use gatehouse_witness::{server, Witness};
+use gatehouse_witness::{server, Init, Witness};
 
 const ORIGIN: &str = "bank.example/gatehouse";
 
@@ -31,6 +31,7 @@ async fn serve(dir: &tempfile::TempDir) -> (String, Arc<Witness>) {
             Cosigner::from_seed("witness.example/w1", &[22u8; 32]).unwrap(),
             vec![log_key().verifier()],
             &dir.path().join("state.json"),
+            Init::CreateIfMissing,
         )
         .unwrap(),
     );

@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use gatehouse_tlog::tree::consistency_proof;
 use gatehouse_tlog::{leaf_hash, Checkpoint, Cosigner, Hash, SignedNote, Signer};
 use gatehouse_witness::request::AddCheckpoint;
-use gatehouse_witness::{Answer, Witness};
+use gatehouse_witness::{Answer, Init, Witness, WitnessError};
 
 const ORIGIN: &str = "bank.example/gatehouse";
 
@@ -61,6 +61,7 @@ fn open(dir: &tempfile::TempDir) -> Witness {
         cosigner(),
         vec![log_key().verifier()],
         &dir.path().join("witness.json"),
+        Init::CreateIfMissing,
     )
     .unwrap()
 }
@@ -90,9 +91,45 @@ fn a_growing_log_is_cosigned_at_each_size_and_the_state_survives_a_restart() {
     assert_eq!(grow(&witness, &all, 300, 300).status(), 200);
     drop(witness);
 
-    let again = open(&dir);
+    let again = Witness::open(
+        cosigner(),
+        vec![log_key().verifier()],
+        &dir.path().join("witness.json"),
+        Init::Existing,
+    )
+    .unwrap();
     assert_eq!(again.seen(ORIGIN).unwrap().size, 300);
     assert_eq!(grow(&again, &all, 65, 300), Answer::WrongOldSize(300));
+    // One process per state file: a second one is refused while the first runs.
+    let second = Witness::open(
+        cosigner(),
+        vec![log_key().verifier()],
+        &dir.path().join("witness.json"),
+        Init::Existing,
+    );
+    assert!(matches!(second, Err(WitnessError::Locked { .. })));
+}
+
+#[test]
+fn a_witness_whose_state_is_gone_does_not_start_afresh_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = leaves(10, 1);
+    let witness = open(&dir);
+    assert_eq!(grow(&witness, &all, 0, 10).status(), 200);
+    drop(witness);
+    std::fs::remove_file(dir.path().join("witness.json")).unwrap();
+    // Starting fresh would cosign a rolled-back log: refused, with why.
+    let refused = Witness::open(
+        cosigner(),
+        vec![log_key().verifier()],
+        &dir.path().join("witness.json"),
+        Init::Existing,
+    );
+    let Err(e) = refused else {
+        panic!("started without its state")
+    };
+    assert!(matches!(e, WitnessError::Missing { .. }));
+    assert!(e.to_string().contains("--init"), "{e}");
 }
 
 #[test]
@@ -187,17 +224,21 @@ fn malformed_requests_get_400_and_change_nothing() {
 fn a_cosignature_is_never_given_for_state_that_was_not_kept() {
     let dir = tempfile::tempdir().unwrap();
     let all = leaves(10, 1);
-    // The state file's directory does not exist: nothing can be kept.
+    let volume = dir.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
     let witness = Witness::open(
         cosigner(),
         vec![log_key().verifier()],
-        &dir.path().join("missing").join("witness.json"),
+        &volume.join("witness.json"),
+        Init::CreateIfMissing,
     )
     .unwrap();
+    // The state's volume goes away: nothing can be kept, so nothing is cosigned.
+    std::fs::remove_dir_all(&volume).unwrap();
     let answer = witness.add_checkpoint(&body(0, Vec::new(), note(&log_key(), &all, 5)), 1);
     assert!(matches!(answer, Answer::Unavailable(_)), "{answer:?}");
     assert!(witness.seen(ORIGIN).is_none());
-    std::fs::create_dir(dir.path().join("missing")).unwrap();
+    std::fs::create_dir(&volume).unwrap();
     assert_eq!(
         witness
             .add_checkpoint(&body(0, Vec::new(), note(&log_key(), &all, 5)), 1)

@@ -45,11 +45,7 @@ pub fn verify(file: &Path, pubkey: &str, witness_keys: &[String]) -> anyhow::Res
     match bundle::check(file, &verifier, &witnesses) {
         Ok(verified) => {
             print!("{}", report(&verified));
-            let unwitnessed = verified
-                .witnessed
-                .as_ref()
-                .map_or(!witnesses.is_empty(), |w| !w.missing.is_empty());
-            if unwitnessed {
+            if unwitnessed(&verified, witnesses.len()) {
                 eprintln!(
                     "{}: NOT WITNESSED by every witness key given (see above)",
                     file.display()
@@ -72,12 +68,23 @@ fn parse_witness_key(arg: &str) -> anyhow::Result<gatehouse_tlog::CosignatureVer
         .map_err(|e| anyhow::anyhow!("--witness-key: not a witness key ({e})"))
 }
 
-/// Who witnessed what, in plain words.
+/// Who witnessed what, in plain words, and how much of the bundle that covers.
 fn witnessed_report(v: &Verified) -> String {
     let Some(w) = &v.witnessed else {
         return "  Witnessed by: nobody (the bundle carries no witness cosignatures).\n".into();
     };
-    let covered = v.manifest.summary.last_seq.min(w.size);
+    let (first, last) = (v.manifest.summary.first_seq, v.manifest.summary.last_seq);
+    let coverage = if w.size >= last {
+        format!("every record of this bundle (seq {first}..{last}) was fixed by then")
+    } else if w.size >= first {
+        format!(
+            "records {first}..{} of this bundle were fixed by then; {}..{last} are covered by the log's signature only",
+            w.size,
+            w.size + 1
+        )
+    } else {
+        format!("none of this bundle's records (from seq {first}) were in that tree: they are covered by the log's signature only")
+    };
     let mut out = String::new();
     for (name, at) in &w.verified {
         let when = time::OffsetDateTime::from_unix_timestamp(*at as i64)
@@ -88,7 +95,7 @@ fn witnessed_report(v: &Verified) -> String {
             })
             .unwrap_or_else(|| at.to_string());
         out += &format!(
-            "  Witnessed by {name} at {when}: the log's tree of {} records, which the signed tree extends (proven); records up to seq {covered} were fixed by then.\n",
+            "  Witnessed by {name} at {when}: the log's tree of {} records, which the signed tree extends (proven); {coverage}.\n",
             w.size
         );
     }
@@ -97,7 +104,7 @@ fn witnessed_report(v: &Verified) -> String {
     }
     if !w.unchecked.is_empty() {
         out += &format!(
-            "  Also cosigned by {} (not checked: pass --witness-key with their public keys).\n",
+            "  Also carries cosignature lines naming {} (not checked: pass --witness-key with their public keys).\n",
             w.unchecked.join(", ")
         );
     }
@@ -105,6 +112,18 @@ fn witnessed_report(v: &Verified) -> String {
         out += "  Witnessed by: nobody.\n";
     }
     out
+}
+
+/// Whether the witnesses asked for leave the bundle unwitnessed: a key whose cosignature is
+/// not there, or a witnessed tree that holds none of the bundle's records.
+fn unwitnessed(v: &Verified, asked: usize) -> bool {
+    if asked == 0 {
+        return false;
+    }
+    match &v.witnessed {
+        None => true,
+        Some(w) => !w.missing.is_empty() || w.size < v.manifest.summary.first_seq,
+    }
 }
 
 /// What was proven, in plain words.

@@ -85,9 +85,13 @@ enum WitnessCommand {
         /// The cosigning key; created (mode 0600) if absent
         #[arg(long)]
         key: PathBuf,
-        /// Where the latest cosigned checkpoint of each log is kept
+        /// Where the latest cosigned checkpoint of each log is kept; must exist unless --init
         #[arg(long)]
         state: PathBuf,
+        /// A new witness: create the state file if it does not exist (a witness that lost its
+        /// state would cosign a rolled-back log, so this is never implied)
+        #[arg(long)]
+        init: bool,
         /// A log to witness: its public key (vkey text, or a file holding it); repeatable
         #[arg(long = "log", required = true)]
         logs: Vec<String>,
@@ -458,8 +462,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             key,
             state,
+            init,
             logs,
-        }) => witness_cmd::serve(listen, &name, &key, &state, &logs),
+        }) => witness_cmd::serve(listen, &name, &key, &state, init, &logs),
         Command::Witness(WitnessCommand::PublicKey { name, key }) => {
             witness_cmd::public_key(&name, &key)
         }

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gatehouse_tlog::Verifier;
-use gatehouse_witness::{keyfile, server, Witness};
+use gatehouse_witness::{keyfile, server, Init, Witness};
 
 pub fn serve(
     listen: SocketAddr,
     name: &str,
     key: &Path,
     state: &Path,
+    init: bool,
     logs: &[String],
 ) -> anyhow::Result<ExitCode> {
     init_logging();
@@ -33,7 +34,12 @@ pub fn serve(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let origins: Vec<String> = logs.iter().map(|l| l.name().to_owned()).collect();
-    let witness = Arc::new(Witness::open(cosigner, logs, state)?);
+    let init = if init {
+        Init::CreateIfMissing
+    } else {
+        Init::Existing
+    };
+    let witness = Arc::new(Witness::open(cosigner, logs, state, init)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -276,9 +276,17 @@ fn check_witnessed(
             Err(e) => check.missing.push((witness.to_string(), e.to_string())),
         }
     }
-    check.unchecked = names
-        .into_iter()
-        .filter(|n| !witnesses.iter().any(|w| w.name() == n))
+    // Lines by keys not given (a line under a given witness's name but another key ID is one).
+    check.unchecked = note
+        .signatures()
+        .iter()
+        .filter(|s| s.name() != verifier.name() || s.key_id() != verifier.key_id())
+        .filter(|s| {
+            !witnesses
+                .iter()
+                .any(|w| w.name() == s.name() && w.key_id() == s.key_id())
+        })
+        .map(|s| s.name().to_owned())
         .collect();
     Ok(check)
 }

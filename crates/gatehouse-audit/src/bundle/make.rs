@@ -6,7 +6,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
 use gatehouse_tlog::tree::{consistency_proof, inclusion_proof};
-use gatehouse_tlog::{range_proof, Checkpoint, Hash, NoteSignature, SignedNote, Verifier};
+use gatehouse_tlog::{range_proof, Checkpoint, Hash, KeyId, NoteSignature, SignedNote, Verifier};
 use time::OffsetDateTime;
 
 use super::archive::{file_sha256, Writer};
@@ -186,7 +186,7 @@ fn locate(
     let mut policies_before = BTreeMap::new();
     // Every checkpoint by (size, root), and the cosignature lines recorded for each.
     let mut checkpoints: BTreeMap<(u64, String), Anchor> = BTreeMap::new();
-    let mut cosigned: BTreeMap<(u64, String), Vec<String>> = BTreeMap::new();
+    let mut cosigned: BTreeMap<(u64, String), Vec<Cosignature>> = BTreeMap::new();
     let io = |e: std::io::Error| BundleError::io(log.display(), e);
     while let Line::Complete = lines::read_line(&mut reader, &mut line, MAX_LINE_LEN).map_err(io)? {
         // The log was verified just before, hashes included: parsing is enough.
@@ -235,11 +235,11 @@ fn locate(
                 anchor = Some(found);
             }
             EventKind::AuditWitnessed => {
-                if let Some((size, root, line)) = cosignature_of(event) {
+                if let Some((size, root, line, by)) = cosignature_of(event) {
+                    // One line per witness key, the latest: a witness asked again cosigns again.
                     let lines = cosigned.entry((size, root)).or_default();
-                    if !lines.contains(&line) {
-                        lines.push(line);
-                    }
+                    lines.retain(|(other, _)| *other != by);
+                    lines.push((by, line));
                 }
             }
             _ => {}
@@ -250,7 +250,15 @@ fn locate(
         .into_iter()
         .rev()
         .filter(|((size, _), _)| *size <= anchor.size)
-        .find_map(|(key, lines)| checkpoints.remove(&key).map(|c| (c, lines)));
+        .find_map(|(key, lines)| {
+            // A note carries at most MAX_SIGNATURES lines, the log's own among them.
+            let lines = lines
+                .into_iter()
+                .map(|(_, line)| line)
+                .take(gatehouse_tlog::note::MAX_SIGNATURES - 1)
+                .collect();
+            checkpoints.remove(&key).map(|c| (c, lines))
+        });
     let (Some(first), Some(mut last)) = (first, last) else {
         return Err(BundleError::Empty);
     };
@@ -285,15 +293,19 @@ fn locate(
     })
 }
 
-/// `(size, root, cosignature line)` from an `audit.witnessed` record.
-fn cosignature_of(event: &crate::event::Event) -> Option<(u64, String, String)> {
+/// A recorded cosignature line and the key (name, key ID) it is by.
+type Cosignature = ((String, KeyId), String);
+
+/// `(size, root, cosignature line, its key)` from an `audit.witnessed` record.
+fn cosignature_of(event: &crate::event::Event) -> Option<(u64, String, String, (String, KeyId))> {
     let detail = event.what.detail.as_ref()?;
     let size = detail.get("size")?.as_u64()?;
     let root = detail.get("root")?.as_str()?.to_owned();
     let line = detail.get("cosignature")?.as_str()?.trim_end().to_owned();
     // Only well-formed lines; whether they verify is for the examiner's witness keys.
-    NoteSignature::parse(&line).ok()?;
-    Some((size, root, line))
+    let signature = NoteSignature::parse(&line).ok()?;
+    let by = (signature.name().to_owned(), signature.key_id());
+    Some((size, root, line, by))
 }
 
 /// `witnessed.txt` (the note with its cosignature lines) and the manifest's entry for it.

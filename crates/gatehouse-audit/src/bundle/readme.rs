@@ -79,7 +79,7 @@ pub(crate) fn render(m: &Manifest) -> String {
     if let Some(w) = &m.witnessed {
         let _ = writeln!(
             out,
-            "Witnessed: the log's tree of {} records (root `{}`) was cosigned by {}; `witnessed.txt` holds it with their cosignature lines, and the manifest's consistency proof shows the tree above extends it.\n",
+            "Witnessed: `witnessed.txt` holds the log's signed tree of {} records (root `{}`) with cosignature lines naming {}; the manifest's consistency proof shows the tree above extends it. A cosignature proves something only once it verifies under the witness's key, obtained from the witness (`--witness-key`).\n",
             w.size,
             w.root,
             w.cosigners.join(", ")

@@ -62,6 +62,56 @@ pub fn read_leaves(
     from: &TreePosition,
     to: u64,
 ) -> Result<(Vec<Hash>, TreePosition), String> {
+    let mut leaves = Vec::with_capacity(
+        usize::try_from(to.saturating_sub(from.size()))
+            .unwrap_or(0)
+            .min(1 << 20),
+    );
+    let end = walk(path, from, to, |leaf| leaves.push(leaf))?;
+    Ok((leaves, end))
+}
+
+/// The position after record `to`, reached from `from` by reading (and checking) the records
+/// in between; keeps nothing but the frontier, whatever the distance.
+pub fn advance(path: &Path, from: &TreePosition, to: u64) -> Result<TreePosition, String> {
+    walk(path, from, to, |_| {})
+}
+
+/// Every record of `kind` in the log, in order, each checked against its own hash. Lines
+/// that cannot be of that kind are skipped unparsed.
+pub fn each_of_kind(
+    path: &Path,
+    kind: crate::event::EventKind,
+    mut found: impl FnMut(&record::Record),
+) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let needle = format!("\"kind\":\"{}\"", kind.as_str());
+    let mut line = Vec::new();
+    loop {
+        match lines::read_line(&mut reader, &mut line, MAX_LINE_LEN)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        {
+            Line::Complete => {}
+            Line::Eof | Line::Partial => return Ok(()),
+            Line::TooLong => return Err("a record is too long".into()),
+        }
+        if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            continue;
+        }
+        let rec = record::decode(&line).map_err(|e| e.to_string())?;
+        if rec.event.kind == kind {
+            found(&rec);
+        }
+    }
+}
+
+fn walk(
+    path: &Path,
+    from: &TreePosition,
+    to: u64,
+    mut leaf_out: impl FnMut(Hash),
+) -> Result<TreePosition, String> {
     let start = from.size();
     if to < start {
         return Err(format!("cannot read back from {start} to {to}"));
@@ -71,7 +121,6 @@ pub fn read_leaves(
         .map_err(|e| format!("cannot seek in {}: {e}", path.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
-    let mut leaves = Vec::with_capacity(usize::try_from(to - start).unwrap_or(0).min(1 << 20));
     let mut position = from.clone();
     while position.size() < to {
         let expected = position.size() + 1;
@@ -95,11 +144,11 @@ pub fn read_leaves(
             return Err(format!("record {expected} does not follow the one before"));
         }
         let leaf = leaf_of(&rec.hash);
-        leaves.push(leaf);
+        leaf_out(leaf);
         // Cannot be full: sizes come from a u64 seq.
         let _ = position.frontier.append(leaf);
         position.offset += line.len() as u64 + 1;
         position.head = rec.hash;
     }
-    Ok((leaves, position))
+    Ok(position)
 }

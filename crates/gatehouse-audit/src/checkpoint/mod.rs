@@ -26,7 +26,7 @@ use crate::event::{Event, EventKind, Outcome, What};
 use crate::record::HashHex;
 
 pub use check::{CheckpointFault, CheckpointSummary};
-pub use leaves::{read_leaves, TreePosition};
+pub use leaves::{advance, each_of_kind, read_leaves, TreePosition};
 pub use resume::Resumption;
 pub(crate) use state::parse_hash;
 pub use state::{CheckpointState, StateError};

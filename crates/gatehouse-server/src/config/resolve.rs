@@ -309,14 +309,19 @@ impl<'a> Resolver<'a> {
             }
         };
         let url = raw.url.trim_end_matches('/').to_owned();
+        // No user:password@ (it would be written into every audit.witness_failed record).
+        let authority = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.contains(char::is_whitespace)
+            || authority.contains('@')
         {
             let mut p = path("url");
             p[2] = &at;
             self.error(
                 &p,
-                "must be an http:// or https:// URL (the submission prefix)",
+                "must be an http:// or https:// URL without credentials (the submission prefix)",
             );
             ok = false;
         }

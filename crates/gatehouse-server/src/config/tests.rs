@@ -512,13 +512,20 @@ fn witnesses_are_checked() {
     assert_eq!(witness.timeout, Duration::from_secs(10));
 
     let bad = format!(
-        "{MINIMAL}audit:\n  checkpoints:\n    enabled: false\n  witnesses:\n    - url: ftp://x\n      key: {key}\n    - url: http://y\n      key: {log_key}\n      timeout: 0s\n    - url: http://z\n      key: {key}\n    - url: https://z2\n      key: {key}\n"
+        "{MINIMAL}audit:\n  checkpoints:\n    enabled: false\n  witnesses:\n    - url: ftp://x\n      key: {key}\n    - url: http://y\n      key: {log_key}\n      timeout: 0s\n    - url: http://z\n      key: {key}\n    - url: https://z2\n      key: {key}\n    - url: https://u:secret@z3\n      key: {key}\n"
     );
     let errors = error_of(&bad);
     assert!(
         errors.contains("audit.witnesses.0.url: must be an http:// or https:// URL"),
         "{errors}"
     );
+    assert!(
+        errors.contains(
+            "audit.witnesses.4.url: must be an http:// or https:// URL without credentials"
+        ),
+        "{errors}"
+    );
+    assert!(!errors.contains("secret"), "{errors}");
     // A log's key (type 0x01) is not a witness's.
     assert!(
         errors.contains("audit.witnesses.1.key: not a witness key"),

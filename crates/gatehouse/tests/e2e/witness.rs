@@ -56,6 +56,7 @@ fn start_witness(dir: &Path, name: &str, port: u16, log_keys: &[&str]) -> Witnes
         .arg(dir.join("witness.key"))
         .arg("--state")
         .arg(dir.join("witness-state.json"))
+        .arg("--init")
         .stdout(file.try_clone().unwrap())
         .stderr(file);
     for key in log_keys {
@@ -220,7 +221,9 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
     ]);
     assert!(out.status.success());
     assert!(
-        text(&out.stdout).contains(&format!("Also cosigned by {wb_name} (not checked")),
+        text(&out.stdout).contains(&format!(
+            "Also carries cosignature lines naming {wb_name} (not checked"
+        )),
         "{}",
         text(&out.stdout)
     );
