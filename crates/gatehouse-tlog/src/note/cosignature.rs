@@ -13,11 +13,9 @@
 //! and the signature bytes, `timestamp (u64, big-endian) || Ed25519 signature`.
 
 use super::error::NoteError;
-use super::key::{decode_typed_key, split_plus, KeyId};
+use super::key::{check_key_id, key_text, parse_key_text, KeyId};
 use super::signed::{NoteSignature, SignedNote};
 use super::text::{check_body, check_key_name};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -83,21 +81,10 @@ impl CosignatureVerifier {
 
     /// Parses vkey text with key type `0x04`: `<name>+<key id>+<base64(0x04 || key)>`.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let malformed = NoteError::MalformedVerifierKey;
-        let (name, rest) = split_plus(vkey).ok_or(malformed("missing '+' after the name"))?;
-        let (id_hex, key64) = split_plus(rest).ok_or(malformed("missing '+' after the key ID"))?;
-        check_key_name(name)?;
-        let written =
-            KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let public_key = decode_typed_key(key64, ALG_COSIGNATURE_V1)
-            .map_err(|e| e.into_note_error(malformed))?;
+        let (name, written, public_key) =
+            parse_key_text(vkey, ALG_COSIGNATURE_V1, NoteError::MalformedVerifierKey)?;
         let verifier = Self::new(name, &public_key)?;
-        if verifier.key_id != written {
-            return Err(NoteError::KeyIdMismatch {
-                written,
-                computed: verifier.key_id,
-            });
-        }
+        check_key_id(written, verifier.key_id)?;
         Ok(verifier)
     }
 
@@ -176,10 +163,12 @@ impl CosignatureVerifier {
 
 impl fmt::Display for CosignatureVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut typed = [0u8; 33];
-        typed[0] = ALG_COSIGNATURE_V1;
-        typed[1..].copy_from_slice(self.key.as_bytes());
-        write!(f, "{}+{}+{}", self.name, self.key_id, BASE64.encode(typed))
+        f.write_str(&key_text(
+            &self.name,
+            self.key_id,
+            ALG_COSIGNATURE_V1,
+            self.key.as_bytes(),
+        ))
     }
 }
 
@@ -209,34 +198,21 @@ impl Cosigner {
         let rest = skey
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(malformed("missing PRIVATE+KEY+ prefix"))?;
-        let (name, rest) = split_plus(rest).ok_or(malformed("missing '+' after the name"))?;
-        let (id_hex, key64) = split_plus(rest).ok_or(malformed("missing '+' after the key ID"))?;
-        check_key_name(name)?;
-        let written =
-            KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let seed = decode_typed_key(key64, ALG_COSIGNATURE_V1)
-            .map_err(|e| e.into_note_error(malformed))?;
+        let (name, written, seed) = parse_key_text(rest, ALG_COSIGNATURE_V1, malformed)?;
         let cosigner = Self::from_seed(name, &seed)?;
-        if cosigner.key_id != written {
-            return Err(NoteError::KeyIdMismatch {
-                written,
-                computed: cosigner.key_id,
-            });
-        }
+        check_key_id(written, cosigner.key_id)?;
         Ok(cosigner)
     }
 
     /// The text [`Cosigner::from_skey`] reads; the secret, for a protected file only.
     pub fn to_skey(&self) -> Zeroizing<String> {
-        let mut typed = Zeroizing::new([0u8; 33]);
-        typed[0] = ALG_COSIGNATURE_V1;
-        typed[1..].copy_from_slice(self.key.as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
+        let text = key_text(
+            &self.name,
             self.key_id,
-            BASE64.encode(&typed[..])
-        ))
+            ALG_COSIGNATURE_V1,
+            self.key.as_bytes(),
+        );
+        Zeroizing::new(format!("PRIVATE+KEY+{}", text.as_str()))
     }
 
     /// The witness's name.

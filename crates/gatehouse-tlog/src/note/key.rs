@@ -103,6 +103,40 @@ impl KeyTextError {
     }
 }
 
+/// Parses `<name>+<8 lowercase hex>+<base64(alg || 32 bytes)>` (after any `PRIVATE+KEY+`
+/// prefix, which the caller strips): the name, the written key ID and the key bytes (wiped on
+/// drop: they may be a private seed). The caller recomputes the key ID and compares.
+pub(super) fn parse_key_text(
+    text: &str,
+    alg: u8,
+    malformed: fn(&'static str) -> NoteError,
+) -> Result<(&str, KeyId, Zeroizing<[u8; 32]>), NoteError> {
+    let (name, rest) = split_plus(text).ok_or(malformed("missing '+' after the name"))?;
+    let (id_hex, key64) = split_plus(rest).ok_or(malformed("missing '+' after the key ID"))?;
+    check_key_name(name)?;
+    let written =
+        KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
+    let key = decode_typed_key(key64, alg).map_err(|e| e.into_note_error(malformed))?;
+    Ok((name, written, key))
+}
+
+/// `<name>+<key id>+<base64(alg || key)>`, the text [`parse_key_text`] reads.
+pub(super) fn key_text(name: &str, key_id: KeyId, alg: u8, key: &[u8; 32]) -> Zeroizing<String> {
+    let mut typed = Zeroizing::new([0u8; 33]);
+    typed[0] = alg;
+    typed[1..].copy_from_slice(key);
+    Zeroizing::new(format!("{name}+{key_id}+{}", BASE64.encode(&typed[..])))
+}
+
+/// Fails unless the key ID written in key text is the one computed from the key.
+pub(super) fn check_key_id(written: KeyId, computed: KeyId) -> Result<(), NoteError> {
+    if written == computed {
+        Ok(())
+    } else {
+        Err(NoteError::KeyIdMismatch { written, computed })
+    }
+}
+
 /// Checks signatures by one Ed25519 key, known by its name and key ID.
 ///
 /// Built from the vkey text an operator configures (`<name>+<key id>+<base64 key>`); the
@@ -133,21 +167,10 @@ impl Verifier {
     /// Parses vkey text, `<name>+<8 lowercase hex>+<base64(0x01 || public key)>`, exactly
     /// (no surrounding white space).
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let malformed = NoteError::MalformedVerifierKey;
-        let (name, rest) = split_plus(vkey).ok_or(malformed("missing '+' after the name"))?;
-        let (id_hex, key64) = split_plus(rest).ok_or(malformed("missing '+' after the key ID"))?;
-        check_key_name(name)?;
-        let written =
-            KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let public_key =
-            decode_typed_key(key64, ALG_ED25519).map_err(|e| e.into_note_error(malformed))?;
+        let (name, written, public_key) =
+            parse_key_text(vkey, ALG_ED25519, NoteError::MalformedVerifierKey)?;
         let verifier = Self::new(name, &public_key)?;
-        if verifier.key_id != written {
-            return Err(NoteError::KeyIdMismatch {
-                written,
-                computed: verifier.key_id,
-            });
-        }
+        check_key_id(written, verifier.key_id)?;
         Ok(verifier)
     }
 
@@ -185,10 +208,12 @@ impl Verifier {
 
 impl fmt::Display for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut typed = [0u8; 33];
-        typed[0] = ALG_ED25519;
-        typed[1..].copy_from_slice(self.key.as_bytes());
-        write!(f, "{}+{}+{}", self.name, self.key_id, BASE64.encode(typed))
+        f.write_str(&key_text(
+            &self.name,
+            self.key_id,
+            ALG_ED25519,
+            self.key.as_bytes(),
+        ))
     }
 }
 
@@ -229,35 +254,17 @@ impl Signer {
         let rest = skey
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(malformed("missing PRIVATE+KEY+ prefix"))?;
-        let (name, rest) = split_plus(rest).ok_or(malformed("missing '+' after the name"))?;
-        let (id_hex, key64) = split_plus(rest).ok_or(malformed("missing '+' after the key ID"))?;
-        check_key_name(name)?;
-        let written =
-            KeyId::from_hex(id_hex).ok_or(malformed("key ID is not 8 lowercase hex digits"))?;
-        let seed =
-            decode_typed_key(key64, ALG_ED25519).map_err(|e| e.into_note_error(malformed))?;
+        let (name, written, seed) = parse_key_text(rest, ALG_ED25519, malformed)?;
         let signer = Self::from_seed(name, &seed)?;
-        if signer.key_id != written {
-            return Err(NoteError::KeyIdMismatch {
-                written,
-                computed: signer.key_id,
-            });
-        }
+        check_key_id(written, signer.key_id)?;
         Ok(signer)
     }
 
     /// The signer-key text [`Signer::from_skey`] reads, to store the key. Wiped on drop; it
     /// is the secret, so it must only ever be written to a protected file.
     pub fn to_skey(&self) -> Zeroizing<String> {
-        let mut typed = Zeroizing::new([0u8; 33]);
-        typed[0] = ALG_ED25519;
-        typed[1..].copy_from_slice(self.key.as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            self.key_id,
-            BASE64.encode(&typed[..])
-        ))
+        let text = key_text(&self.name, self.key_id, ALG_ED25519, self.key.as_bytes());
+        Zeroizing::new(format!("PRIVATE+KEY+{}", text.as_str()))
     }
 
     /// The key name put on signature lines.

@@ -88,6 +88,21 @@ fn checkpoint_and_wait(gateway: &Gateway, kind: &str) -> Value {
     })
 }
 
+/// `verify-bundle FILE --pubkey LOG [--witness-key W]`, on a machine with nothing else.
+fn verify_bundle(file: &Path, log_key: &str, witness_key: Option<&str>) -> Output {
+    let mut args = vec![
+        "audit",
+        "verify-bundle",
+        file.to_str().unwrap(),
+        "--pubkey",
+        log_key,
+    ];
+    if let Some(key) = witness_key {
+        args.extend(["--witness-key", key]);
+    }
+    gatehouse(&args)
+}
+
 fn bundle(gateway: &Gateway, name: &str) -> PathBuf {
     let path = gateway.dir.path().join(name);
     let out = gateway.cli(&["audit", "bundle", "--out", path.to_str().unwrap()]);
@@ -174,15 +189,7 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
     let desk = tempfile::tempdir().unwrap();
     let evidence = desk.path().join("site-a.tar");
     std::fs::copy(bundle(&a, "a.tar"), &evidence).unwrap();
-    let out = gatehouse(&[
-        "audit",
-        "verify-bundle",
-        evidence.to_str().unwrap(),
-        "--pubkey",
-        &log_a,
-        "--witness-key",
-        &wb_key,
-    ]);
+    let out = verify_bundle(&evidence, &log_a, Some(&wb_key));
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
     assert!(said.starts_with("PROVEN: "), "{said}");
@@ -196,15 +203,7 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
     );
 
     // The wrong witness's key: the bundle is proven, but not witnessed by that key.
-    let out = gatehouse(&[
-        "audit",
-        "verify-bundle",
-        evidence.to_str().unwrap(),
-        "--pubkey",
-        &log_a,
-        "--witness-key",
-        &wa_key,
-    ]);
+    let out = verify_bundle(&evidence, &log_a, Some(&wa_key));
     assert!(!out.status.success());
     assert!(
         text(&out.stdout).contains(&format!("NOT witnessed by {wa_key}")),
@@ -212,13 +211,7 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
         text(&out.stdout)
     );
     // Without witness keys, the cosigners are named but not claimed as checked.
-    let out = gatehouse(&[
-        "audit",
-        "verify-bundle",
-        evidence.to_str().unwrap(),
-        "--pubkey",
-        &log_a,
-    ]);
+    let out = verify_bundle(&evidence, &log_a, None);
     assert!(out.status.success());
     assert!(
         text(&out.stdout).contains(&format!(
@@ -230,15 +223,7 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
 
     let evidence_b = desk.path().join("site-b.tar");
     std::fs::copy(bundle(&b, "b.tar"), &evidence_b).unwrap();
-    let out = gatehouse(&[
-        "audit",
-        "verify-bundle",
-        evidence_b.to_str().unwrap(),
-        "--pubkey",
-        &log_b,
-        "--witness-key",
-        &wa_key,
-    ]);
+    let out = verify_bundle(&evidence_b, &log_b, Some(&wa_key));
     assert!(
         out.status.success(),
         "{}{}",
