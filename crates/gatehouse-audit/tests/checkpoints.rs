@@ -581,3 +581,65 @@ fn a_consistency_proof_shows_an_old_checkpoint_is_a_prefix_of_the_latest() {
         Err(ProofFailure::NoCheckpointOfSize(_))
     ));
 }
+
+#[test]
+fn witnesses_cosignatures_in_the_log_are_checked_against_their_checkpoints() {
+    use gatehouse_audit::checkpoint::witness_summary;
+    use gatehouse_audit::{Outcome, What};
+    use gatehouse_tlog::Cosigner;
+    let site = Site::new();
+    let log = site.open().unwrap();
+    for i in 1..=3 {
+        log.append(statement(i)).unwrap();
+    }
+    let state = log.checkpoint_blocking().unwrap();
+    let body = state.note.split("\n\n").next().unwrap().to_owned() + "\n";
+    let witness = Cosigner::from_seed("w.example/1", &[5u8; 32]).unwrap();
+    let other = Cosigner::from_seed("w.example/2", &[6u8; 32]).unwrap();
+    let witnessed = |by: &Cosigner, size: u64, root: &str, over: &str| {
+        let line = by.cosign(over, 1_700_000_000).unwrap().to_line();
+        let mut event = Event::now(EventKind::AuditWitnessed, Outcome::success());
+        event.what = What {
+            detail: Some(serde_json::json!({
+                "witness": by.verifier().to_string(),
+                "size": size,
+                "root": root,
+                "cosignature": line.trim_end(),
+                "timestamp": 1_700_000_000u64,
+            })),
+            ..What::default()
+        };
+        event
+    };
+    // A genuine cosignature; one over another body; one naming a tree the log never signed;
+    // one by a witness not given; and a failure.
+    log.append(witnessed(&witness, state.size, &state.root, &body))
+        .unwrap();
+    let forged_body = body.replacen(&format!("\n{}\n", state.size), "\n999\n", 1);
+    log.append(witnessed(&witness, state.size, &state.root, &forged_body))
+        .unwrap();
+    log.append(witnessed(&witness, 999, &state.root, &body))
+        .unwrap();
+    log.append(witnessed(&other, state.size, &state.root, &body))
+        .unwrap();
+    log.append(Event::now(
+        EventKind::AuditWitnessFailed,
+        Outcome::failure("cannot reach the witness"),
+    ))
+    .unwrap();
+    log.close().unwrap();
+
+    let summary = witness_summary(&site.log(), &[witness.verifier()]).unwrap();
+    assert_eq!(summary.cosignatures, 4);
+    assert_eq!(summary.keys[0].verified, 1);
+    assert_eq!(summary.keys[0].latest, Some((state.size, 1_700_000_000)));
+    assert_eq!(summary.invalid.len(), 2, "{:?}", summary.invalid);
+    assert!(summary.invalid[0].2.contains("does not verify"));
+    assert!(summary.invalid[1].2.contains("does not hold"));
+    assert_eq!(summary.unchecked, vec![other.verifier().to_string()]);
+    assert_eq!(summary.failures, 1);
+    assert_eq!(
+        summary.latest_failure.as_ref().map(|f| f.1.as_str()),
+        Some("cannot reach the witness")
+    );
+}

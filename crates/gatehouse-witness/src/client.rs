@@ -214,7 +214,7 @@ impl Submitter {
         let (path, key) = (self.path.clone(), self.target.key.to_string());
         let scan = tokio::task::spawn_blocking(move || {
             let mut floor = 0u64;
-            each_of_kind(&path, EventKind::AuditWitnessed, |rec| {
+            each_of_kind(&path, &[EventKind::AuditWitnessed], |rec| {
                 let detail = rec.event.what.detail.as_ref();
                 if detail
                     .and_then(|d| d.get("witness"))

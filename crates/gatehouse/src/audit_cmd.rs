@@ -64,9 +64,14 @@ pub fn verify(
     config: &Config,
     pubkey: Option<&str>,
     state: Option<&Path>,
+    witness_keys: &[String],
 ) -> anyhow::Result<ExitCode> {
     let path = log_path(config);
     let options = verify_options(config, pubkey, state)?;
+    let witnesses = witness_keys
+        .iter()
+        .map(|k| parse_witness_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     match verify_with(&path, &options) {
         Ok(report) => {
             let last = report
@@ -91,13 +96,81 @@ pub fn verify(
                     examples.join(", ")
                 );
             }
-            Ok(check_recordings(config, &report))
+            let witnessed = report_witnesses(&path, &witnesses)?;
+            let recordings = check_recordings(config, &report);
+            Ok(if witnessed {
+                recordings
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(failure) => {
             eprintln!("{}: NOT INTACT: {failure}", path.display());
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A witness's public key given as vkey text (type 0x04) or as a file holding it.
+pub(crate) fn parse_witness_key(arg: &str) -> anyhow::Result<gatehouse_tlog::CosignatureVerifier> {
+    let text = std::fs::read_to_string(arg).unwrap_or_else(|_| arg.to_owned());
+    gatehouse_tlog::CosignatureVerifier::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("--witness-key: not a witness key ({e})"))
+}
+
+/// Prints what the log's witness records show; false when a given witness's cosignature in
+/// the log does not verify, or a given witness never cosigned.
+fn report_witnesses(
+    path: &Path,
+    keys: &[gatehouse_tlog::CosignatureVerifier],
+) -> anyhow::Result<bool> {
+    let summary = gatehouse_audit::checkpoint::witness_summary(path, keys)
+        .map_err(|e| anyhow::anyhow!("reading the witnesses' records: {e}"))?;
+    let mut ok = true;
+    for k in &summary.keys {
+        match k.latest {
+            Some((size, at)) => {
+                let when = time::OffsetDateTime::from_unix_timestamp(at as i64)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| at.to_string());
+                println!(
+                    "witness {}: {} cosignature(s) verify; the largest tree it cosigned holds records 1..{size} ({when})",
+                    k.key, k.verified
+                );
+            }
+            None => {
+                ok = false;
+                println!(
+                    "witness {}: NOT WITNESSED: no cosignature by this key in the log",
+                    k.key
+                );
+            }
+        }
+    }
+    for (seq, witness, why) in &summary.invalid {
+        ok = false;
+        println!("INVALID: the audit.witnessed record at seq {seq} ({witness}): {why}");
+    }
+    if !summary.unchecked.is_empty() {
+        println!(
+            "{} cosignature record(s) by witness(es) not given, not checked: {} (pass --witness-key)",
+            summary.cosignatures
+                - summary.keys.iter().map(|k| k.verified).sum::<u64>()
+                - summary.invalid.len() as u64,
+            summary.unchecked.join(", ")
+        );
+    }
+    if let Some((seq, reason)) = &summary.latest_failure {
+        println!(
+            "witness failures recorded: {} (the latest, seq {seq}: {reason})",
+            summary.failures
+        );
+    }
+    Ok(ok)
 }
 
 fn print_checkpoints(report: &gatehouse_audit::VerifyReport, options: &VerifyOptions) {

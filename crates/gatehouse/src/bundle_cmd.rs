@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use gatehouse_audit::bundle::{self, Selection, Verified};
 use gatehouse_server::config::Config;
 
-use crate::audit_cmd::{log_path, parse_pubkey, parse_time, verify_options};
+use crate::audit_cmd::{log_path, parse_pubkey, parse_time, parse_witness_key, verify_options};
 
 pub fn make(
     config: &Config,
@@ -59,13 +59,6 @@ pub fn verify(file: &Path, pubkey: &str, witness_keys: &[String]) -> anyhow::Res
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// A witness's public key given as vkey text (type 0x04) or as a file holding it.
-fn parse_witness_key(arg: &str) -> anyhow::Result<gatehouse_tlog::CosignatureVerifier> {
-    let text = std::fs::read_to_string(arg).unwrap_or_else(|_| arg.to_owned());
-    gatehouse_tlog::CosignatureVerifier::parse(text.trim())
-        .map_err(|e| anyhow::anyhow!("--witness-key: not a witness key ({e})"))
 }
 
 /// Who witnessed what, in plain words, and how much of the bundle that covers.

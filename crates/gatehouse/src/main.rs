@@ -263,6 +263,9 @@ enum AuditCommand {
         /// The checkpoint kept outside the audit directory (default: the configured one)
         #[arg(long)]
         state: Option<PathBuf>,
+        /// A witness whose cosignatures in the log to check (vkey text or file); repeatable
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
     },
     /// Print the public key that signs audit checkpoints
     PublicKey(ConfigArg),
@@ -411,10 +414,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             pubkey,
             state,
+            witness_keys,
         }) => audit_cmd::verify(
             &load_offline(&config.config)?,
             pubkey.as_deref(),
             state.as_deref(),
+            &witness_keys,
         ),
         Command::Audit(AuditCommand::Checkpoint { server }) => {
             admin_client::checkpoint(&server.server)

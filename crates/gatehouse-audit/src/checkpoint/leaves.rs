@@ -77,16 +77,19 @@ pub fn advance(path: &Path, from: &TreePosition, to: u64) -> Result<TreePosition
     walk(path, from, to, |_| {})
 }
 
-/// Every record of `kind` in the log, in order, each checked against its own hash. Lines
-/// that cannot be of that kind are skipped unparsed.
+/// Every record of one of `kinds` in the log, in order, each checked against its own hash.
+/// Lines that cannot be of those kinds are skipped unparsed.
 pub fn each_of_kind(
     path: &Path,
-    kind: crate::event::EventKind,
+    kinds: &[crate::event::EventKind],
     mut found: impl FnMut(&record::Record),
 ) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let needle = format!("\"kind\":\"{}\"", kind.as_str());
+    let needles: Vec<String> = kinds
+        .iter()
+        .map(|kind| format!("\"kind\":\"{}\"", kind.as_str()))
+        .collect();
     let mut line = Vec::new();
     loop {
         match lines::read_line(&mut reader, &mut line, MAX_LINE_LEN)
@@ -96,11 +99,14 @@ pub fn each_of_kind(
             Line::Eof | Line::Partial => return Ok(()),
             Line::TooLong => return Err("a record is too long".into()),
         }
-        if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        let maybe = needles
+            .iter()
+            .any(|needle| line.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        if !maybe {
             continue;
         }
         let rec = record::decode(&line).map_err(|e| e.to_string())?;
-        if rec.event.kind == kind {
+        if kinds.contains(&rec.event.kind) {
             found(&rec);
         }
     }

@@ -14,6 +14,7 @@ pub mod check;
 pub mod leaves;
 pub(crate) mod resume;
 mod state;
+pub mod witnessed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use leaves::{advance, each_of_kind, read_leaves, TreePosition};
 pub use resume::Resumption;
 pub(crate) use state::parse_hash;
 pub use state::{CheckpointState, StateError};
+pub use witnessed::{witness_summary, KeyWitnessed, WitnessSummary};
 
 /// The most records a checkpoint record may follow the size it signs by. The writer skips a
 /// checkpoint rather than write one further behind; verifiers keep this many recent roots.

@@ -180,11 +180,37 @@ fn two_sites_witness_each_other_and_each_bundle_is_proven_witnessed() {
     );
     a.stop();
     b.stop();
-    // The witness records are ordinary records: both logs still verify.
-    for (gateway, key) in [(&a, &log_a), (&b, &log_b)] {
-        let out = gateway.cli(&["audit", "verify", "--pubkey", key]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
+    // The witness records are ordinary records: both logs still verify, and with the witness's
+    // key, verify checks every cosignature the log holds.
+    for (gateway, key, witness) in [(&a, &log_a, &wb_key), (&b, &log_b, &wa_key)] {
+        let out = gateway.cli(&["audit", "verify", "--pubkey", key, "--witness-key", witness]);
+        let said = text(&out.stdout);
+        assert!(out.status.success(), "{said}{}", text(&out.stderr));
+        assert!(said.contains(&format!("witness {witness}: ")), "{said}");
+        assert!(said.contains("cosignature(s) verify"), "{said}");
     }
+    // The other site's witness never cosigned A's log.
+    let out = a.cli(&[
+        "audit",
+        "verify",
+        "--pubkey",
+        &log_a,
+        "--witness-key",
+        &wa_key,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("NOT WITNESSED"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A's log also says its first checkpoint could not be witnessed.
+    let out = a.cli(&["audit", "verify", "--pubkey", &log_a]);
+    assert!(
+        text(&out.stdout).contains("witness failures recorded: 1"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let desk = tempfile::tempdir().unwrap();
     let evidence = desk.path().join("site-a.tar");
