@@ -1,5 +1,6 @@
-//! The audit log streamed to a real rsyslogd (Debian's package) by a running gateway: every
-//! record arrives, including across a receiver outage and a gateway restart.
+//! The audit log streamed by a running gateway to a real rsyslogd (Debian's package) and to a
+//! HEC-style receiver: every record arrives, including across a receiver outage and a gateway
+//! restart.
 
 use crate::harness::*;
 use std::collections::BTreeSet;
@@ -82,7 +83,132 @@ impl Drop for Rsyslog {
     }
 }
 
-fn wait_until_all_arrived(gateway: &Gateway, receiver: &Rsyslog) -> Vec<u64> {
+/// Something that reports the `seq`s it received, in arrival order.
+trait Receiver {
+    fn seqs(&self) -> Vec<u64>;
+}
+
+impl Receiver for Rsyslog {
+    fn seqs(&self) -> Vec<u64> {
+        Rsyslog::seqs(self)
+    }
+}
+
+/// A HEC-style receiver on a loopback port. A mock (no Splunk can run here), speaking the
+/// parts the sink uses: `Authorization: Splunk <token>`, concatenated JSON events, `{"code":0}`
+/// answers, and 503 while in an outage. Plain HTTP/1.1 with keep-alive, one thread per
+/// connection.
+struct Hec {
+    port: u16,
+    seqs: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    outage: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bad_token: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    busy: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Receiver for Hec {
+    fn seqs(&self) -> Vec<u64> {
+        self.seqs.lock().unwrap().clone()
+    }
+}
+
+impl Hec {
+    fn start(token: &str) -> Hec {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hec = Hec {
+            port: listener.local_addr().unwrap().port(),
+            seqs: Arc::new(Mutex::new(Vec::new())),
+            outage: Arc::new(AtomicBool::new(false)),
+            bad_token: Arc::new(AtomicU64::new(0)),
+            busy: Arc::new(AtomicU64::new(0)),
+        };
+        let (seqs, outage, bad) = (hec.seqs.clone(), hec.outage.clone(), hec.bad_token.clone());
+        let busy = hec.busy.clone();
+        let expected = format!("authorization: splunk {token}");
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (seqs, outage, bad, busy, expected) = (
+                    seqs.clone(),
+                    outage.clone(),
+                    bad.clone(),
+                    busy.clone(),
+                    expected.clone(),
+                );
+                std::thread::spawn(move || {
+                    serve_hec(conn, &seqs, &outage, [&bad, &busy], &expected)
+                });
+            }
+        });
+        hec
+    }
+}
+
+fn serve_hec(
+    conn: std::net::TcpStream,
+    seqs: &std::sync::Mutex<Vec<u64>>,
+    outage: &std::sync::atomic::AtomicBool,
+    [bad_token, busy]: [&std::sync::atomic::AtomicU64; 2],
+    expected: &str,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            headers.push(line.trim_end().to_ascii_lowercase());
+        }
+        let length: usize = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, answer) = if !headers.iter().any(|h| h == expected) {
+            bad_token.fetch_add(1, Ordering::Relaxed);
+            ("401 Unauthorized", r#"{"text":"Invalid token","code":4}"#)
+        } else if outage.load(Ordering::Relaxed) {
+            busy.fetch_add(1, Ordering::Relaxed);
+            (
+                "503 Service Unavailable",
+                r#"{"text":"Server is busy","code":9}"#,
+            )
+        } else {
+            let mut got = seqs.lock().unwrap();
+            for event in
+                serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>()
+            {
+                let event = event.unwrap();
+                // The record as stored, carried whole; its seq is also a field.
+                assert_eq!(event["event"]["seq"], event["fields"]["seq"]);
+                got.push(event["fields"]["seq"].as_u64().unwrap());
+            }
+            ("200 OK", r#"{"text":"Success","code":0}"#)
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn wait_until_all_arrived(gateway: &Gateway, receiver: &impl Receiver) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let want: BTreeSet<u64> = gateway
@@ -155,4 +281,66 @@ fn every_record_reaches_rsyslog_across_an_outage_and_a_restart() {
         got.len(),
         got.len() - firsts.len()
     );
+}
+
+#[test]
+fn every_record_reaches_a_hec_receiver_across_an_outage_and_a_gateway_restart() {
+    const TOKEN: &str = "5f0c2a1e-e2e-hec-token-3b9d";
+    let receiver = Hec::start(TOKEN);
+    let sink = format!(
+        "  sinks:\n    - name: splunk\n      type: hec\n      url: http://127.0.0.1:{}\n      token: ${{env:GH_TEST_HEC_TOKEN}}\n      batch: {{ max_records: 100, max_bytes: 1MiB, max_wait: 50ms }}\n      backoff: {{ initial: 50ms, max: 500ms }}\n",
+        receiver.port
+    );
+    let (_cluster, mut gateway) = cluster_and_gateway_with(|b| {
+        b.env("GH_TEST_HEC_TOKEN", TOKEN)
+            .top(&format!("audit:\n{sink}"))
+    });
+    for i in 0..5 {
+        gateway.psql("main", &format!("SELECT {i}"));
+    }
+    wait_until_all_arrived(&gateway, &receiver);
+    let (_, _, metrics) = gateway.http("/metrics", None);
+    assert!(
+        metrics.contains("gatehouse_sink_up{sink=\"splunk\",type=\"hec\"} 1"),
+        "{metrics}"
+    );
+
+    // The receiver answers 503; statements go on; the gateway restarts during the outage.
+    receiver
+        .outage
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for i in 5..25 {
+        gateway.psql("main", &format!("SELECT {i}"));
+    }
+    gateway.stop();
+    gateway.restart();
+    for i in 25..30 {
+        gateway.psql("main", &format!("SELECT {i}"));
+    }
+    assert!(
+        receiver.busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the sink met the outage"
+    );
+    receiver
+        .outage
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let got = wait_until_all_arrived(&gateway, &receiver);
+
+    let mut seen = BTreeSet::new();
+    let firsts: Vec<u64> = got.iter().copied().filter(|s| seen.insert(*s)).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort_unstable();
+    assert_eq!(firsts, sorted, "first arrivals in seq order");
+    assert_eq!(
+        receiver
+            .bad_token
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every request carried the token"
+    );
+    // The token is a secret: not in the gateway's output, nor in its audit log.
+    assert!(!gateway.log().contains(TOKEN));
+    assert!(!std::fs::read_to_string(gateway.audit_path())
+        .unwrap()
+        .contains(TOKEN));
 }
