@@ -208,6 +208,28 @@ fn serve_hec(
     }
 }
 
+/// Twenty statements, a stop and a restart, five more: what happens during an outage.
+fn statements_across_a_restart(gateway: &mut Gateway) {
+    for i in 5..25 {
+        gateway.psql("main", &format!("SELECT {i}"));
+    }
+    gateway.stop();
+    gateway.restart();
+    for i in 25..30 {
+        gateway.psql("main", &format!("SELECT {i}"));
+    }
+}
+
+/// The first arrival of each `seq`, asserting they came in `seq` order.
+fn first_arrivals_in_order(got: &[u64]) -> Vec<u64> {
+    let mut seen = BTreeSet::new();
+    let firsts: Vec<u64> = got.iter().copied().filter(|s| seen.insert(*s)).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort_unstable();
+    assert_eq!(firsts, sorted, "first arrivals in seq order");
+    firsts
+}
+
 fn wait_until_all_arrived(gateway: &Gateway, receiver: &impl Receiver) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -256,24 +278,13 @@ fn every_record_reaches_rsyslog_across_an_outage_and_a_restart() {
 
     // The receiver goes away; statements go on, unhindered.
     receiver.kill();
-    for i in 5..25 {
-        gateway.psql("main", &format!("SELECT {i}"));
-    }
     // The gateway restarts during the outage; the sink resumes from its cursor.
-    gateway.stop();
-    gateway.restart();
-    for i in 25..30 {
-        gateway.psql("main", &format!("SELECT {i}"));
-    }
+    statements_across_a_restart(&mut gateway);
     receiver.launch();
     let got = wait_until_all_arrived(&gateway, &receiver);
 
     // Nothing lost; whatever came twice came with the same seq; first arrivals in order.
-    let mut seen = BTreeSet::new();
-    let firsts: Vec<u64> = got.iter().copied().filter(|s| seen.insert(*s)).collect();
-    let mut sorted = firsts.clone();
-    sorted.sort_unstable();
-    assert_eq!(firsts, sorted, "first arrivals in seq order");
+    let firsts = first_arrivals_in_order(&got);
     let log_seqs = gateway.audit_events().len() as u64;
     assert!(log_seqs > 30);
     eprintln!(
@@ -309,14 +320,7 @@ fn every_record_reaches_a_hec_receiver_across_an_outage_and_a_gateway_restart() 
     receiver
         .outage
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    for i in 5..25 {
-        gateway.psql("main", &format!("SELECT {i}"));
-    }
-    gateway.stop();
-    gateway.restart();
-    for i in 25..30 {
-        gateway.psql("main", &format!("SELECT {i}"));
-    }
+    statements_across_a_restart(&mut gateway);
     assert!(
         receiver.busy.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the sink met the outage"
@@ -326,11 +330,7 @@ fn every_record_reaches_a_hec_receiver_across_an_outage_and_a_gateway_restart() 
         .store(false, std::sync::atomic::Ordering::Relaxed);
     let got = wait_until_all_arrived(&gateway, &receiver);
 
-    let mut seen = BTreeSet::new();
-    let firsts: Vec<u64> = got.iter().copied().filter(|s| seen.insert(*s)).collect();
-    let mut sorted = firsts.clone();
-    sorted.sort_unstable();
-    assert_eq!(firsts, sorted, "first arrivals in seq order");
+    first_arrivals_in_order(&got);
     assert_eq!(
         receiver
             .bad_token
