@@ -206,27 +206,19 @@ async fn metrics(State(state): State<AdminState>, request: Request) -> Response 
 
 /// Per-sink lag and delivery figures, in the exposition format.
 fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
-    use std::fmt::Write as _;
     if sinks.is_empty() {
         return String::new();
     }
     let statuses: Vec<gatehouse_sink::SinkStatus> = sinks.iter().map(|s| s.snapshot()).collect();
     let mut out = String::new();
+    let labels = |s: &gatehouse_sink::SinkStatus| {
+        format!("sink=\"{}\",type=\"{}\"", label_value(&s.name), s.kind)
+    };
     let mut family = |name: &str,
                       kind: &str,
                       help: &str,
                       value: &dyn Fn(&gatehouse_sink::SinkStatus) -> String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        let suffix = if kind == "counter" { "_total" } else { "" };
-        for s in &statuses {
-            let _ = writeln!(
-                out,
-                "{name}{suffix}{{sink=\"{}\",type=\"{}\"}} {}",
-                s.name,
-                s.kind,
-                value(s)
-            );
-        }
+        metric_family(&mut out, name, kind, help, &statuses, &labels, value);
     };
     let flag = |b: bool| u8::from(b).to_string();
     family(
@@ -298,26 +290,47 @@ fn sink_metrics(sinks: &[Arc<gatehouse_sink::StatusCell>]) -> String {
     out
 }
 
+/// One metric family in the exposition format: HELP, TYPE and a sample per item.
+fn metric_family<T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    items: &[T],
+    labels: &dyn Fn(&T) -> String,
+    value: &dyn Fn(&T) -> String,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    let suffix = if kind == "counter" { "_total" } else { "" };
+    for item in items {
+        let _ = writeln!(out, "{name}{suffix}{{{}}} {}", labels(item), value(item));
+    }
+}
+
+/// A label value with `\\` and `"` escaped, as the exposition format wants.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 /// Per-witness figures: what it last cosigned, and how often it did not.
 fn witness_metrics(witnesses: &[Arc<gatehouse_witness::StatusCell>]) -> String {
-    use std::fmt::Write as _;
     let statuses: Vec<gatehouse_witness::WitnessStatus> =
         witnesses.iter().map(|w| w.snapshot()).collect();
     let mut out = String::new();
     if statuses.is_empty() {
         return out;
     }
+    let labels =
+        |s: &gatehouse_witness::WitnessStatus| format!("witness=\"{}\"", label_value(&s.name));
     let mut family =
         |name: &str,
          kind: &str,
          help: &str,
          value: &dyn Fn(&gatehouse_witness::WitnessStatus) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            for s in &statuses {
-                let label = s.name.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "{name}{suffix}{{witness=\"{label}\"}} {}", value(s));
-            }
+            metric_family(&mut out, name, kind, help, &statuses, &labels, &|s| {
+                value(s).to_string()
+            });
         };
     family(
         "gatehouse_witness_cosigned_size",

@@ -200,19 +200,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (postgres_addr, pg_threads) = (listening.addr, listening.threads);
 
     let sinks = start_sinks(&config, &audit)?;
-    let witnesses = config
-        .audit
-        .witnesses
-        .iter()
-        .map(|w| gatehouse_witness::WitnessTarget {
-            url: w.url.clone(),
-            key: w.key.clone(),
-            timeout: w.timeout,
-            ca_file: w.ca_file.clone(),
-        })
-        .collect();
-    let witnesses = gatehouse_witness::client::spawn(audit.clone(), witnesses, shutdown_rx.clone())
-        .map_err(|e| anyhow::anyhow!("starting the witness clients: {e}"))?;
+    let witnesses = gatehouse_witness::client::spawn(
+        audit.clone(),
+        config.audit.witnesses.clone(),
+        shutdown_rx.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("starting the witness clients: {e}"))?;
     tasks.extend(witnesses.tasks);
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await

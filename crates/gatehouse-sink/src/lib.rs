@@ -35,4 +35,4 @@ pub use error::SinkError;
 pub use runner::{Sink, SinkHandle};
 pub use source::{Source, SourceError, SourceRecord};
 pub use status::{SinkState, SinkStatus, StatusCell};
-pub use transport::{client_tls, DeliveryError};
+pub use transport::{client_tls, http_client, DeliveryError};

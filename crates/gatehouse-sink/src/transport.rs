@@ -257,6 +257,23 @@ pub fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String
     .with_no_client_auth())
 }
 
+/// An HTTP client for a receiver the gateway sends evidence to: [`client_tls`], `timeout` for
+/// connecting and for each request, no redirects (a redirect could send the records, or a
+/// token, elsewhere).
+pub fn http_client(
+    ca_file: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls(ca_file)?)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
 fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
@@ -368,15 +385,7 @@ impl HecTransport {
             .map(reqwest::header::HeaderValue::from_str)
             .transpose()
             .map_err(|_| "HEC channel is not a valid header value".to_owned())?;
-        let tls = client_tls(config.ca_file.as_deref())?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let client = http_client(config.ca_file.as_deref(), config.request_timeout)?;
         Ok(HecTransport {
             client,
             url: event_url.to_string(),

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 
 use crate::request::{parse_size_body, AddCheckpoint, SIZE_CONTENT_TYPE};
 
-/// One configured witness.
-#[derive(Debug, Clone)]
+/// One configured witness (`audit.witnesses` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WitnessTarget {
     /// The submission prefix: requests go to `<url>/add-checkpoint`.
     pub url: String,
@@ -115,15 +115,8 @@ pub fn spawn(
     let mut tasks = Vec::new();
     let mut cells = Vec::new();
     for target in targets {
-        let tls = gatehouse_sink::client_tls(target.ca_file.as_deref())?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(target.timeout)
-            .connect_timeout(target.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client for witness {}: {e}", target.key.name()))?;
+        let client = gatehouse_sink::http_client(target.ca_file.as_deref(), target.timeout)
+            .map_err(|e| format!("witness {}: {e}", target.key.name()))?;
         let status = Arc::new(StatusCell::default());
         status.update(|s| s.name = target.key.name().to_owned());
         cells.push(Arc::clone(&status));

@@ -43,11 +43,7 @@ async fn serve(dir: &tempfile::TempDir) -> (String, Arc<Witness>) {
 }
 
 fn client() -> reqwest::Client {
-    let tls = gatehouse_sink::client_tls(None).unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap()
+    gatehouse_sink::http_client(None, std::time::Duration::from_secs(10)).unwrap()
 }
 
 async fn post(url: &str, body: Vec<u8>) -> (u16, String, String) {

@@ -90,6 +90,10 @@ pub fn each_of_kind(
         .iter()
         .map(|kind| format!("\"kind\":\"{}\"", kind.as_str()))
         .collect();
+    let finders: Vec<memchr::memmem::Finder> = needles
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(n.as_bytes()))
+        .collect();
     let mut line = Vec::new();
     loop {
         match lines::read_line(&mut reader, &mut line, MAX_LINE_LEN)
@@ -99,10 +103,7 @@ pub fn each_of_kind(
             Line::Eof | Line::Partial => return Ok(()),
             Line::TooLong => return Err("a record is too long".into()),
         }
-        let maybe = needles
-            .iter()
-            .any(|needle| line.windows(needle.len()).any(|w| w == needle.as_bytes()));
-        if !maybe {
+        if !finders.iter().any(|f| f.find(&line).is_some()) {
             continue;
         }
         let rec = record::decode(&line).map_err(|e| e.to_string())?;

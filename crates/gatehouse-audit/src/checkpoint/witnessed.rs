@@ -56,6 +56,7 @@ pub fn witness_summary(
             .collect(),
         ..WitnessSummary::default()
     };
+    let vkeys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let mut notes: BTreeMap<(u64, String), String> = BTreeMap::new();
     let mut order: VecDeque<(u64, String)> = VecDeque::new();
     let kinds = [
@@ -81,7 +82,7 @@ pub fn witness_summary(
             let detail = rec.event.what.detail.as_ref();
             let field = |name: &str| detail.and_then(|d| d.get(name));
             let witness = field("witness").and_then(|v| v.as_str()).unwrap_or("");
-            let Some(i) = keys.iter().position(|k| k.to_string() == witness) else {
+            let Some(i) = vkeys.iter().position(|k| k == witness) else {
                 if !summary.unchecked.iter().any(|u| u == witness) {
                     summary.unchecked.push(witness.to_owned());
                 }

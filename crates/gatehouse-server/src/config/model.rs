@@ -95,18 +95,7 @@ pub struct AuditConfig {
     /// SIEM receivers the log is streamed to (docs/siem.md).
     pub sinks: Sinks,
     /// Witnesses each checkpoint is submitted to (docs/witnesses.md).
-    pub witnesses: Vec<WitnessConfig>,
-}
-
-/// One witness: where it listens and the key its cosignatures must verify under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WitnessConfig {
-    /// The submission prefix (`<url>/add-checkpoint`).
-    pub url: String,
-    pub key: gatehouse_tlog::CosignatureVerifier,
-    pub timeout: Duration,
-    /// CA certificates for an `https://` witness.
-    pub ca_file: Option<PathBuf>,
+    pub witnesses: Vec<gatehouse_witness::WitnessTarget>,
 }
 
 /// The configured sinks. Compared by their printed form, which never shows a token.

@@ -258,7 +258,7 @@ impl<'a> Resolver<'a> {
                 "sink names must be unique (they name the cursor files)",
             );
         }
-        let witnesses: Vec<WitnessConfig> = raw
+        let witnesses: Vec<gatehouse_witness::WitnessTarget> = raw
             .witnesses
             .unwrap_or_default()
             .into_iter()
@@ -292,49 +292,48 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn witness(&mut self, index: usize, raw: RawWitness) -> Option<WitnessConfig> {
+    fn witness(
+        &mut self,
+        index: usize,
+        raw: RawWitness,
+    ) -> Option<gatehouse_witness::WitnessTarget> {
         let at = index.to_string();
-        let path = |field: &'static str| ["audit", "witnesses", "", field];
-        let mut ok = true;
-        let key = match gatehouse_tlog::CosignatureVerifier::parse(raw.key.trim()) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                let mut p = path("key");
-                p[2] = &at;
-                self.error(
-                    &p,
-                    format!("not a witness key (NAME+KEYID+BASE64, type 0x04): {e}"),
-                );
-                None
-            }
+        let fail = |this: &mut Self, field: &'static str, why: String| {
+            this.error(&["audit", "witnesses", &at, field], why);
         };
+        let key = gatehouse_tlog::CosignatureVerifier::parse(raw.key.trim())
+            .map_err(|e| {
+                fail(
+                    self,
+                    "key",
+                    format!("not a witness key (NAME+KEYID+BASE64, type 0x04): {e}"),
+                )
+            })
+            .ok();
         let url = raw.url.trim_end_matches('/').to_owned();
         // No user:password@ (it would be written into every audit.witness_failed record).
         let authority = url
             .split_once("://")
             .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.contains(char::is_whitespace)
-            || authority.contains('@')
-        {
-            let mut p = path("url");
-            p[2] = &at;
-            self.error(
-                &p,
-                "must be an http:// or https:// URL without credentials (the submission prefix)",
+        let url_ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && !url.contains(char::is_whitespace)
+            && !authority.contains('@');
+        if !url_ok {
+            fail(
+                self,
+                "url",
+                "must be an http:// or https:// URL without credentials (the submission prefix)"
+                    .into(),
             );
-            ok = false;
         }
         let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
-        if timeout.is_zero() || timeout > Duration::from_secs(300) {
-            let mut p = path("timeout");
-            p[2] = &at;
-            self.error(&p, "must be between 1ms and 5m");
-            ok = false;
+        let timeout_ok = !timeout.is_zero() && timeout <= Duration::from_secs(300);
+        if !timeout_ok {
+            fail(self, "timeout", "must be between 1ms and 5m".into());
         }
         let ca_file = raw.ca_file.map(|p| self.absolute(&p));
         let key = key?;
-        ok.then_some(WitnessConfig {
+        (url_ok && timeout_ok).then_some(gatehouse_witness::WitnessTarget {
             url,
             key,
             timeout,

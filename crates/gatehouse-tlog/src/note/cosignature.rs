@@ -13,7 +13,7 @@
 //! and the signature bytes, `timestamp (u64, big-endian) || Ed25519 signature`.
 
 use super::error::NoteError;
-use super::key::{check_key_id, key_text, parse_key_text, KeyId};
+use super::key::{check_key_id, key_text, parse_key_text, strong_public_key, KeyId};
 use super::signed::{NoteSignature, SignedNote};
 use super::text::{check_body, check_key_name};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
@@ -68,10 +68,7 @@ impl CosignatureVerifier {
     /// A verifier for `public_key` under `name`.
     pub fn new(name: &str, public_key: &[u8; 32]) -> Result<Self, NoteError> {
         check_key_name(name)?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| NoteError::InvalidPublicKey)?;
-        if key.is_weak() {
-            return Err(NoteError::InvalidPublicKey);
-        }
+        let key = strong_public_key(public_key)?;
         Ok(Self {
             name: name.to_owned(),
             key_id: cosigner_key_id(name, public_key),

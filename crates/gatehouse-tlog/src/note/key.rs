@@ -128,6 +128,16 @@ pub(super) fn key_text(name: &str, key_id: KeyId, alg: u8, key: &[u8; 32]) -> Ze
     Zeroizing::new(format!("{name}+{key_id}+{}", BASE64.encode(&typed[..])))
 }
 
+/// An Ed25519 public key that is on the curve and not of small order (small-order keys let
+/// anyone forge signatures that verify under them).
+pub(super) fn strong_public_key(bytes: &[u8; 32]) -> Result<VerifyingKey, NoteError> {
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| NoteError::InvalidPublicKey)?;
+    if key.is_weak() {
+        return Err(NoteError::InvalidPublicKey);
+    }
+    Ok(key)
+}
+
 /// Fails unless the key ID written in key text is the one computed from the key.
 pub(super) fn check_key_id(written: KeyId, computed: KeyId) -> Result<(), NoteError> {
     if written == computed {
@@ -152,11 +162,7 @@ impl Verifier {
     /// A verifier for `public_key` under `name`.
     pub fn new(name: &str, public_key: &[u8; 32]) -> Result<Self, NoteError> {
         check_key_name(name)?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| NoteError::InvalidPublicKey)?;
-        // Small-order keys let anyone forge signatures that verify under them.
-        if key.is_weak() {
-            return Err(NoteError::InvalidPublicKey);
-        }
+        let key = strong_public_key(public_key)?;
         Ok(Self {
             name: name.to_owned(),
             key_id: key_id(name, public_key),

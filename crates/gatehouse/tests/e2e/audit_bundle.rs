@@ -22,6 +22,20 @@ fn examiner(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `gatehouse audit bundle --since S --until U --out FILE` on the gateway's host.
+fn make_bundle(gateway: &Gateway, since: &str, until: &str, out: &Path) -> Output {
+    gateway.cli(&[
+        "audit",
+        "bundle",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn tar(dir: &Path, args: &[&str]) {
     let out = Command::new("tar")
         .args(args)
@@ -46,16 +60,7 @@ fn an_examiner_proves_a_range_of_records_from_the_bundle_alone() {
     gateway.stop();
 
     let bundle = gateway.dir.path().join("evidence.tar");
-    let out = gateway.cli(&[
-        "audit",
-        "bundle",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    let out = make_bundle(&gateway, &since, &until, &bundle);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let desk = tempfile::tempdir().unwrap();
@@ -149,18 +154,7 @@ fn an_admin_checkpoint_lets_a_bundle_cover_a_running_gateways_latest_records() {
     gateway.psql("main", "SELECT 'just now'");
     let until = now();
     let bundle = gateway.dir.path().join("now.tar");
-    let make = || {
-        gateway.cli(&[
-            "audit",
-            "bundle",
-            "--since",
-            &since,
-            "--until",
-            &until,
-            "--out",
-            bundle.to_str().unwrap(),
-        ])
-    };
+    let make = || make_bundle(&gateway, &since, &until, &bundle);
     // Nothing has signed the statement yet (checkpoints come every 10 s): refused, saying
     // how to get one now.
     let out = make();
